@@ -1,0 +1,130 @@
+"""Configuration dataclasses: the one source of defaults for the whole package.
+
+Every setting that changes what a feature, a model or an engine computes lives here, is
+serialised into checkpoints, caches and engine headers (``to_dict``/``from_dict``), and is
+never repeated as a default elsewhere (the CLI reads its defaults from these classes).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional, Tuple, Type, TypeVar
+
+T = TypeVar("T")
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain-JSON dict of a config dataclass (tuples become lists)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: Type[T], data: dict) -> T:
+    """Build ``cls`` from a dict, ignoring unknown keys and restoring tuples."""
+    kwargs = {}
+    for f in fields(cls):
+        if f.name in data:
+            v = data[f.name]
+            if isinstance(v, list):
+                v = tuple(v)
+            kwargs[f.name] = v
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """How audio files are decoded into waveforms.
+
+    Attributes:
+        sample_rate: target rate in Hz; every file is resampled to it.
+        max_duration_s: files longer than this are refused (``AudioTooLongError``).
+        resample_quality: soxr quality recipe ("HQ", "VHQ", "MQ", "LQ", "QQ").
+    """
+
+    sample_rate: int = 22050
+    max_duration_s: float = 900.0
+    resample_quality: str = "HQ"
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    """Log-Mel + MFCC parameters, every choice on which libraries disagree pinned.
+
+    Equivalent librosa call (the parity target)::
+
+        S = librosa.feature.melspectrogram(y=y, sr=sample_rate, n_fft=n_fft,
+                hop_length=hop_length, win_length=n_fft, window="hann", center=True,
+                pad_mode="constant", power=2.0, n_mels=n_mels, fmin=fmin, fmax=fmax,
+                htk=False, norm="slaney")
+        logmel = 10 * log10(maximum(S, amin))            # ref = 1.0, no top_db
+        mfcc = scipy.fft.dct(logmel, type=2, norm="ortho", axis=-2)[:n_mfcc]
+
+    Attributes:
+        sample_rate: Hz.
+        n_fft: FFT size and window length (samples).
+        hop_length: samples between frames. Frames = 1 + len // hop (centered).
+        window: "hann" (periodic, as scipy/librosa ``get_window``).
+        center: pad n_fft // 2 on both sides so frame t is centred on t * hop.
+        pad_mode: "constant" (zeros, librosa >= 0.10 default); DALI ``reflect_padding=False``.
+        power: 2.0 = power spectrum.
+        n_mels: Mel bands.
+        fmin, fmax: band edges in Hz (fmax None = Nyquist).
+        mel_scale: "slaney" (librosa default, linear below 1 kHz) or "htk".
+        mel_norm: "slaney" (area normalisation, librosa default) or None.
+        amin: power floor before the log: dB floor = 10*log10(amin) = -100 dB, absolute
+            (no per-clip ``top_db``: DALI's cutoff is absolute too).
+        db_ref: reference power for 0 dB (fixed, not the clip max).
+        n_mfcc: DCT-II (orthonormal) coefficients kept from the log-Mel (dB) spectrum.
+    """
+
+    sample_rate: int = 22050
+    n_fft: int = 2048
+    hop_length: int = 512
+    window: str = "hann"
+    center: bool = True
+    pad_mode: str = "constant"
+    power: float = 2.0
+    n_mels: int = 128
+    fmin: float = 0.0
+    fmax: Optional[float] = None
+    mel_scale: str = "slaney"
+    mel_norm: Optional[str] = "slaney"
+    amin: float = 1e-10
+    db_ref: float = 1.0
+    n_mfcc: int = 20
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames produced for a waveform of ``n_samples`` samples."""
+        if self.center:
+            return 1 + n_samples // self.hop_length
+        return max(0, 1 + (n_samples - self.n_fft) // self.hop_length)
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Bag-of-words / TF-IDF settings (scikit-learn ``TfidfVectorizer`` semantics).
+
+    Attributes:
+        max_features: vocabulary size cap (most frequent terms in the training split).
+        min_df: minimum document frequency (count) for a term.
+        ngram_max: word n-grams 1..ngram_max.
+        sublinear_tf: 1 + log(tf) instead of raw counts.
+        use_idf: multiply by smoothed idf (False = plain normalised bag of words).
+        lowercase: lowercase before tokenising.
+        norm: "l2" row normalisation (or None).
+    """
+
+    max_features: int = 2000
+    min_df: int = 1
+    ngram_max: int = 1
+    sublinear_tf: bool = True
+    use_idf: bool = True
+    lowercase: bool = True
+    norm: Optional[str] = "l2"
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Stratified, seeded train/validation/test split (grouped when a group key exists)."""
+
+    ratios: Tuple[float, float, float] = (0.70, 0.15, 0.15)
+    seed: int = 0

@@ -1,0 +1,70 @@
+"""Typed errors. Every error names the file (and line) it concerns and the reason."""
+from __future__ import annotations
+
+
+class MMEngineError(Exception):
+    """Base class of every error raised on purpose by mmengine."""
+
+
+class OptionalDependencyError(MMEngineError, ImportError):
+    """An optional part was used without its extra installed; the message says what to run."""
+
+
+class BackendUnavailableError(MMEngineError):
+    """A requested engine backend cannot run on this machine."""
+
+
+class AudioError(MMEngineError):
+    """A file could not be turned into a waveform. ``path`` and ``reason`` are attributes."""
+
+    reason = "unreadable"
+
+    def __init__(self, path, detail: str = ""):
+        self.path = str(path)
+        self.detail = detail
+        msg = f"{self.path}: {self.reason}"
+        if detail:
+            msg += f" ({detail})"
+        super().__init__(msg)
+
+
+class AudioMissingError(AudioError, FileNotFoundError):
+    reason = "file not found"
+
+
+class AudioEmptyError(AudioError):
+    reason = "file is empty (0 bytes)"
+
+
+class AudioTruncatedError(AudioError):
+    reason = "file is truncated"
+
+
+class AudioCorruptError(AudioError):
+    reason = "file is corrupt or not audio"
+
+
+class AudioUnsupportedFormatError(AudioError):
+    reason = "unsupported audio format"
+
+
+class AudioZeroLengthError(AudioError):
+    reason = "audio has no samples"
+
+
+class AudioNonFiniteError(AudioError):
+    reason = "audio contains NaN or Inf samples"
+
+
+class AudioTooLongError(AudioError):
+    reason = "audio is longer than the configured limit"
+
+
+class ManifestError(MMEngineError):
+    """A data manifest or folder layout is invalid; ``problems`` lists every bad row."""
+
+    def __init__(self, source, problems):
+        self.source = str(source)
+        self.problems = list(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{self.source}: {len(self.problems)} problem(s):\n{lines}")
