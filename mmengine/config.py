@@ -38,11 +38,15 @@ class AudioConfig:
         sample_rate: target rate in Hz; every file is resampled to it.
         max_duration_s: files longer than this are refused (``AudioTooLongError``).
         resample_quality: soxr quality recipe ("HQ", "VHQ", "MQ", "LQ", "QQ").
+        clip_seconds: the model's window: training clips and inference windows are this long
+            (a shorter waveform is looped to fill it, never padded with silence; a longer one
+            is cut into windows whose scores are aggregated at inference).
     """
 
     sample_rate: int = 22050
     max_duration_s: float = 900.0
     resample_quality: str = "HQ"
+    clip_seconds: float = 30.0
 
 
 @dataclass(frozen=True)
