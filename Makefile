@@ -1,0 +1,40 @@
+# Two commands on a fresh machine (see README):
+#   make demo   create .venv, install everything, run the main job on the built-in data set
+#   make test   create .venv, install everything, run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATA   ?= folk
+# torch first, pinned (a local CPU build where one is provided); an unpinned torch would pull CUDA wheels
+TORCH_PIN := torch==2.13.0
+STAMP  := $(VENV)/.installed
+SOURCES := pyproject.toml setup.py CMakeLists.txt $(shell find csrc -type f 2>/dev/null)
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+
+$(STAMP): $(BIN)/python $(SOURCES)
+	$(BIN)/pip install -q $(TORCH_PIN)
+	$(BIN)/pip install -q "pybind11>=2.12" "cmake>=3.18" ninja
+	$(BIN)/pip install -q --no-build-isolation -e ".[dali,triton,onnx,data,dev]"
+	# tinysoundfont declares pyaudio (playback only; it does not build without PortAudio)
+	$(BIN)/pip install -q --no-deps tinysoundfont
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/mmengine data build $(DATA)
+	$(BIN)/mmengine features $(DATA)
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+bench: install
+	$(BIN)/python -m pytest -q bench
+
+clean:
+	rm -rf build $(VENV) *.egg-info mmengine/_C*.so
