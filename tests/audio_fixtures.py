@@ -1,0 +1,77 @@
+"""Helpers that write small real audio files (and broken ones on purpose) for tests.
+
+The format follows the extension (``.wav``, ``.flac``, ``.ogg`` = Vorbis, ``.mp3``) unless
+``fmt``/``subtype`` are given (soundfile names, e.g. ``fmt="WAV", subtype="FLOAT"``). Keep files
+short (<= 2 s): every helper refuses longer ones.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import soundfile as sf
+
+MAX_SECONDS = 2.0
+PathLike = Union[str, Path]
+
+
+def tone(freq: float = 440.0, sr: int = 22050, seconds: float = 1.0,
+         amplitude: float = 0.5) -> np.ndarray:
+    """Sine wave ``amplitude * sin(2π f t)``: (round(seconds * sr),) float64."""
+    t = np.arange(int(round(seconds * sr))) / sr
+    return amplitude * np.sin(2 * np.pi * freq * t)
+
+
+def write_audio(path: PathLike, data: np.ndarray, sr: int, *, fmt: Optional[str] = None,
+                subtype: Optional[str] = None) -> Path:
+    """Write ``data`` (n,) or (n, channels) at ``sr`` Hz; returns the path."""
+    path = Path(path)
+    if len(data) > MAX_SECONDS * sr:
+        raise ValueError(f"test audio must be <= {MAX_SECONDS} s, got {len(data) / sr:.2f} s")
+    sf.write(str(path), data, sr, format=fmt, subtype=subtype)
+    return path
+
+
+def write_tone(path: PathLike, *, freq: float = 440.0, sr: int = 22050, seconds: float = 1.0,
+               channels: int = 1, fmt: Optional[str] = None, subtype: Optional[str] = None,
+               amplitude: float = 0.5) -> Path:
+    """Write a sine tone, the same in every channel."""
+    y = tone(freq, sr, seconds, amplitude)
+    data = y if channels == 1 else np.repeat(y[:, None], channels, axis=1)
+    return write_audio(path, data, sr, fmt=fmt, subtype=subtype)
+
+
+def write_noise(path: PathLike, *, sr: int = 22050, seconds: float = 1.0, channels: int = 1,
+                fmt: Optional[str] = None, subtype: Optional[str] = None,
+                amplitude: float = 0.5, seed: int = 0) -> Path:
+    """Write uniform white noise in ``[-amplitude, amplitude]``, independent per channel."""
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * sr))
+    data = rng.uniform(-amplitude, amplitude, n if channels == 1 else (n, channels))
+    return write_audio(path, data, sr, fmt=fmt, subtype=subtype)
+
+
+def write_truncated(src: PathLike, dst: PathLike, fraction: float = 0.5) -> Path:
+    """Copy the first ``fraction`` of ``src``'s bytes to ``dst`` (a file cut mid-stream)."""
+    data = Path(src).read_bytes()
+    dst = Path(dst)
+    dst.write_bytes(data[:int(len(data) * fraction)])
+    return dst
+
+
+def write_garbage(path: PathLike, n_bytes: int = 4096, seed: int = 0) -> Path:
+    """Random bytes (never starting with 0xFF, so no accidental MPEG frame sync)."""
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 255, n_bytes, dtype=np.uint8)
+    path = Path(path)
+    path.write_bytes(data.tobytes())
+    return path
+
+
+def write_nonfinite_wav(path: PathLike, *, sr: int = 22050, seconds: float = 0.5,
+                        value: float = float("nan"), at: int = 100) -> Path:
+    """A 32-bit float WAV tone with ``value`` (NaN or ±Inf) at sample ``at``."""
+    y = tone(440.0, sr, seconds).astype(np.float32)
+    y[at] = value
+    return write_audio(path, y, sr, fmt="WAV", subtype="FLOAT")
