@@ -1,0 +1,171 @@
+"""GPU LSTM benchmark: the Triton and CUDA persistent kernels against torch.nn.LSTM (cuDNN).
+
+Workload (the classifier's): 2-layer LSTM, input 148, hidden 128, T = 1292 and 646, batch 1, 8,
+64, 256, weights fp32 and bf16. Every contender runs in this one process on the same inputs,
+warm, interleaved round by round (the order rotating each round); each call is timed with CUDA
+events; the table gives medians, sequences/s, GFLOP/s from the formula
+    FLOPs per sequence = Σ_layers 2·4H·(D + H)·T
+and the ratio to cuDNN (>1: faster than cuDNN). Contenders that cannot run here are named in
+the output with the reason. Needs a CUDA GPU:
+
+    python bench/bench_gpu_lstm.py                  # full grid, 7 rounds
+    python bench/bench_gpu_lstm.py --batches 1 64 --steps 646 --rounds 5
+Writes JSON (--json) and a markdown table (--markdown).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from mmengine.errors import MMEngineError  # noqa: E402
+from mmengine.models.reference import layers_from_torch  # noqa: E402
+from mmengine.runtime.gpu_lstm import CudaLSTM, TritonLSTM  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def lstm_flops(input_size: int, hidden: int, layers: int, steps: int) -> int:
+    """FLOPs of one sequence: Σ_layers 2·4H·(D + H)·T (input and recurrent GEMMs)."""
+    total, d = 0, input_size
+    for _ in range(layers):
+        total += 2 * 4 * hidden * (d + hidden) * steps
+        d = hidden
+    return total
+
+
+def make_contenders(lstm: torch.nn.LSTM, dtype: torch.dtype):
+    """name -> callable(x) returning the last layer's last output (B, H); and absent names."""
+    layers = layers_from_torch(lstm)
+    cudnn = lstm.to(dtype)
+
+    def run_cudnn(x):
+        return cudnn(x.to(dtype))[0][:, -1]
+
+    contenders, absent = {"cudnn": run_cudnn}, {}
+    for name, cls in (("triton", TritonLSTM), ("cuda", CudaLSTM)):
+        try:
+            model = cls(layers, dtype)
+        except (MMEngineError, ImportError) as exc:
+            absent[name] = str(exc)
+            continue
+        contenders[name] = lambda x, m=model: m.forward(x)[0]
+    return contenders, absent
+
+
+def time_call(fn, x) -> float:
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn(x)
+    stop.record()
+    stop.synchronize()
+    return start.elapsed_time(stop)
+
+
+def bench_point(contenders, x, rounds: int, warmup: int) -> dict:
+    """Median ms per call of each contender, interleaved round by round."""
+    with torch.inference_mode():
+        for fn in contenders.values():
+            for _ in range(warmup):
+                fn(x)
+        torch.cuda.synchronize()
+        times = {name: [] for name in contenders}
+        names = list(contenders)
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                times[name].append(time_call(contenders[name], x))
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def max_diff(contenders, x) -> dict:
+    """Max |contender - cuDNN| of the last output, in the same dtype (a sanity column)."""
+    with torch.inference_mode():
+        ref = contenders["cudnn"](x).float()
+        return {n: (fn(x).float() - ref).abs().max().item() for n, fn in contenders.items()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64, 256])
+    ap.add_argument("--steps", type=int, nargs="+", default=[1292, 646])
+    ap.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["fp32", "bf16"])
+    ap.add_argument("--input-size", type=int, default=148)
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--cudnn-tf32", action="store_true",
+                    help="let cuDNN use TF32 for fp32 (off by default: the kernels compute fp32)")
+    ap.add_argument("--json", type=Path, default=ROOT / "bench" / "gpu_lstm_results.json")
+    ap.add_argument("--markdown", type=Path, default=ROOT / "bench" / "gpu_lstm_results.md")
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench_gpu_lstm: no CUDA device (torch.cuda.is_available() is False)", file=sys.stderr)
+        return 2
+
+    torch.manual_seed(0)
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cudnn.allow_tf32 = args.cudnn_tf32
+    rows, absent_all = [], {}
+    for dt_name in args.dtypes:
+        dtype = DTYPES[dt_name]
+        lstm = torch.nn.LSTM(args.input_size, args.hidden, num_layers=args.layers,
+                             batch_first=True).cuda().eval()
+        contenders, absent = make_contenders(lstm, dtype)
+        absent_all.update({f"{k} ({dt_name})": v for k, v in absent.items()})
+        for steps in args.steps:
+            flops = lstm_flops(args.input_size, args.hidden, args.layers, steps)
+            for batch in args.batches:
+                x = torch.randn(batch, steps, args.input_size, device="cuda")
+                med = bench_point(contenders, x, args.rounds, args.warmup)
+                diffs = max_diff(contenders, x)
+                for name, ms in med.items():
+                    rows.append({
+                        "dtype": dt_name, "T": steps, "batch": batch, "contender": name,
+                        "median_ms": ms, "sequences_per_s": batch / (ms / 1e3),
+                        "gflops": flops * batch / (ms / 1e3) / 1e9,
+                        "vs_cudnn": med["cudnn"] / ms, "max_diff_vs_cudnn": diffs[name],
+                    })
+                print(" ".join(f"{dt_name} T={steps} B={batch} {n}={ms:.3f}ms"
+                               for n, ms in med.items()), flush=True)
+
+    meta = {
+        "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+        "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+        "python": platform.python_version(), "rounds": args.rounds,
+        "cudnn_tf32": args.cudnn_tf32,
+        "workload": {"input_size": args.input_size, "hidden": args.hidden, "layers": args.layers},
+        "flops_formula": "sum over layers of 2*4H*(D+H)*T per sequence",
+        "absent": absent_all,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"meta": meta, "results": rows}, indent=2))
+    lines = [f"# GPU LSTM: persistent kernels vs cuDNN ({meta['device']})", "",
+             f"torch {meta['torch']}, CUDA {meta['cuda']}, cuDNN {meta['cudnn']} "
+             f"(TF32 {'on' if args.cudnn_tf32 else 'off'}); "
+             f"{args.layers}-layer LSTM {args.input_size}->{args.hidden}; median of "
+             f"{args.rounds} interleaved rounds; FLOPs = {meta['flops_formula']}.", "",
+             "| dtype | T | batch | contender | median ms | seq/s | GFLOP/s | vs cuDNN | "
+             "max diff vs cuDNN |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['dtype']} | {r['T']} | {r['batch']} | {r['contender']} | "
+                     f"{r['median_ms']:.3f} | {r['sequences_per_s']:.1f} | {r['gflops']:.1f} | "
+                     f"{r['vs_cudnn']:.2f}x | {r['max_diff_vs_cudnn']:.2e} |")
+    if absent_all:
+        lines += ["", "Absent contenders:"] + [f"- {k}: {v}" for k, v in absent_all.items()]
+    args.markdown.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.json} and {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
