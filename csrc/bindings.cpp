@@ -1,0 +1,185 @@
+// The one Python binding unit: mmengine._C (CPU features and ISA choice, native LSTM, and the
+// CUDA kernels when built with MMENGINE_WITH_CUDA).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+
+#include "common/cpu_features.h"
+#include "lstm/lstm.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#ifdef MMENGINE_WITH_CUDA
+#include "cuda/lstm_cuda.h"
+#endif
+
+namespace py = pybind11;
+using mmengine::Isa;
+namespace lstm = mmengine::lstm;
+
+namespace {
+
+using F32Array = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using U16Array = py::array_t<uint16_t, py::array::c_style | py::array::forcecast>;
+
+int default_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+
+std::unique_ptr<lstm::Model> make_lstm(int num_layers, int input_size, int hidden,
+                                       const std::string& dtype, const py::list& w_ih,
+                                       const py::list& w_hh, const py::list& bias) {
+  lstm::WeightType wt;
+  if (dtype == "fp32") wt = lstm::WeightType::F32;
+  else if (dtype == "bf16") wt = lstm::WeightType::BF16;
+  else throw py::value_error("dtype must be 'fp32' or 'bf16', got '" + dtype + "'");
+  if (py::len(w_ih) != size_t(num_layers) || py::len(w_hh) != size_t(num_layers) ||
+      py::len(bias) != size_t(num_layers))
+    throw py::value_error("expected one w_ih, w_hh and bias per layer");
+  auto m = std::make_unique<lstm::Model>();
+  lstm::init_model(*m, num_layers, input_size, hidden, wt);
+  for (int l = 0; l < num_layers; ++l) {
+    F32Array b = bias[l].cast<F32Array>();
+    if (wt == lstm::WeightType::F32) {
+      F32Array a = w_ih[l].cast<F32Array>(), h = w_hh[l].cast<F32Array>();
+      lstm::load_layer(*m, l, a.data(), a.size(), h.data(), h.size(), b.data(), b.size());
+    } else {
+      U16Array a = w_ih[l].cast<U16Array>(), h = w_hh[l].cast<U16Array>();
+      lstm::load_layer(*m, l, a.data(), a.size(), h.data(), h.size(), b.data(), b.size());
+    }
+  }
+  return m;
+}
+
+py::tuple lstm_forward(lstm::Model& m, const F32Array& x, bool return_sequence, int num_threads) {
+  if (x.ndim() != 3 || x.shape(2) != m.input_size)
+    throw py::value_error("x must be (batch, steps, " + std::to_string(m.input_size) + ") float32");
+  const int B = int(x.shape(0)), T = int(x.shape(1)), L = m.num_layers, H = m.hidden;
+  py::array_t<float> h_n({L, B, H}), c_n({L, B, H});
+  py::object y = py::none();
+  lstm::ForwardArgs args;
+  if (return_sequence) {
+    py::array_t<float> ys({B, T, H});
+    args.y_seq = ys.mutable_data();
+    y = ys;
+  }
+  args.x = x.data();
+  args.batch = B;
+  args.steps = T;
+  args.h_n = h_n.mutable_data();
+  args.c_n = c_n.mutable_data();
+  args.threads = num_threads > 0 ? num_threads : default_threads();
+  const Isa isa = mmengine::selected_isa();
+  if (B > 0) {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(m.mutex);
+    lstm::plan_workspace(m, B, T, args.threads,
+                         isa == Isa::Avx512Bf16 && m.wtype == lstm::WeightType::BF16);
+    lstm::forward(m, args, isa);
+  }
+  return py::make_tuple(y, h_n, c_n);
+}
+
+F32Array elementwise(const F32Array& x, bool is_tanh) {
+  F32Array y(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  const Isa isa = mmengine::selected_isa();
+  if (is_tanh) lstm::tanh(x.data(), y.mutable_data(), size_t(x.size()), isa);
+  else lstm::sigmoid(x.data(), y.mutable_data(), size_t(x.size()), isa);
+  return y;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "mmengine native kernels: CPU LSTM stack (scalar / AVX2 / AVX-512 / AVX512-BF16)";
+
+  m.def("cpu_features", &mmengine::cpu_features,
+        "Dict feature name -> bool for the ISA features this CPU reports.");
+  m.def("selected_isa", [] { return std::string(mmengine::isa_name(mmengine::selected_isa())); },
+        "The kernel variant in use: 'scalar', 'avx2', 'avx512' or 'avx512bf16'.");
+  m.def("best_isa", [] { return std::string(mmengine::isa_name(mmengine::best_isa())); },
+        "The most capable variant this CPU and build support.");
+  m.def("set_isa", &mmengine::set_isa, py::arg("name"),
+        "Force a variant ('scalar', 'avx2', 'avx512', 'avx512bf16') or 'auto'. "
+        "ValueError if unknown or unsupported here.");
+  m.def("build_info", [] {
+    py::list isas;
+    isas.append("scalar");
+#ifdef MMENGINE_X86_VARIANTS
+    isas.append("avx2");
+    isas.append("avx512");
+#endif
+#ifdef MMENGINE_HAVE_AVX512BF16
+    isas.append("avx512bf16");
+#endif
+    py::dict d;
+    d["isas"] = isas;
+#ifdef _OPENMP
+    d["openmp"] = true;
+#else
+    d["openmp"] = false;
+#endif
+#ifdef MMENGINE_WITH_CUDA
+    d["cuda"] = true;
+#else
+    d["cuda"] = false;
+#endif
+    d["compiler"] = std::string(__VERSION__);
+    return d;
+  }, "Dict: 'isas' compiled kernel variants, 'openmp', 'cuda', 'compiler'.");
+  m.def("has_openmp", [] {
+#ifdef _OPENMP
+    return true;
+#else
+    return false;
+#endif
+  });
+  m.def("max_threads", &default_threads, "Threads a forward uses by default (OpenMP).");
+  m.def("has_cuda", [] {
+#ifdef MMENGINE_WITH_CUDA
+    return true;
+#else
+    return false;
+#endif
+  }, "True when the extension was built with the CUDA kernels.");
+  m.def("sigmoid", [](const F32Array& x) { return elementwise(x, false); }, py::arg("x"),
+        "Elementwise sigmoid with the selected ISA's kernel (float32).");
+  m.def("tanh", [](const F32Array& x) { return elementwise(x, true); }, py::arg("x"),
+        "Elementwise tanh with the selected ISA's kernel (float32).");
+
+  py::class_<lstm::Model, std::unique_ptr<lstm::Model>>(m, "LSTM", py::module_local(),
+      "Packed LSTM stack (see mmengine.runtime.native for the layout).")
+      .def(py::init(&make_lstm), py::arg("num_layers"), py::arg("input_size"),
+           py::arg("hidden_size"), py::arg("dtype"), py::arg("w_ih"), py::arg("w_hh"),
+           py::arg("bias"))
+      .def("forward", &lstm_forward, py::arg("x"), py::arg("return_sequence") = false,
+           py::arg("num_threads") = 0,
+           "x (B, T, D) float32 -> (y (B, T, H) or None, h_n (L, B, H), c_n (L, B, H)).")
+      .def("reserve", [](lstm::Model& mod, int batch, int steps, int num_threads) {
+             py::gil_scoped_release release;
+             std::lock_guard<std::mutex> lock(mod.mutex);
+             lstm::plan_workspace(mod, batch, steps,
+                                  num_threads > 0 ? num_threads : default_threads(),
+                                  mod.wtype == lstm::WeightType::BF16);
+           }, py::arg("batch"), py::arg("steps"), py::arg("num_threads") = 0,
+           "Allocate and touch the workspace for (batch, steps) ahead of the first call.")
+      .def_readonly("num_layers", &lstm::Model::num_layers)
+      .def_readonly("input_size", &lstm::Model::input_size)
+      .def_readonly("hidden_size", &lstm::Model::hidden)
+      .def_property_readonly("dtype", [](const lstm::Model& mod) {
+        return std::string(mod.wtype == lstm::WeightType::F32 ? "fp32" : "bf16");
+      });
+
+#ifdef MMENGINE_WITH_CUDA
+  mmengine::cuda::register_bindings(m);
+#endif
+}
