@@ -68,3 +68,29 @@ class ManifestError(MMEngineError):
         self.problems = list(problems)
         lines = "\n".join(f"  {p}" for p in self.problems)
         super().__init__(f"{self.source}: {len(self.problems)} problem(s):\n{lines}")
+
+
+class SplitError(ManifestError):
+    """A split file is unreadable, malformed, or does not match its data set."""
+
+
+class CheckpointError(MMEngineError):
+    """A checkpoint or training-state file is missing, malformed or does not match its model."""
+
+
+class DataError(MMEngineError, ValueError):
+    """Training/evaluation data cannot be used (empty split, one class, unknown label, ...)."""
+
+
+class UnknownBackendError(MMEngineError, ValueError):
+    """A backend name that is not in the registry; the message lists the valid names."""
+
+
+class EngineFileError(MMEngineError):
+    """An engine file (``.mme``) was refused: foreign, newer, truncated, tampered or malformed.
+    ``path`` and ``reason`` are attributes."""
+
+    def __init__(self, path, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: not a usable mmengine engine file: {reason}")
