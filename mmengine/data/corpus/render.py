@@ -1,0 +1,196 @@
+"""Score → notes → audio, with the leak fixes of DATA-NOTES.md.
+
+* Notes come from music21 (``expandRepeats`` with fallbacks: strip repeat signs; no
+  expansion), ties merged; times in quarter notes, no meter or barline information kept.
+* Tempo is set per *beat of the meter* (dotted quarter in compound meters, half note in C, C|,
+  2/2 and 4/4, quarter otherwise) from one range for every class.
+* Transposition at the note level (never the key signature).
+* One instrument pool for every class; the tune is looped (never padded with silence) to the
+  clip length, rendered with tinysoundfont and the General MIDI soundfont of pretty_midi,
+  RMS-normalised, then made peak-safe.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Tuple
+
+import numpy as np
+
+#: General MIDI programs shared by every class (fiddle, flute, accordion, piano, nylon
+#: guitar, pan flute, clarinet, harmonica, strings)
+FOLK_PROGRAMS = (40, 73, 21, 0, 24, 75, 71, 22, 48)
+VOCAL_PROGRAMS = (52, 19, 48, 0, 71, 73, 68)
+BEAT_BPM = (90.0, 130.0)
+VOCAL_BEAT_BPM = (60.0, 96.0)
+TRANSPOSE = (-5, 6)  # semitones, upper bound exclusive
+TARGET_DBFS = -20.0
+
+
+class RenderError(Exception):
+    """A piece could not be turned into audio (after every fallback)."""
+
+
+@dataclass
+class Notes:
+    """Notes of a piece: (start, end) in quarter notes, MIDI pitch, velocity."""
+
+    start: np.ndarray
+    end: np.ndarray
+    pitch: np.ndarray
+    length_q: float
+    fallback: str = ""
+
+
+def soundfont_path() -> Path:
+    import pretty_midi
+
+    return Path(pretty_midi.__file__).resolve().parent / "TimGM6mb.sf2"
+
+
+def beat_quarters(meter: str) -> float:
+    """Quarter notes per beat of an ABC meter string (``M:`` field)."""
+    m = meter.strip()
+    if m in {"C|", "C", "2/2", "4/4"}:
+        return 2.0
+    mm = re.match(r"(\d+)/(\d+)", m)
+    if mm:
+        num, den = int(mm.group(1)), int(mm.group(2))
+        if den == 8 and num % 3 == 0:
+            return 1.5
+        return 4.0 / den
+    return 1.0
+
+
+def _collect(score) -> Tuple[list, float]:
+    from music21 import note as m21note
+
+    flat = score.stripTies().flatten()
+    events = []
+    for n in flat.notes:
+        q = float(n.quarterLength)
+        if q <= 0 or isinstance(n, m21note.Unpitched):
+            continue
+        start = float(n.offset)
+        pitches = [p.midi for p in n.pitches]
+        events.extend((start, start + q, p) for p in pitches)
+    length = float(flat.highestTime)
+    return events, length
+
+
+def score_notes(score) -> Notes:
+    """Notes of a parsed score with repeats expanded (fallbacks recorded in ``.fallback``)."""
+    from music21 import bar, repeat
+
+    attempts = []
+    for how in ("expand", "strip-repeats", "as-written"):
+        try:
+            s = score
+            if how == "expand":
+                s = score.expandRepeats() if hasattr(score, "expandRepeats") else score
+            elif how == "strip-repeats":
+                s = score.__deepcopy__()
+                for el in list(s.recurse().getElementsByClass((repeat.RepeatMark, bar.Repeat))):
+                    el.activeSite.remove(el)
+                s = s.expandRepeats()
+            events, length = _collect(s)
+            if not events or length <= 0:
+                raise RenderError("no notes")
+            ev = np.array(events, dtype=np.float64)
+            return Notes(ev[:, 0], ev[:, 1], ev[:, 2].astype(np.int64), length,
+                         "" if how == "expand" else how)
+        except Exception as exc:  # noqa: BLE001 - every failure goes to the next fallback
+            attempts.append(f"{how}: {type(exc).__name__}: {exc}")
+    raise RenderError("; ".join(attempts))
+
+
+def loop_notes(n: Notes, sec_per_q: float, seconds: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Repeat the piece back to back until ``seconds`` are covered: (start_s, end_s, pitch)."""
+    period = n.length_q * sec_per_q
+    reps = int(np.ceil(seconds / period)) + 1
+    starts = np.concatenate([n.start * sec_per_q + k * period for k in range(reps)])
+    ends = np.concatenate([n.end * sec_per_q + k * period for k in range(reps)])
+    pitch = np.tile(n.pitch, reps)
+    keep = starts < seconds
+    return starts[keep], np.minimum(ends[keep], seconds + 1.0), pitch[keep]
+
+
+def synthesize(starts, ends, pitch, *, program: int, sample_rate: int, seconds: float,
+               velocity: int = 90) -> np.ndarray:
+    """Render notes with tinysoundfont: float32 mono, exactly ``seconds * sample_rate`` samples."""
+    import tinysoundfont
+
+    total = int(round(seconds * sample_rate))
+    synth = tinysoundfont.Synth(samplerate=sample_rate)
+    sfid = synth.sfload(str(soundfont_path()))
+    synth.program_select(0, sfid, 0, int(program))
+    on = [(int(round(s * sample_rate)), 1, int(p)) for s, p in zip(starts, pitch)]
+    off = [(int(round(e * sample_rate)), 0, int(p)) for e, p in zip(ends, pitch)]
+    events = sorted(on + off)  # note-offs before note-ons at the same sample
+    out = np.zeros((total, 2), np.float32)
+    pos = 0
+    for t, kind, p in events:
+        t = min(t, total)
+        if t > pos:
+            out[pos:t] = np.frombuffer(synth.generate(t - pos), np.float32).reshape(-1, 2)
+            pos = t
+        if pos >= total:
+            break
+        if kind:
+            synth.noteon(0, p, velocity)
+        else:
+            synth.noteoff(0, p)
+    if pos < total:
+        out[pos:] = np.frombuffer(synth.generate(total - pos), np.float32).reshape(-1, 2)
+    return out.mean(axis=1)
+
+
+def normalise_rms(y: np.ndarray, dbfs: float = TARGET_DBFS) -> np.ndarray:
+    """Scale to the target RMS level, then down (never clipping) if the peak exceeds 1."""
+    rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
+    if rms <= 0:
+        raise RenderError("rendered audio is silent")
+    y = y * (10 ** (dbfs / 20.0) / rms)
+    peak = float(np.abs(y).max())
+    if peak > 0.999:
+        y = y * (0.999 / peak)
+    return y.astype(np.float32)
+
+
+def write_midi(path: Path, starts, ends, pitch, *, program: int) -> None:
+    """The rendered notes as a one-track MIDI file (the symbolic modality), no meter events."""
+    import pretty_midi
+
+    pm = pretty_midi.PrettyMIDI(resolution=960, initial_tempo=120.0)
+    inst = pretty_midi.Instrument(program=int(program))
+    inst.notes = [pretty_midi.Note(velocity=90, pitch=int(p), start=float(s), end=float(e))
+                  for s, e, p in zip(starts, ends, pitch) if e > s]
+    pm.instruments.append(inst)
+    pm.write(str(path))
+
+
+def settings_for(rng: np.random.Generator, programs, bpm_range) -> dict:
+    """Random render settings from the shared pools."""
+    return {"program": int(rng.choice(programs)),
+            "transpose": int(rng.integers(*TRANSPOSE)),
+            "tempo_bpm": float(np.round(rng.uniform(*bpm_range), 2))}
+
+
+def notes_seconds(notes: Notes, beat_q: float, bpm: float) -> float:
+    """Seconds per quarter note when the beat (``beat_q`` quarters) runs at ``bpm``."""
+    return 60.0 / (bpm * beat_q)
+
+
+def render_notes(notes: Notes, *, beat_q: float, settings: dict, sample_rate: int,
+                 seconds: float) -> Tuple[np.ndarray, tuple]:
+    """Notes → (RMS-normalised clip, looped (starts, ends, pitch) in seconds)."""
+    spq = notes_seconds(notes, beat_q, settings["tempo_bpm"])
+    s, e, p = loop_notes(notes, spq, seconds)
+    p = np.clip(p + settings["transpose"], 0, 127)
+    y = synthesize(s, e, p, program=settings["program"], sample_rate=sample_rate, seconds=seconds)
+    return normalise_rms(y), (s, e, p)
+
+
+def pitches_of(notes: Notes) -> List[int]:
+    return sorted(set(int(x) for x in notes.pitch))
