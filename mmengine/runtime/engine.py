@@ -1,0 +1,511 @@
+"""``Engine``: load an engine file, classify audio.
+
+    >>> eng = Engine.load("folk.mme")                  # backend "auto": logs which one it took
+    >>> eng.classify("song.wav", lyrics="...")          # -> Prediction(label, score, top_k, ...)
+    >>> eng.classify(["a.flac", "bad.wav", "b.wav"])    # -> [Prediction, ErrorEntry, Prediction]
+
+Pipeline per item: decode (``mmengine.data.audio.load_audio``, or an ``(array, sr)`` tuple
+mixed to mono, resampled and made peak-safe the same way) → windows of
+``AudioConfig.clip_seconds`` (``mmengine.data.audio.windows``: a short file is looped to one
+window, a long one cut, its tail kept when at least half a window) → log-Mel + MFCC
+(``mmengine.features.reference.compute_features``) + TF-IDF of the lyrics (the vectoriser in the
+header) + symbolic features of a MIDI file when the model uses them (missing → mask False) →
+backend → softmax (sigmoid for multi-label models) → mean of the window probabilities.
+
+Memory is bounded: items are decoded one at a time (``workers`` threads decode ahead by at most
+``2 * workers`` items) and windows are copied into one ``(batch_size, window)`` buffer that is
+run through the backend whenever it is full, so a long file or a long list never needs more
+than one decoded file per worker plus one batch of windows and features.
+
+A list (or manifest) returns one result per input in input order: ``Prediction`` or, for an
+input that cannot be used (missing, corrupt, empty, too long, ...), ``ErrorEntry``; a single
+input returns a ``Prediction`` or raises the typed error (``AudioError``...).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..config import AudioConfig, FrontendConfig, from_dict
+from ..errors import AudioError, AudioNonFiniteError, AudioTooLongError, AudioZeroLengthError
+from ..errors import EngineFileError, ManifestError, MMEngineError
+from . import engine_file
+from .registry import BACKENDS, select_backend
+
+log = logging.getLogger("mmengine.runtime")
+
+MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
+#: errors that make one input unusable (reported as its ``ErrorEntry``); others propagate
+_ITEM_ERRORS = (AudioError, ManifestError, OSError, ValueError, EOFError)
+#: header keys ``mmengine.export.engine_metadata`` writes and ``Engine`` needs
+_MODEL_KEYS = ("labels", "model", "audio", "frontend", "io")
+#: options each backend's ``load`` accepts (``Engine.load`` passes only these)
+_LOAD_OPTIONS = {"torch": ("device",), "native": ("threads",), "onnx": ("threads", "providers"),
+                 "tensorrt": (), "cuda": (), "triton": ()}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The classification of one input.
+
+    Attributes:
+        label: the best label.
+        score: its probability (mean over windows).
+        top_k: ``[(label, probability)]``, best first.
+        windows: per window, the probability of every label (``Engine.labels`` order).
+        path: the input file ("<array N>" for an array input).
+        id: the manifest id (None otherwise).
+    """
+
+    label: str
+    score: float
+    top_k: List[Tuple[str, float]]
+    windows: List[List[float]] = field(default_factory=list)
+    path: Optional[str] = None
+    id: Optional[str] = None
+
+    ok = True
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "id": self.id, "label": self.label, "score": self.score,
+                "top_k": [[k, s] for k, s in self.top_k], "windows": self.windows}
+
+
+@dataclass(frozen=True)
+class ErrorEntry:
+    """An input that could not be classified: ``error`` says why, ``error_type`` names the
+    exception class (e.g. ``AudioTruncatedError``)."""
+
+    path: Optional[str]
+    error: str
+    error_type: str = "MMEngineError"
+    id: Optional[str] = None
+
+    ok = False
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "id": self.id, "error": self.error,
+                "error_type": self.error_type}
+
+
+Result = Union[Prediction, ErrorEntry]
+
+
+@dataclass
+class _Item:
+    index: int
+    path: Optional[str] = None
+    id: Optional[str] = None
+    array: Optional[Tuple[np.ndarray, float]] = None
+    text: Optional[str] = None
+    midi: Optional[str] = None
+    error: Optional[Exception] = None  # known bad before decoding (manifest row)
+
+
+def read_inference_manifest(path, text_field: Optional[str] = "lyrics") -> List[_Item]:
+    """Items of a CSV/JSONL manifest for classification: ``path`` is required, ``id``,
+    ``lyrics`` / ``lyrics_path``, ``title``, ``midi_path`` optional, labels ignored; relative
+    paths resolve against the manifest's folder; the item's text is the ``text_field`` column
+    ("lyrics" or "title"). A row with a problem becomes an error item (the rest still run); an
+    unreadable file or one without a ``path`` column raises ``ManifestError``."""
+    from ..data.manifest import read_text
+
+    source = Path(path).expanduser().resolve()
+    if not source.is_file():
+        raise ManifestError(source, ["manifest file not found"])
+    text = read_text(source, what="manifest")
+    rows: List[Tuple[int, Any]] = []
+    if source.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        if "path" not in (reader.fieldnames or []):
+            raise ManifestError(source, [f"line 1: header has no 'path' column "
+                                         f"(columns: {reader.fieldnames})"])
+        rows = [(reader.line_num, r) for r in reader if any((v or "").strip()
+                                                             for v in r.values())]
+    else:
+        for line, raw in enumerate(text.splitlines(), start=1):
+            if raw.strip():
+                try:
+                    rows.append((line, json.loads(raw)))
+                except json.JSONDecodeError as exc:
+                    rows.append((line, ManifestError(source, [f"line {line}: bad JSON "
+                                                              f"({exc.msg})"])))
+    base = source.parent
+
+    def resolve(v):
+        v = str(v).strip() if v is not None else ""
+        return None if not v else str(v if os.path.isabs(v) else base / v)
+
+    items = []
+    for line, row in rows:
+        item = _Item(index=len(items))
+        items.append(item)
+        if isinstance(row, Exception) or not isinstance(row, dict):
+            item.error = row if isinstance(row, Exception) else ManifestError(
+                source, [f"line {line}: expected a JSON object"])
+            continue
+        item.path = resolve(row.get("path"))
+        item.id = str(row["id"]).strip() if row.get("id") not in (None, "") else item.path
+        item.midi = resolve(row.get("midi_path"))
+        item.text = row.get(text_field) if text_field else None
+        lp = resolve(row.get("lyrics_path"))
+        try:
+            if item.path is None:
+                raise ManifestError(source, [f"line {line}: missing or empty 'path'"])
+            if lp is not None and text_field == "lyrics":
+                item.text = read_text(lp, what="lyrics file")
+        except (OSError, ManifestError) as exc:
+            item.error = exc
+    return items
+
+
+class Engine:
+    """A loaded engine file: header, runner, and the feature pipeline in front of it.
+
+    Attributes:
+        header: the engine file's JSON header.
+        backend: the backend running it ("native", "onnx", "torch", ...).
+        labels: class names (``Prediction.windows`` columns).
+        audio_cfg, frontend_cfg: decoding and feature settings from the header.
+        window: samples per inference window.
+    """
+
+    def __init__(self, header: dict, runner, path: str = ""):
+        self.header = header
+        self.runner = runner
+        self.path = path
+        self.backend = runner.backend
+        self.labels: List[str] = list(header["labels"])
+        self.multilabel = bool(header.get("multilabel", False))
+        self.audio_cfg = from_dict(AudioConfig, header["audio"])
+        self.frontend_cfg = from_dict(FrontendConfig, header["frontend"])
+        if self.frontend_cfg.sample_rate != self.audio_cfg.sample_rate:
+            raise MMEngineError(f"{path}: audio sample rate {self.audio_cfg.sample_rate} != "
+                                f"front-end rate {self.frontend_cfg.sample_rate}")
+        self.window = int(round(self.audio_cfg.clip_seconds * self.audio_cfg.sample_rate))
+        self.input_names = [s["name"] for s in header["io"]["inputs"]]
+        self._vectorizer = None
+        if "text" in self.input_names:
+            from ..features.text import TextVectorizer
+
+            self._vectorizer = TextVectorizer.from_json(header["text"])
+        self._symbolic_dim = next((s["shape"][1] for s in header["io"]["inputs"]
+                                   if s["name"] == "symbolic"), 0)
+
+    # -- loading --------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path, backend: str = "auto", **options) -> "Engine":
+        """Load and verify an engine file and start a backend for it.
+
+        Args:
+            path: the ``.mme`` file.
+            backend: "auto" (fastest available that can run the file's payload, logged; a
+                WARNING names the reason when it is not the backend the file was built for)
+                or a name from ``registry.BACKENDS``.
+            options: ``threads`` (native, onnx), ``device`` (torch), ``providers`` (onnx);
+                options another backend does not take are ignored.
+        Raises:
+            EngineFileError: foreign, newer, truncated, tampered or malformed file.
+            UnknownBackendError, BackendUnavailableError: see ``registry.get_backend``.
+        """
+        ef = engine_file.read_engine_file(path)
+        missing = [k for k in _MODEL_KEYS if k not in ef.header]
+        if missing:
+            raise EngineFileError(str(path), f"header lacks the model description key(s) "
+                                  f"{missing}")
+        name = select_backend(ef.header, backend)
+        module = BACKENDS[name].load_module()
+        kwargs = {k: v for k, v in options.items()
+                  if k in _LOAD_OPTIONS[name] and v is not None}
+        if name in ("torch", "cuda", "triton"):  # one module serves the three
+            kwargs["backend"] = name
+        runner = module.load(ef, **kwargs)
+        log.info("loaded %s: backend %s, dtype %s, %d labels", path, name, ef.header["dtype"],
+                 len(ef.header["labels"]))
+        return cls(ef.header, runner, str(path))
+
+    def __repr__(self) -> str:
+        return (f"Engine({self.path!r}, backend={self.backend!r}, "
+                f"dtype={self.header['dtype']!r}, labels={len(self.labels)})")
+
+    # -- low level ------------------------------------------------------------------------
+    def predict_features(self, inputs) -> np.ndarray:
+        """Probabilities (B, C) from model inputs (``header["io"]["inputs"]`` arrays)."""
+        logits = np.asarray(self.runner(inputs), dtype=np.float64)
+        if self.multilabel:
+            return 1.0 / (1.0 + np.exp(-logits))
+        z = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+
+    # -- classification -------------------------------------------------------------------
+    def classify(self, x, lyrics=None, *, top_k: int = 3, batch_size: int = 32,
+                 midi=None, workers: int = 1):
+        """Classify audio.
+
+        Args:
+            x: a path; a list of paths; an ``(array, sample_rate)`` tuple (array (n,),
+                (n, channels), or (channels, n) when channels < n); a list mixing both; a
+                manifest (``.csv``/``.jsonl`` path, columns as for training, labels not
+                needed); or a ``Dataset`` (``mmengine.data.manifest.load_dataset``).
+            lyrics: text for the model's text modality: a str for a single input, a list with
+                one entry (str or None) per input, or None (manifests: their own column).
+            top_k: labels in ``Prediction.top_k``.
+            batch_size: windows per backend call.
+            midi: MIDI path (single input) or list of paths for the symbolic modality.
+            workers: decoding threads.
+        Returns:
+            ``Prediction`` for a single input (errors raise); otherwise a list, one
+            ``Prediction`` or ``ErrorEntry`` per input, in input order.
+        """
+        if batch_size < 1 or top_k < 1 or workers < 1:
+            raise ValueError("batch_size, top_k and workers must be >= 1")
+        items, single = self._items(x, lyrics, midi)
+        results = self._run(items, top_k=top_k, batch_size=batch_size, workers=workers)
+        if single:
+            res = results[0]
+            if isinstance(res, ErrorEntry):
+                raise items[0].error
+            return res
+        return results
+
+    def _items(self, x, lyrics, midi) -> Tuple[List[_Item], bool]:
+        def is_array_input(v):
+            return (isinstance(v, tuple) and len(v) == 2 and isinstance(v[0], np.ndarray)
+                    and isinstance(v[1], (int, float, np.integer, np.floating)))
+
+        if isinstance(x, (str, os.PathLike)) and Path(x).suffix.lower() in MANIFEST_SUFFIXES:
+            if lyrics is not None or midi is not None:
+                raise ValueError("a manifest carries its own lyrics/midi columns")
+            return read_inference_manifest(x, self.header.get("text_field") or "lyrics"), False
+        if hasattr(x, "records"):  # a Dataset
+            if lyrics is not None or midi is not None:
+                raise ValueError("a data set carries its own lyrics/midi")
+            field_name = self.header.get("text_field") or "lyrics"
+            return [_Item(i, path=str(r.path), id=r.id, text=getattr(r, field_name, None),
+                          midi=None if r.midi_path is None else str(r.midi_path))
+                    for i, r in enumerate(x.records)], False
+        single = isinstance(x, (str, os.PathLike)) or is_array_input(x)
+        inputs = [x] if single else list(x)
+
+        def per_item(v, what):
+            if v is None:
+                return [None] * len(inputs)
+            if single:
+                return [v]
+            if isinstance(v, (str, bytes)) or len(v) != len(inputs):
+                raise ValueError(f"{what} must be a list with one entry per input "
+                                 f"({len(inputs)})")
+            return list(v)
+
+        texts, midis = per_item(lyrics, "lyrics"), per_item(midi, "midi")
+        if lyrics is not None and self._vectorizer is None:
+            log.warning("this model uses no text: lyrics are ignored")
+        items = []
+        for i, (v, t, m) in enumerate(zip(inputs, texts, midis)):
+            if is_array_input(v):
+                items.append(_Item(i, path=f"<array {i}>", array=(v[0], float(v[1])), text=t,
+                                   midi=m))
+            elif isinstance(v, (str, os.PathLike)):
+                items.append(_Item(i, path=os.fspath(v), text=t,
+                                   midi=None if m is None else os.fspath(m)))
+            else:
+                raise TypeError(f"input {i}: expected a path or an (array, sample_rate) tuple, "
+                                f"got {type(v).__name__}")
+        return items, single
+
+    def _decode(self, item: _Item) -> np.ndarray:
+        """(n,) float32 waveform at the engine's rate, or raise the item's error."""
+        from ..data import audio as audio_io
+
+        if item.error is not None:
+            raise item.error
+        cfg = self.audio_cfg
+        if item.array is None:
+            return audio_io.load_audio(item.path, cfg)
+        y, sr = item.array
+        if sr <= 0 or sr != int(sr):
+            raise ValueError(f"{item.path}: sample rate must be a positive integer, got {sr}")
+        if y.size == 0:
+            raise AudioZeroLengthError(item.path, "empty array")
+        if y.ndim == 2 and y.shape[0] < y.shape[1]:
+            y = y.T  # (channels, n) as librosa lays it out
+        if len(y) > cfg.max_duration_s * sr:
+            raise AudioTooLongError(item.path, f"{len(y) / sr:.1f} s > limit "
+                                    f"{cfg.max_duration_s:g} s")
+        y = audio_io.to_mono(np.asarray(y, dtype=np.float32))
+        if not np.all(np.isfinite(y)):
+            raise AudioNonFiniteError(item.path)
+        y = audio_io.peak_safe(audio_io.resample(y, int(sr), cfg.sample_rate,
+                                                 cfg.resample_quality))
+        if y.size == 0:
+            raise AudioZeroLengthError(item.path, "resamples to nothing")
+        return np.ascontiguousarray(y)
+
+    def _decoded(self, items: Sequence[_Item], workers: int) -> Iterator[Tuple[_Item, Any]]:
+        """(item, waveform or exception) in order; at most ``2 * workers`` decoded ahead."""
+        def one(item):
+            try:
+                return self._decode(item)
+            except _ITEM_ERRORS as exc:
+                return exc
+
+        if workers == 1:
+            for it in items:
+                yield it, one(it)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            pending: List = []
+            for it in items:
+                pending.append((it, pool.submit(one, it)))
+                if len(pending) >= 2 * workers:
+                    head, fut = pending.pop(0)
+                    yield head, fut.result()
+            for head, fut in pending:
+                yield head, fut.result()
+
+    def _symbolic(self, item: _Item, n_samples: int, n_win: int) -> Tuple[np.ndarray, bool]:
+        """(n_win, S, T) symbolic features of the item's windows and presence."""
+        cfg = self.frontend_cfg
+        T = cfg.n_frames(self.window)
+        out = np.zeros((n_win, self._symbolic_dim, T), np.float32)
+        if item.midi is None:
+            return out, False
+        from ..features.symbolic import symbolic_features
+
+        total = cfg.n_frames(n_samples)
+        full = np.asarray(symbolic_features(item.midi, total, sr=cfg.sample_rate,
+                                            hop=cfg.hop_length), dtype=np.float32)
+        if full.shape != (self._symbolic_dim, total):
+            raise ValueError(f"{item.midi}: symbolic features have shape {full.shape}, "
+                             f"expected ({self._symbolic_dim}, {total})")
+        for w in range(n_win):
+            start = int(round(w * self.window / cfg.hop_length))  # window w's first frame
+            out[w] = full[:, (start + np.arange(T)) % total]
+        return out, True
+
+    def _run(self, items: Sequence[_Item], *, top_k: int, batch_size: int,
+             workers: int) -> List[Result]:
+        from ..data.audio import windows as cut_windows
+
+        C = len(self.labels)
+        results: List[Optional[Result]] = [None] * len(items)
+        win_probs = {}  # item index -> list of per-window probability rows
+        waves = np.empty((batch_size, self.window), np.float32)
+        rows: List[Tuple[int, dict]] = []  # (item index, per-window extra inputs)
+
+        def flush():
+            if not rows:
+                return
+            probs = self.predict_features(self._inputs(waves[:len(rows)], rows))
+            for (idx, _), p in zip(rows, probs):
+                win_probs[idx].append(p)
+            rows.clear()
+
+        for item, y in self._decoded(items, workers):
+            try:
+                if isinstance(y, Exception):
+                    raise y
+                wins = cut_windows(y, self.window)
+                extra = {}
+                if self._vectorizer is not None:
+                    X, mask = self._vectorizer.transform([item.text])
+                    extra["text"], extra["text_mask"] = X[0], mask[0]
+                if self._symbolic_dim:
+                    sym, present = self._symbolic(item, len(y), len(wins))
+                    extra["symbolic_mask"] = np.bool_(present)
+            except _ITEM_ERRORS as exc:
+                item.error = exc
+                results[item.index] = ErrorEntry(item.path, str(exc), type(exc).__name__,
+                                                 item.id)
+                continue
+            win_probs[item.index] = []
+            for w, win in enumerate(wins):
+                waves[len(rows)] = win
+                row = dict(extra)
+                if self._symbolic_dim:
+                    row["symbolic"] = sym[w]
+                rows.append((item.index, row))
+                if len(rows) == batch_size:
+                    flush()
+            del y, wins
+        flush()
+        for item in items:
+            if results[item.index] is not None:
+                continue
+            per_win = np.asarray(win_probs[item.index], dtype=np.float64).reshape(-1, C)
+            mean = per_win.mean(axis=0)
+            order = np.argsort(-mean, kind="stable")[:min(top_k, C)]
+            results[item.index] = Prediction(
+                label=self.labels[order[0]], score=float(mean[order[0]]),
+                top_k=[(self.labels[j], float(mean[j])) for j in order],
+                windows=[[float(v) for v in p] for p in per_win], path=item.path, id=item.id)
+        return results  # type: ignore[return-value]
+
+    def _inputs(self, waves: np.ndarray, rows: List[Tuple[int, dict]]) -> dict:
+        """Model inputs for a batch of windows (B, window) and their per-window extras."""
+        from ..features.reference import compute_features
+
+        feats = compute_features(waves, self.frontend_cfg, dtype=np.float32)
+        out = {}
+        for name in self.input_names:
+            if name == "mfcc":
+                out[name] = np.asarray(feats["mfcc"], np.float32)
+            elif name == "logmel":
+                out[name] = np.asarray(feats["logmel"], np.float32)
+            else:
+                out[name] = np.stack([r[name] for _, r in rows])
+        return out
+
+
+def load_engine(path, backend: str = "auto", **options) -> Engine:
+    """``Engine.load``."""
+    return Engine.load(path, backend, **options)
+
+
+def classify(model, x, lyrics=None, *, backend: str = "auto", top_k: int = 3,
+             batch_size: int = 32, midi=None, workers: int = 1, **options):
+    """``mmengine classify MODEL FILES...``: load the engine file ``model`` (or use an
+    ``Engine``) and classify ``x`` (see ``Engine.classify``)."""
+    eng = model if isinstance(model, Engine) else Engine.load(model, backend, **options)
+    return eng.classify(x, lyrics, top_k=top_k, batch_size=batch_size, midi=midi,
+                        workers=workers)
+
+
+def results_to_json(results) -> Union[dict, List[dict]]:
+    """Plain-JSON form of ``classify`` output (one dict, or a list of dicts)."""
+    if isinstance(results, (Prediction, ErrorEntry)):
+        return results.to_dict()
+    return [r.to_dict() for r in results]
+
+
+def format_results(results) -> str:
+    """Human-readable lines of ``classify`` output (what ``mmengine classify`` prints)::
+
+        song.wav  reel 0.912  (jig 0.061, hornpipe 0.020)  [3 windows]
+        bad.wav   ERROR AudioCorruptError: bad.wav: file is corrupt or not audio (...)
+    """
+    if isinstance(results, (Prediction, ErrorEntry)):
+        results = [results]
+    lines = []
+    for r in results:
+        name = r.id or r.path or "?"
+        if isinstance(r, ErrorEntry):
+            lines.append(f"{name}\tERROR {r.error_type}: {r.error}")
+            continue
+        rest = ", ".join(f"{k} {s:.3f}" for k, s in r.top_k[1:])
+        line = f"{name}\t{r.label} {r.score:.3f}"
+        if rest:
+            line += f"  ({rest})"
+        if len(r.windows) > 1:
+            line += f"  [{len(r.windows)} windows]"
+        lines.append(line)
+    return "\n".join(lines)

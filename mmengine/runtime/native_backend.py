@@ -1,0 +1,103 @@
+"""The native CPU backend: torch for ``frontend_features`` (small: normalisation, conv stems,
+fusion), the C++ kernels of ``mmengine._C`` for the LSTM stack (``mmengine.runtime.native``),
+numpy for pooling and the linear head.
+
+Payload (``safetensors``, one blob): the model's state dict exactly as the torch backend stores
+it (so ``auto`` can fall back to torch from the same file when ``mmengine._C`` is missing) plus
+``native.*``: the LSTM stack packed by ``native.pack_lstm`` in the engine's dtype (fp32 or bf16
+weights, fp32 accumulation). A torch-built file also runs here: its LSTM is packed at load.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Mapping, Tuple
+
+import numpy as np
+
+from ..errors import EngineFileError
+from .engine_file import EngineFile
+
+log = logging.getLogger("mmengine.runtime")
+
+
+def _layers(model):
+    from ..models.reference import layers_from_torch
+
+    rnn = model.classifier.rnn
+    if model.classifier.cell != "lstm":
+        raise ValueError(f"the native backend runs LSTM stacks only, this model uses "
+                         f"{model.classifier.cell!r}: build it for torch or onnx instead")
+    return [tuple(t.float() for t in layer) for layer in layers_from_torch(rnn)]
+
+
+def build(model, header: Mapping, *, dtype: str = "fp32") -> Tuple[bytes, dict]:
+    """Payload for ``--backend native``: (safetensors bytes, backend header options)."""
+    import torch
+
+    from .native import pack_lstm
+    from .torch_backend import NATIVE_PREFIX, serialize, state_tensors
+
+    tensors = state_tensors(model, dtype)
+    for k, v in pack_lstm(_layers(model), dtype).items():
+        tensors[NATIVE_PREFIX + k] = torch.from_numpy(np.ascontiguousarray(v))
+    return serialize(tensors), {"packed": "mmengine.runtime.native.pack_lstm"}
+
+
+class NativeRunner:
+    """frontend (torch, float32) → ``NativeLSTM`` → pooling and head (numpy).
+
+    Args:
+        model: the engine's model (eval, float32); only ``frontend_features`` and the head's
+            weights are used.
+        lstm: a ``NativeLSTM``.
+        threads: threads for the C++ kernels (0: OpenMP default).
+    """
+
+    backend = "native"
+
+    def __init__(self, model, lstm, *, threads: int = 0):
+        self.model = model.eval()
+        self.lstm = lstm
+        self.threads = int(threads or 0)
+        self.pooling = model.classifier.pooling
+        head = model.classifier.head
+        self.w = np.ascontiguousarray(head.weight.detach().float().numpy().T)  # (H, C)
+        self.b = head.bias.detach().float().numpy().copy()  # (C,)
+
+    def features(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """(B, T', D) float32 fused per-frame features (torch ``frontend_features``)."""
+        import torch
+
+        with torch.inference_mode():
+            batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
+            return self.model.frontend_features(batch).float().numpy()
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """inputs: name -> array (see ``registry.Runner``). Returns logits (B, C) float32."""
+        x = self.features(inputs)
+        seq = self.pooling != "last"
+        y = self.lstm.forward(x, return_sequence=seq, num_threads=self.threads)[0]
+        pooled = y.mean(axis=1) if seq else y
+        return (pooled @ self.w + self.b).astype(np.float32, copy=False)
+
+
+def load(ef: EngineFile, *, threads: int = 0) -> NativeRunner:
+    from .native import NativeLSTM, pack_lstm
+    from .torch_backend import load_model, parse_weights
+
+    state, packed = parse_weights(ef)
+    model = load_model(ef, state)
+    if not packed:
+        log.info("%s holds no packed LSTM (built for %s): packing it now (%s)", ef.path,
+                 ef.header.get("backend"), ef.header["dtype"])
+        packed = pack_lstm(_layers(model), ef.header["dtype"])
+    try:
+        lstm = NativeLSTM.from_packed(packed)
+    except (KeyError, ValueError) as exc:
+        log.warning("%s: its packed LSTM does not fit this build of the native kernels (%s); "
+                    "re-packing it from the stored weights", ef.path, exc)
+        try:
+            lstm = NativeLSTM.from_packed(pack_lstm(_layers(model), ef.header["dtype"]))
+        except (KeyError, ValueError) as exc2:
+            raise EngineFileError(ef.path, f"cannot build the native LSTM ({exc2})") from exc2
+    return NativeRunner(model, lstm, threads=threads)
