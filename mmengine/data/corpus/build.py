@@ -100,7 +100,7 @@ def run_job(task: str, item: dict, k: int, seed: int, out: str, sample_rate: int
         if task == "vocal":
             mode, lyrics, ts = _vocal_facts(score)
             label = mode
-            beat_q = render.beat_quarters(f"{ts.numerator}/{ts.denominator}") if ts else 1.0
+            beat_q = 4.0 / ts.denominator if ts else 1.0  # chorales: the notated beat
             settings = render.settings_for(rng, render.VOCAL_PROGRAMS, render.VOCAL_BEAT_BPM)
         else:
             lyrics = None
