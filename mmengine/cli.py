@@ -5,13 +5,15 @@ Every default comes from ``mmengine.config``; nothing here computes anything its
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from . import PROJECT, __version__
-from .config import AudioConfig, FrontendConfig
+from .config import ModelConfig, TrainConfig
 from .errors import MMEngineError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -51,32 +53,108 @@ def _data_list(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------- features
-def resolve_data(spec: str) -> Path:
-    """A built-in task name (built on demand), a manifest file or a folder layout."""
-    p = Path(spec)
-    if p.exists():
-        return p
-    from .data.corpus import TASKS, build_dataset, default_manifest
-
-    if spec in TASKS:
-        m = default_manifest(spec)
-        return m if m.exists() else build_dataset(spec)
-    raise MMEngineError(f"{spec}: neither an existing manifest/folder nor a built-in data set "
-                        f"({', '.join(TASKS)})")
-
-
 @_handler("features")
 def _features(args: argparse.Namespace) -> int:
-    from .data.manifest import load_dataset
-    from .features.cache import compute_or_load_audio_features
+    from .api import load_features
 
-    ds = load_dataset(resolve_data(args.data))
-    cache_dir = Path(args.cache) if args.cache else ds.source.parent / "features"
-    feats = compute_or_load_audio_features(
-        ds, AudioConfig(), FrontendConfig(), cache_dir, frontend=args.frontend,
-        progress=not args.quiet, workers=args.workers,
-    )
-    print(f"{len(feats)} clips with features in {cache_dir}")
+    fs, vec = load_features(args.data, cache_dir=args.cache, frontend=args.frontend,
+                            progress=not args.quiet, workers=args.workers)
+    counts = {s: int((fs.split == s).sum()) for s in ("train", "val", "test")}
+    print(f"{len(fs.ids)} clips, {fs.mfcc.shape[-1]} frames each; split {counts}; "
+          f"text: {'TF-IDF ' + str(fs.text.shape[1]) + ' terms' if fs.text is not None else 'none'}; "
+          f"symbolic: {'yes' if fs.symbolic is not None else 'no'}")
+    if fs.excluded:
+        print(f"excluded {len(fs.excluded)} clip(s): " +
+              "; ".join(f"{k}: {v}" for k, v in list(fs.excluded.items())[:5]))
+    return 0
+
+
+# ---------------------------------------------------------------------- train / eval
+def _model_cfg(args) -> ModelConfig:
+    kw = {}
+    if args.modalities:
+        kw["modalities"] = tuple(args.modalities.split(","))
+    if args.arch:
+        kw["arch"] = args.arch
+    return dataclasses.replace(ModelConfig(), **kw)
+
+
+def _train_cfg(args) -> TrainConfig:
+    kw = {k: getattr(args, k) for k in ("max_epochs", "seed") if getattr(args, k) is not None}
+    return dataclasses.replace(TrainConfig(), **kw)
+
+
+@_handler("train")
+def _train(args: argparse.Namespace) -> int:
+    from .api import train
+
+    data = args.manifest or args.data
+    res = train(data, args.out, model_cfg=_model_cfg(args), train_cfg=_train_cfg(args),
+                resume=args.resume, progress=not args.quiet)
+    print(f"best validation macro-F1 {res.best_val_f1:.4f} at epoch {res.best_epoch} "
+          f"({res.epochs_run} epochs, {res.seconds:.0f} s); run folder: {res.out_dir}")
+    return 0
+
+
+@_handler("evaluate")
+def _evaluate(args: argparse.Namespace) -> int:
+    from .api import evaluate
+
+    rep = evaluate(args.run, args.data, plots=not args.no_plots, progress=not args.quiet)
+    t = rep["test"]
+    print(f"test: accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f} "
+          f"({rep['n_test']} clips); report: {Path(args.run) / 'report.md'}")
+    return 0
+
+
+@_handler("experiment")
+def _experiment(args: argparse.Namespace) -> int:
+    from .api import experiment
+
+    seeds = [int(x) for x in args.seeds.split(",")]
+    models = args.models.split(",") if args.models else None
+    comp = experiment(args.data, args.out, seeds=seeds, models=models,
+                      train_cfg=_train_cfg(args), progress=not args.quiet)
+    for name, r in comp["models"].items():
+        print(f"{name:16s} macro-F1 {r['mean']['macro_f1']:.4f} ± {r['std']['macro_f1']:.4f}")
+    return 0
+
+
+# ------------------------------------------------------------------------ engines
+@_handler("build")
+def _build(args: argparse.Namespace) -> int:
+    from .api import build_engine
+
+    out = build_engine(args.run, args.output, backend=args.backend, dtype=args.dtype)
+    print(f"engine: {out}")
+    return 0
+
+
+@_handler("classify")
+def _classify(args: argparse.Namespace) -> int:
+    from .api import classify
+    from .runtime.engine import format_results, results_to_json
+
+    lyrics = None
+    if args.lyrics:
+        from .data.manifest import read_text
+
+        lyrics = [read_text(args.lyrics, what="lyrics")] * len(args.files)
+    res = classify(args.model, list(args.files), lyrics, backend=args.backend,
+                   top_k=args.top_k, batch_size=args.batch_size)
+    print(json.dumps(results_to_json(res), indent=1) if args.json else format_results(res))
+    return 1 if any(getattr(r, "error", None) for r in res) else 0
+
+
+@_handler("bench")
+def _bench(args: argparse.Namespace) -> int:
+    from .api import benchmark
+    from .bench import format_table
+
+    res = benchmark(args.model, batches=[int(b) for b in args.batches.split(",")],
+                    rounds=args.rounds, threads=args.threads, out_json=args.json,
+                    backends=args.backends.split(",") if args.backends else None)
+    print(format_table(res))
     return 0
 
 
@@ -113,6 +191,66 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--workers", type=int, default=1, help="decode threads (default 1)")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     f.set_defaults(handler="features")
+
+    t = sub.add_parser("train", help="train the fusion LSTM (or a baseline) on a data set")
+    t.add_argument("--data", default="folk", help="built-in task name, manifest or folder (default folk)")
+    t.add_argument("--manifest", help="a user manifest (.csv/.jsonl); overrides --data")
+    t.add_argument("--out", help="run folder (default runs/<data>)")
+    t.add_argument("--arch", choices=["fusion", "cnn"], help="model (default from ModelConfig)")
+    t.add_argument("--modalities", help="comma-separated subset of mfcc,mel,text,symbolic")
+    t.add_argument("--max-epochs", dest="max_epochs", type=int, help="default from TrainConfig")
+    t.add_argument("--seed", type=int, help="training seed (default from TrainConfig)")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(handler="train")
+
+    e = sub.add_parser("evaluate", help="test metrics, report.md and plots of a training run")
+    e.add_argument("run", help="run folder written by 'mmengine train'")
+    e.add_argument("--data", help="data set (default: the one the run was trained on)")
+    e.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(handler="evaluate")
+
+    x = sub.add_parser("experiment", help="fusion LSTM vs SVM, RF, CNN, RNN and single "
+                       "modalities, over several seeds")
+    x.add_argument("--data", default="folk", help="built-in task name, manifest or folder")
+    x.add_argument("--out", help="output folder (default runs/<data>-experiment)")
+    x.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    x.add_argument("--models", help="comma-separated subset (default: all)")
+    x.add_argument("--max-epochs", dest="max_epochs", type=int, help="default from TrainConfig")
+    x.add_argument("--seed", type=int, help=argparse.SUPPRESS)
+    x.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    x.set_defaults(handler="experiment")
+
+    bd = sub.add_parser("build", help="build an engine file (.mme) from a run or checkpoint")
+    bd.add_argument("run", help="run folder or checkpoint file")
+    bd.add_argument("-o", "--output", required=True, help="engine file to write")
+    bd.add_argument("--backend", default="native",
+                    choices=["native", "onnx", "tensorrt", "torch", "triton", "cuda"],
+                    help="payload to pre-pack (default native)")
+    bd.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
+                    help="weight precision (default fp32)")
+    bd.set_defaults(handler="build")
+
+    c = sub.add_parser("classify", help="classify audio files with an engine file")
+    c.add_argument("model", help="engine file (.mme)")
+    c.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, MP3) or a manifest")
+    c.add_argument("--lyrics", help="a text file used as the lyrics/title of every input")
+    c.add_argument("--top-k", dest="top_k", type=int, default=3, help="labels shown (default 3)")
+    c.add_argument("--batch-size", dest="batch_size", type=int, default=32,
+                   help="windows per engine call (default 32)")
+    c.add_argument("--backend", default="auto", help="auto (default), native, onnx, torch, ...")
+    c.add_argument("--json", action="store_true", help="JSON output")
+    c.set_defaults(handler="classify")
+
+    bn = sub.add_parser("bench", help="throughput/latency of an engine on every backend here")
+    bn.add_argument("model", help="engine file (.mme)")
+    bn.add_argument("--batches", default="1,8,64", help="comma-separated batch sizes")
+    bn.add_argument("--rounds", type=int, default=10, help="interleaved timed rounds")
+    bn.add_argument("--threads", type=int, help="threads for native/onnx")
+    bn.add_argument("--backends", help="comma-separated backends (default: all available)")
+    bn.add_argument("--json", help="also write the results as JSON here")
+    bn.set_defaults(handler="bench")
     return p
 
 
