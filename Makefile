@@ -26,9 +26,16 @@ $(STAMP): $(BIN)/python $(SOURCES)
 	$(BIN)/pip install -q --no-deps tinysoundfont
 	touch $(STAMP)
 
+RUN    ?= runs/$(DATA)
 demo: install
 	$(BIN)/mmengine data build $(DATA)
 	$(BIN)/mmengine features $(DATA)
+	$(BIN)/mmengine train --data $(DATA) --out $(RUN) --resume
+	$(BIN)/mmengine evaluate $(RUN)
+	$(BIN)/mmengine build $(RUN) -o $(RUN)/$(DATA).mme --backend native
+	$(BIN)/mmengine classify $(RUN)/$(DATA).mme $$(ls $$($(BIN)/mmengine data path $(DATA))/audio/*.flac | head -n 3)
+	$(BIN)/mmengine bench $(RUN)/$(DATA).mme --batches 1,8,64 --rounds 5
+	@echo "report: $(RUN)/report.md (plots beside it); engine: $(RUN)/$(DATA).mme"
 
 test: install
 	$(BIN)/python -m pytest -q tests

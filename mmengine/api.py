@@ -69,7 +69,9 @@ def train(data="folk", out=None, *, model_cfg: ModelConfig = ModelConfig(),
     """Train the fusion LSTM (or ``model_cfg.arch``) on ``data``; returns ``RunResult``.
 
     ``out`` defaults to ``runs/<data name>``; ``resume=True`` continues an interrupted run."""
-    from . import train as _train
+    import importlib
+
+    _train = importlib.import_module("mmengine.train")
 
     fs, vec = load_features(data, progress=progress, **feature_kw)
     out = Path(out) if out else Path("runs") / Path(str(data)).stem

@@ -52,6 +52,16 @@ def _data_list(args: argparse.Namespace) -> int:
     return 0
 
 
+@_handler("data.path")
+def _data_path(args: argparse.Namespace) -> int:
+    from .data.corpus import TASKS, default_dir
+
+    if args.task not in TASKS:
+        raise MMEngineError(f"unknown data set {args.task!r}; choose from {', '.join(TASKS)}")
+    print(default_dir(args.task))
+    return 0
+
+
 # ------------------------------------------------------------------------- features
 @_handler("features")
 def _features(args: argparse.Namespace) -> int:
@@ -182,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(handler="data.build")
     ls = dsub.add_parser("list", help="list built-in data sets and whether they are built")
     ls.set_defaults(handler="data.list")
+    dp = dsub.add_parser("path", help="print the folder of a built-in data set")
+    dp.add_argument("task", help="folk, vocal, ...")
+    dp.set_defaults(handler="data.path")
 
     f = sub.add_parser("features", help="extract and cache audio features of a data set")
     f.add_argument("data", help="built-in task name, manifest (.csv/.jsonl) or folder root/<label>/<file>")
