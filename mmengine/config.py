@@ -132,3 +132,78 @@ class SplitConfig:
 
     ratios: Tuple[float, float, float] = (0.70, 0.15, 0.15)
     seed: int = 0
+
+
+#: modality names a model can use, in their fixed concatenation order
+MODALITIES = ("mfcc", "mel", "text", "symbolic")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the fusion model and of the CNN baseline.
+
+    The fusion model (``arch="fusion"``) runs one small Conv1d stem per time-series modality
+    (``stem_stages`` stages of stride 2: ``T' = ceil(T / 2**stem_stages)`` frames), projects the
+    TF-IDF vector and broadcasts it over time, concatenates everything per frame together with
+    one 0/1 mask channel per modality, and feeds ``num_layers`` recurrent layers (``cell``) and
+    a linear head.
+
+    Attributes:
+        arch: "fusion" (the paper's early-fusion RNN) or "cnn" (2D CNN on the log-Mel image).
+        modalities: subset of ``MODALITIES`` the model uses (ablations).
+        cell: recurrent cell, "lstm" (paper), "gru" or "rnn" (plain tanh RNN baseline).
+        hidden_size: recurrent units per layer (H).
+        num_layers: stacked recurrent layers (L).
+        dropout: dropout before the head (paper: 0.5).
+        rnn_dropout: dropout between recurrent layers (training only).
+        pooling: "last" (final hidden state of the top layer, paper) or "mean" over time.
+        stem_stages: stride-2 conv stages in front of the RNN (0 = full frame rate).
+        mfcc_channels, mel_channels, symbolic_channels: per-frame widths of the stems' outputs.
+        text_dim: width of the dense TF-IDF projection.
+        modality_dropout: per-sample probability of dropping each modality during training
+            (never all of a sample's present modalities at once).
+        cnn_channels: channels of the CNN baseline's conv blocks (each block halves both axes).
+        cnn_stride: (frequency, time) stride of the CNN's first convolution.
+    """
+
+    arch: str = "fusion"
+    modalities: Tuple[str, ...] = MODALITIES
+    cell: str = "lstm"
+    hidden_size: int = 128
+    num_layers: int = 2
+    dropout: float = 0.5
+    rnn_dropout: float = 0.2
+    pooling: str = "mean"
+    stem_stages: int = 2
+    mfcc_channels: int = 32
+    mel_channels: int = 64
+    symbolic_channels: int = 16
+    text_dim: int = 32
+    modality_dropout: float = 0.15
+    cnn_channels: Tuple[int, ...] = (16, 32, 64, 64)
+    cnn_stride: Tuple[int, int] = (2, 4)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings (paper: Adam, lr 1e-3, batch 64, up to 100 epochs).
+
+    Attributes:
+        lr: Adam learning rate.
+        batch_size: examples per step.
+        max_epochs: epoch cap.
+        patience: epochs without a better validation macro-F1 before stopping.
+        weight_decay: Adam L2 penalty.
+        grad_clip: max global gradient norm (0 = no clipping).
+        seed: seeds initialisation, shuffling, dropout and modality dropout.
+        num_threads: torch intra-op threads (0 = leave torch's setting alone).
+    """
+
+    lr: float = 1e-3
+    batch_size: int = 64
+    max_epochs: int = 100
+    patience: int = 10
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    seed: int = 0
+    num_threads: int = 2

@@ -1,0 +1,311 @@
+"""Early-fusion recurrent classifier (Yang, 2025: MFCC + log-Mel + TF-IDF fused per frame → LSTM).
+
+A batch is a dict of tensors (``N`` clips, ``T`` frames)::
+
+    "mfcc"          (B, n_mfcc, T)  float32   MFCC series
+    "logmel"        (B, n_mels, T)  float32   log-Mel "image" (dB)
+    "text"          (B, V)          float32   TF-IDF row (zero row when missing)
+    "text_mask"     (B,)            bool      False = no text
+    "symbolic"      (B, S, T)       float32   per-frame symbolic features
+    "symbolic_mask" (B,)            bool      False = no symbolic part
+    "mfcc_mask", "mel_mask" (B,)    bool      optional (default: present)
+
+Input normalisation (``FeatureNorm``): every time-series modality is standardised per feature
+row, ``x_norm[b, k, t] = (x[b, k, t] - mean[k]) / std[k]``, where ``mean[k]``/``std[k]`` are the
+mean and (population) standard deviation of feature ``k`` over all frames of all *training* clips
+(``compute_norm_stats``; symbolic statistics over clips whose symbolic mask is True only; a
+standard deviation below 1e-6 is replaced by 1). The statistics are buffers of the model, so
+they travel in the checkpoint (``norm.mfcc_mean``, ``norm.mfcc_std``, ``norm.mel_mean``, ...).
+TF-IDF rows are used as they are (already L2-normalised).
+
+Model = ``frontend_features`` (everything before the recurrence, runs in torch/numpy at
+inference) + ``classifier`` (``nn.LSTM`` stack → pooling → dropout → linear head), so an
+inference engine can run ``classifier.rnn`` and ``classifier.head`` natively.
+
+Missing modalities are explicit: a missing (or dropped) modality's features are zeroed *and* its
+0/1 mask channel is 0 on every frame; its input values cannot change the output.
+"""
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import MODALITIES, ModelConfig
+
+SERIES = {"mfcc": "mfcc", "mel": "logmel", "symbolic": "symbolic"}  # modality -> batch key
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+POOLINGS = ("last", "mean")
+STD_FLOOR = 1e-6
+
+
+def compute_norm_stats(fs) -> Dict[str, np.ndarray]:
+    """Per-feature mean/std over all frames of the clips of ``fs`` (pass the train subset).
+
+    Args:
+        fs: a ``FeatureSet`` (``mfcc`` (N, n_mfcc, T), ``logmel`` (N, n_mels, T), optional
+            ``symbolic`` (N, S, T) with ``symbolic_mask`` (N,)).
+    Returns:
+        ``{"mfcc_mean", "mfcc_std", "mel_mean", "mel_std"[, "symbolic_mean", "symbolic_std"]}``,
+        each ``(features,)`` float32.
+    """
+    def stats(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(x, dtype=np.float64)
+        mean = x.mean(axis=(0, 2))
+        std = x.std(axis=(0, 2))
+        std = np.where(std < STD_FLOOR, 1.0, std)
+        return mean.astype(np.float32), std.astype(np.float32)
+
+    out: Dict[str, np.ndarray] = {}
+    out["mfcc_mean"], out["mfcc_std"] = stats(fs.mfcc)
+    out["mel_mean"], out["mel_std"] = stats(fs.logmel)
+    if fs.symbolic is not None:
+        sym = fs.symbolic
+        if fs.symbolic_mask is not None and fs.symbolic_mask.any():
+            sym = sym[np.asarray(fs.symbolic_mask, bool)]
+        out["symbolic_mean"], out["symbolic_std"] = stats(sym)
+    return out
+
+
+class FeatureNorm(nn.Module):
+    """Holds the training-split mean/std of each time-series modality as buffers.
+
+    ``forward(name, x)`` with ``x`` (B, F, T) returns ``(x - mean[:, None]) / std[:, None]``.
+    """
+
+    def __init__(self, sizes: Mapping[str, int]):
+        super().__init__()
+        self.sizes = dict(sizes)
+        for name, n in self.sizes.items():
+            self.register_buffer(f"{name}_mean", torch.zeros(n))
+            self.register_buffer(f"{name}_std", torch.ones(n))
+
+    def set_stats(self, stats: Mapping[str, np.ndarray]) -> None:
+        for name, n in self.sizes.items():
+            for kind in ("mean", "std"):
+                key = f"{name}_{kind}"
+                if key not in stats:
+                    raise KeyError(f"normalisation statistics lack {key!r}")
+                v = torch.as_tensor(np.asarray(stats[key], dtype=np.float32))
+                if v.shape != (n,):
+                    raise ValueError(f"{key} has shape {tuple(v.shape)}, expected ({n},)")
+                getattr(self, key).copy_(v)
+
+    def stats(self) -> Dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.named_buffers()}
+
+    def forward(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        mean = getattr(self, f"{name}_mean")
+        std = getattr(self, f"{name}_std")
+        return (x - mean[:, None]) / std[:, None]
+
+
+def conv_stem(in_ch: int, out_ch: int, stages: int) -> nn.Sequential:
+    """Conv1d stages over (B, in_ch, T): stage 1 kernel 5, later kernel 3, each stride 2 with
+    BatchNorm and ReLU; output (B, out_ch, ceil(T / 2**stages)). ``stages=0``: a pointwise
+    projection (kernel 1, stride 1)."""
+    if stages == 0:
+        return nn.Sequential(nn.Conv1d(in_ch, out_ch, 1), nn.BatchNorm1d(out_ch), nn.ReLU())
+    layers = []
+    for s in range(stages):
+        k = 5 if s == 0 else 3
+        layers += [nn.Conv1d(in_ch if s == 0 else out_ch, out_ch, k, stride=2, padding=k // 2),
+                   nn.BatchNorm1d(out_ch), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def stem_frames(n_frames: int, stages: int) -> int:
+    """Frames after ``stages`` stride-2 stages: ceil(T / 2**stages)."""
+    for _ in range(stages):
+        n_frames = (n_frames + 1) // 2
+    return n_frames
+
+
+class SequenceClassifier(nn.Module):
+    """Recurrent stack + pooling + dropout + linear head: (B, T', D) → logits (B, C).
+
+    ``rnn`` is a unidirectional, batch_first ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (tanh) with
+    zero initial state; ``pooling`` "last" takes the top layer's final hidden state, "mean" the
+    mean of the top layer's outputs over all T' steps; ``head`` is ``nn.Linear(H, C)``.
+    """
+
+    def __init__(self, in_dim: int, n_classes: int, cfg: ModelConfig):
+        super().__init__()
+        if cfg.cell not in CELLS:
+            raise ValueError(f"cell must be one of {tuple(CELLS)}, got {cfg.cell!r}")
+        if cfg.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {cfg.pooling!r}")
+        kwargs = dict(input_size=in_dim, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers,
+                      batch_first=True,
+                      dropout=cfg.rnn_dropout if cfg.num_layers > 1 else 0.0)
+        if cfg.cell == "rnn":
+            kwargs["nonlinearity"] = "tanh"
+        self.cell = cfg.cell
+        self.pooling = cfg.pooling
+        self.rnn = CELLS[cfg.cell](**kwargs)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.head = nn.Linear(cfg.hidden_size, n_classes)
+
+    def pool(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, T', H) top-layer outputs → (B, H)."""
+        return y[:, -1] if self.pooling == "last" else y.mean(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.rnn(x)
+        return self.head(self.dropout(self.pool(y)))
+
+
+class FusionLSTM(nn.Module):
+    """Early feature-level fusion per frame → recurrent stack → head.
+
+    Args:
+        cfg: ``ModelConfig`` (``arch`` must be "fusion"); ``cfg.cell`` picks LSTM/GRU/RNN.
+        n_mfcc, n_mels: audio feature rows.
+        text_dim: TF-IDF vocabulary size V (0 = no text in the data).
+        symbolic_dim: per-frame symbolic features S (0 = none).
+        n_classes: C.
+        multilabel: sigmoid outputs (else softmax).
+
+    Attributes:
+        modalities: the modalities used (``cfg.modalities`` minus those absent from the data),
+            in ``MODALITIES`` order; this is also the order of the fused feature blocks.
+        dims: constructor sizes (stored in checkpoints to rebuild the model).
+        norm: ``FeatureNorm`` with the training statistics.
+        classifier: ``SequenceClassifier`` (the part an inference engine runs natively).
+    """
+
+    def __init__(self, cfg: ModelConfig, n_mfcc: int, n_mels: int, text_dim: int,
+                 symbolic_dim: int, n_classes: int, multilabel: bool = False):
+        super().__init__()
+        unknown = [m for m in cfg.modalities if m not in MODALITIES]
+        if unknown:
+            raise ValueError(f"unknown modalities {unknown}; valid: {MODALITIES}")
+        if n_classes < 2 and not multilabel:
+            raise ValueError(f"need at least 2 classes, got {n_classes}")
+        if not 0.0 <= cfg.modality_dropout < 1.0:
+            raise ValueError(f"modality_dropout must be in [0, 1), got {cfg.modality_dropout}")
+        sizes = {"mfcc": n_mfcc, "mel": n_mels, "text": text_dim, "symbolic": symbolic_dim}
+        self.modalities = tuple(m for m in MODALITIES if m in cfg.modalities and sizes[m] > 0)
+        if not self.modalities:
+            raise ValueError(f"none of the modalities {cfg.modalities} is present in the data "
+                             f"(sizes {sizes})")
+        self.cfg = cfg
+        self.dims = dict(n_mfcc=n_mfcc, n_mels=n_mels, text_dim=text_dim,
+                         symbolic_dim=symbolic_dim, n_classes=n_classes,
+                         multilabel=bool(multilabel))
+        self.multilabel = bool(multilabel)
+        self.norm = FeatureNorm({m: sizes[m] for m in ("mfcc", "mel", "symbolic")
+                                 if m in self.modalities})
+        width = {"mfcc": cfg.mfcc_channels, "mel": cfg.mel_channels,
+                 "symbolic": cfg.symbolic_channels, "text": cfg.text_dim}
+        self.stems = nn.ModuleDict()
+        for m in self.modalities:
+            if m == "text":
+                self.stems[m] = nn.Sequential(nn.Linear(text_dim, cfg.text_dim), nn.ReLU())
+            else:
+                self.stems[m] = conv_stem(sizes[m], width[m], cfg.stem_stages)
+        self.block_widths = {m: width[m] for m in self.modalities}
+        self.fused_dim = sum(self.block_widths.values()) + len(self.modalities)
+        self.classifier = SequenceClassifier(self.fused_dim, n_classes, cfg)
+
+    # -- masks ----------------------------------------------------------------------------
+    def modality_masks(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(B, M) float 0/1: which of ``self.modalities`` each clip has (before dropout)."""
+        ref = batch["logmel"] if "logmel" in batch else batch["mfcc"]
+        B = ref.shape[0]
+        cols = []
+        for m in self.modalities:
+            mask = batch.get(f"{m}_mask")
+            if SERIES.get(m, m) not in batch:
+                cols.append(torch.zeros(B, device=ref.device))
+            elif mask is None:
+                cols.append(torch.ones(B, device=ref.device))
+            else:
+                cols.append(mask.to(device=ref.device, dtype=torch.float32).reshape(B))
+        return torch.stack(cols, dim=1)
+
+    def drop_modalities(self, masks: torch.Tensor) -> torch.Tensor:
+        """Training-time modality dropout on (B, M) masks: each present modality is dropped
+        with probability ``cfg.modality_dropout``; a clip that would lose all its present
+        modalities keeps one of them, chosen uniformly (uses the global torch RNG)."""
+        p = self.cfg.modality_dropout
+        if p <= 0 or masks.shape[1] < 2:
+            return masks
+        keep = masks * (torch.rand(masks.shape, device=masks.device) >= p).to(masks.dtype)
+        lost = (keep.sum(1) == 0) & (masks.sum(1) > 0)
+        if lost.any():
+            choice = torch.multinomial(masks[lost], 1).squeeze(1)
+            keep[lost] = torch.nn.functional.one_hot(choice, masks.shape[1]).to(masks.dtype)
+        return keep
+
+    # -- forward --------------------------------------------------------------------------
+    def frontend_features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Everything before the recurrence: normalise, stems, mask, fuse per frame.
+
+        Returns:
+            (B, T', D) with ``T' = ceil(T / 2**stem_stages)`` and ``D = fused_dim``: for each
+            modality in ``self.modalities`` its block (zeroed when missing) followed by its
+            0/1 mask channel. A modality whose key is absent from ``batch`` is missing for
+            every clip (e.g. no lyrics at inference).
+        """
+        masks = self.modality_masks(batch)
+        if self.training:
+            masks = self.drop_modalities(masks)
+        ref = batch["logmel"] if "logmel" in batch else batch["mfcc"]
+        B, T = ref.shape[0], ref.shape[-1]
+        Tp = stem_frames(T, self.cfg.stem_stages)
+        blocks = []
+        for j, m in enumerate(self.modalities):
+            mj = masks[:, j]
+            if SERIES.get(m, m) not in batch:
+                z = ref.new_zeros(B, Tp, self.block_widths[m])
+            elif m == "text":
+                z = self.stems[m](batch["text"].float())[:, None, :].expand(B, Tp, -1)
+            else:
+                x = batch[SERIES[m]].float()
+                if m == "symbolic":
+                    x = torch.nan_to_num(x)
+                z = self.stems[m](self.norm(m, x)).transpose(1, 2)
+            z = z * mj[:, None, None]
+            blocks += [z, mj[:, None, None].expand(B, Tp, 1)]
+        return torch.cat(blocks, dim=2)
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Logits (B, C)."""
+        return self.classifier(self.frontend_features(batch))
+
+    @torch.no_grad()
+    def predict_proba(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(B, C) softmax (single-label) or sigmoid (multi-label) scores, in eval mode."""
+        was = self.training
+        self.eval()
+        try:
+            logits = self(batch)
+        finally:
+            self.train(was)
+        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
+
+    def set_normalization(self, stats: Mapping[str, np.ndarray]) -> None:
+        """Install training-split statistics from ``compute_norm_stats``."""
+        self.norm.set_stats(stats)
+
+
+def batch_from_arrays(fs, rows: Optional[np.ndarray] = None) -> Dict[str, torch.Tensor]:
+    """Torch batch dict (see module docstring) of ``fs`` rows (all rows when None).
+    Masks that are None in ``fs`` are all-True where the modality exists."""
+    def take(a):
+        a = np.asarray(a)
+        return torch.from_numpy(np.ascontiguousarray(a if rows is None else a[rows]))
+
+    batch = {"mfcc": take(fs.mfcc).float(), "logmel": take(fs.logmel).float()}
+    n = batch["mfcc"].shape[0]
+    for name in ("text", "symbolic"):
+        arr = getattr(fs, name)
+        if arr is None:
+            continue
+        batch[name] = take(arr).float()
+        mask = getattr(fs, f"{name}_mask")
+        batch[f"{name}_mask"] = torch.ones(n, dtype=torch.bool) if mask is None else take(mask)
+    return batch

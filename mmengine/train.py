@@ -1,0 +1,352 @@
+"""Training loop: Adam, mini-batches from in-memory tensors, early stopping on validation
+macro-F1, best checkpoint kept, resumable bit for bit.
+
+Files in ``out_dir``:
+    last.safetensors   model + optimizer tensors + RNG states after the last finished epoch;
+                       its metadata ``"state"`` (JSON) holds epoch, best metric, patience
+                       counter, history, optimizer scalars; written atomically every epoch
+    last.json          a readable copy of that JSON
+    best.safetensors   model weights of the best validation epoch so far
+    checkpoint.*       the final (best) checkpoint, see ``mmengine.checkpoint``
+    history.json       per-epoch train loss, val loss, val accuracy / macro-F1, seconds
+
+Reproducibility: ``TrainConfig.seed`` seeds the global torch RNG (initialisation, dropout,
+modality dropout) and a separate generator for the shuffling; both states are saved every
+epoch, so ``train(..., resume=True)`` after an interruption ends with the same weights as an
+uninterrupted run (CPU, same thread count).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import (atomic_save_tensors, atomic_write_json, read_tensors,
+                         save_checkpoint)
+from .config import ModelConfig, TrainConfig, to_dict
+from .errors import CheckpointError, DataError
+from .metrics import classification_metrics
+from .models import batch_from_arrays, build_model, compute_norm_stats, dims_of
+
+STATE_FORMAT = "mmengine-train-state/1"
+#: TrainConfig fields that may change between an interrupted run and its resumption
+RESUMABLE_CHANGES = ("max_epochs", "patience", "num_threads")
+
+
+@dataclass
+class RunResult:
+    """Outcome of ``train``: the best model (eval mode) and where it was written."""
+
+    out_dir: Path
+    model: nn.Module
+    best_epoch: int
+    best_val_f1: float
+    epochs_run: int
+    stopped_early: bool
+    history: List[dict] = field(default_factory=list)
+    val_metrics: dict = field(default_factory=dict)
+    checkpoint: Optional[Path] = None
+    seconds: float = 0.0
+
+
+# ------------------------------------------------------------------ data checks
+def validate_feature_set(fs, splits: Tuple[str, ...] = ("train", "val")) -> None:
+    """Raise ``DataError`` for data a model cannot be trained/evaluated on."""
+    n = len(fs.ids)
+    if n == 0:
+        raise DataError("the feature set is empty (0 clips)")
+    C = len(fs.label_names)
+    checks = [("mfcc", fs.mfcc, 3), ("logmel", fs.logmel, 3)]
+    for name, a, nd in checks:
+        if a.ndim != nd or a.shape[0] != n:
+            raise DataError(f"{name} has shape {a.shape}; expected {nd} dims with {n} rows")
+    if fs.mfcc.shape[2] != fs.logmel.shape[2]:
+        raise DataError(f"mfcc has {fs.mfcc.shape[2]} frames but logmel {fs.logmel.shape[2]}")
+    for name in ("text", "symbolic"):
+        a = getattr(fs, name)
+        if a is not None and a.shape[0] != n:
+            raise DataError(f"{name} has {a.shape[0]} rows, expected {n}")
+    if fs.symbolic is not None and fs.symbolic.shape[2] != fs.logmel.shape[2]:
+        raise DataError("symbolic features and audio have different frame counts")
+    labels = np.asarray(fs.labels)
+    if labels.shape[0] != n or len(fs.split) != n:
+        raise DataError(f"labels ({labels.shape[0]}) / split ({len(fs.split)}) rows != {n}")
+    if labels.ndim == 2:
+        if labels.shape[1] != C:
+            raise DataError(f"multi-hot labels have {labels.shape[1]} columns for {C} names")
+    else:
+        if C < 2:
+            raise DataError(f"need at least 2 classes, got {C} ({fs.label_names})")
+        bad = (labels < 0) | (labels >= C)
+        if bad.any():
+            raise DataError(f"unknown label index {sorted(set(labels[bad].tolist()))[:5]}; "
+                            f"{C} classes are named")
+    for name in ("mfcc", "logmel"):
+        if not np.isfinite(getattr(fs, name)).all():
+            raise DataError(f"{name} holds NaN or Inf values")
+    for s in splits:
+        rows = np.flatnonzero(np.asarray(fs.split) == s)
+        if len(rows) == 0:
+            raise DataError(f"the {s!r} split is empty")
+    train_rows = np.asarray(fs.split) == "train"
+    if "train" in splits:
+        seen = (labels[train_rows].sum(0) > 0).sum() if labels.ndim == 2 else \
+            len(np.unique(labels[train_rows]))
+        if seen < 2 and labels.ndim == 1:
+            raise DataError(f"the training split has only one class "
+                            f"({fs.label_names[int(labels[train_rows][0])]!r})")
+        if seen < 1:
+            raise DataError("no positive label in the training split")
+
+
+# ------------------------------------------------------------------ helpers
+@contextlib.contextmanager
+def _torch_settings(num_threads: int):
+    old_threads = torch.get_num_threads()
+    old_det = torch.are_deterministic_algorithms_enabled()
+    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        if num_threads > 0:
+            torch.set_num_threads(num_threads)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        yield
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det, warn_only=old_warn)
+
+
+def _index(batch: Dict[str, torch.Tensor], idx: torch.Tensor) -> Dict[str, torch.Tensor]:
+    return {k: v[idx] for k, v in batch.items()}
+
+
+def loss_fn(multilabel: bool) -> nn.Module:
+    return nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, batch: Dict[str, torch.Tensor],
+                   batch_size: int = 256) -> torch.Tensor:
+    """Logits (N, C) of ``model`` in eval mode over a batch dict, in chunks."""
+    was = model.training
+    model.eval()
+    n = next(iter(batch.values())).shape[0]
+    try:
+        out = [model(_index(batch, torch.arange(s, min(n, s + batch_size))))
+               for s in range(0, n, batch_size)]
+    finally:
+        model.train(was)
+    return torch.cat(out)
+
+
+def decide(logits: torch.Tensor, multilabel: bool) -> np.ndarray:
+    """Predictions: argmax (N,), or (N, C) 0/1 with sigmoid > 0.5 for multi-label."""
+    if multilabel:
+        return (logits > 0).to(torch.int64).numpy()
+    return logits.argmax(dim=1).numpy()
+
+
+def _labels_tensor(labels: np.ndarray, multilabel: bool) -> torch.Tensor:
+    t = torch.from_numpy(np.ascontiguousarray(labels))
+    return t.float() if multilabel else t.long()
+
+
+# ------------------------------------------------------------------ state (resume)
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> Tuple[Dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for key, val in st.items():
+            if torch.is_tensor(val):
+                tensors[f"optim.{idx}.{key}"] = val
+            else:
+                scalars[f"{idx}.{key}"] = val
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_state(tensors: Dict[str, torch.Tensor], doc: dict) -> dict:
+    state: Dict[int, dict] = {}
+    for name, val in tensors.items():
+        if name.startswith("optim."):
+            _, idx, key = name.split(".", 2)
+            state.setdefault(int(idx), {})[key] = val
+    for name, val in doc["scalars"].items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = val
+    return {"state": state, "param_groups": doc["param_groups"]}
+
+
+def _fingerprint(fs_train, model_cfg: ModelConfig, train_cfg: TrainConfig, dims: dict) -> dict:
+    tc = {k: v for k, v in to_dict(train_cfg).items() if k not in RESUMABLE_CHANGES}
+    ids = "\n".join(fs_train.ids).encode()
+    return {"model_config": json.loads(json.dumps(to_dict(model_cfg))), "train_config": tc,
+            "dims": dims, "train_ids_sha256": hashlib.sha256(ids).hexdigest()}
+
+
+def _save_state(out_dir: Path, model, opt, gen: torch.Generator, doc: dict) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    opt_tensors, opt_doc = _optimizer_tensors(opt)
+    tensors.update(opt_tensors)
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.shuffle"] = gen.get_state()
+    doc = dict(doc, format=STATE_FORMAT, optimizer=opt_doc)
+    text = json.dumps(doc)
+    atomic_save_tensors(out_dir / "last.safetensors", tensors, metadata={"state": text})
+    atomic_write_json(out_dir / "last.json", doc)
+
+
+def _load_state(out_dir: Path, model, opt, gen: torch.Generator, fingerprint: dict) -> dict:
+    path = out_dir / "last.safetensors"
+    tensors, meta = read_tensors(path)
+    try:
+        doc = json.loads(meta["state"])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: no valid training state in its metadata") from exc
+    if doc.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path}: format {doc.get('format')!r}, expected {STATE_FORMAT!r}")
+    if doc.get("fingerprint") != fingerprint:
+        diff = [k for k in fingerprint if doc.get("fingerprint", {}).get(k) != fingerprint[k]]
+        raise CheckpointError(f"{path}: cannot resume: the run was started with different "
+                              f"{', '.join(diff)}; use a new out_dir or resume=False")
+    model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(model_sd, strict=True)
+        opt.load_state_dict(_optimizer_state(tensors, doc["optimizer"]))
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"{path}: training state does not fit the model ({exc})") from exc
+    torch.set_rng_state(tensors["rng.torch"])
+    gen.set_state(tensors["rng.shuffle"])
+    return doc
+
+
+# ------------------------------------------------------------------ train
+def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
+          train_cfg: TrainConfig = TrainConfig(), out_dir="runs/run", *, progress: bool = True,
+          resume: bool = False, callback: Optional[Callable[[int, dict], None]] = None,
+          audio_config=None, frontend_config=None, text_vectorizer=None) -> RunResult:
+    """Train ``model_cfg`` on the ``"train"`` rows of ``feature_set``, select on ``"val"``.
+
+    Args:
+        feature_set: a ``FeatureSet`` (the ``"test"`` rows are not read).
+        model_cfg, train_cfg: settings (``mmengine.config``).
+        out_dir: run folder (created).
+        progress: a tqdm bar per epoch (running loss; validation macro-F1 at the end).
+        resume: continue from ``out_dir/last.safetensors`` when it exists.
+        callback: ``callback(epoch, record)`` after each epoch's state is saved; raising
+            ``KeyboardInterrupt`` there behaves like Ctrl-C.
+        audio_config, frontend_config, text_vectorizer: stored in the final checkpoint.
+
+    Returns:
+        ``RunResult`` with the best model. On ``KeyboardInterrupt`` the best-so-far checkpoint
+        is written (``checkpoint.*``, metrics marked ``interrupted``) and the interrupt is
+        re-raised; ``resume=True`` continues from the last finished epoch.
+    """
+    from tqdm.auto import tqdm
+
+    validate_feature_set(feature_set)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    fs_tr, fs_va = feature_set.subset("train"), feature_set.subset("val")
+    dims = dims_of(feature_set)
+    multilabel = dims["multilabel"]
+    C = dims["n_classes"]
+    names = list(feature_set.label_names)
+    fingerprint = _fingerprint(fs_tr, model_cfg, train_cfg, dims)
+
+    with _torch_settings(train_cfg.num_threads):
+        torch.manual_seed(train_cfg.seed)
+        gen = torch.Generator().manual_seed(train_cfg.seed + 1)
+        model = build_model(model_cfg, dims)
+        model.set_normalization(compute_norm_stats(fs_tr))
+        opt = torch.optim.Adam(model.parameters(), lr=train_cfg.lr,
+                               weight_decay=train_cfg.weight_decay)
+        state = {"epoch": 0, "best_f1": -math.inf, "best_epoch": -1, "bad_epochs": 0,
+                 "history": [], "best_val_metrics": {}}
+        if resume and (out_dir / "last.safetensors").exists():
+            state = _load_state(out_dir, model, opt, gen, fingerprint)
+        x_tr, y_tr = batch_from_arrays(fs_tr), _labels_tensor(fs_tr.labels, multilabel)
+        x_va, y_va = batch_from_arrays(fs_va), _labels_tensor(fs_va.labels, multilabel)
+        criterion = loss_fn(multilabel)
+        n, bs = len(fs_tr.ids), train_cfg.batch_size
+        n_batches = (n + bs - 1) // bs
+        common = dict(label_names=names, model_config=model_cfg, train_config=train_cfg,
+                      audio_config=audio_config, frontend_config=frontend_config,
+                      text_vectorizer=text_vectorizer)
+
+        def finalize(interrupted: bool) -> Optional[Path]:
+            best_path = out_dir / "best.safetensors"
+            if not best_path.exists():
+                return None
+            best, _ = read_tensors(best_path)
+            model.load_state_dict(best)
+            model.eval()
+            metrics = {"best_epoch": state["best_epoch"], "best_val_macro_f1": state["best_f1"],
+                       "val": state["best_val_metrics"], "interrupted": interrupted,
+                       "epochs_run": state["epoch"]}
+            atomic_write_json(out_dir / "history.json", state["history"])
+            return save_checkpoint(out_dir, model, metrics=metrics, history=state["history"],
+                                   **common)
+
+        try:
+            while (state["epoch"] < train_cfg.max_epochs
+                   and state["bad_epochs"] < train_cfg.patience):
+                epoch = state["epoch"]
+                t0 = time.perf_counter()
+                model.train()
+                perm = torch.randperm(n, generator=gen)
+                total, seen = 0.0, 0
+                bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{train_cfg.max_epochs}",
+                           disable=not progress, leave=True, dynamic_ncols=True)
+                for b in range(n_batches):
+                    idx = perm[b * bs:(b + 1) * bs]
+                    loss = criterion(model(_index(x_tr, idx)), y_tr[idx])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if train_cfg.grad_clip > 0:
+                        nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+                    opt.step()
+                    total += loss.item() * len(idx)
+                    seen += len(idx)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{total / seen:.4f}")
+                logits = predict_logits(model, x_va)
+                val_loss = float(criterion(logits, y_va))
+                vm = classification_metrics(fs_va.labels, decide(logits, multilabel), C,
+                                            multilabel=multilabel, label_names=names)
+                f1 = vm["macro_f1"]
+                bar.set_postfix(loss=f"{total / seen:.4f}", val_f1=f"{f1:.4f}")
+                bar.close()
+                record = {"epoch": epoch + 1, "train_loss": total / seen, "val_loss": val_loss,
+                          "val_accuracy": vm["accuracy"], "val_macro_f1": f1,
+                          "seconds": time.perf_counter() - t0}
+                state["history"].append(record)
+                state["epoch"] = epoch + 1
+                if f1 > state["best_f1"]:
+                    state.update(best_f1=f1, best_epoch=epoch + 1, bad_epochs=0,
+                                 best_val_metrics=vm)
+                    atomic_save_tensors(out_dir / "best.safetensors", model.state_dict())
+                else:
+                    state["bad_epochs"] += 1
+                state["fingerprint"] = fingerprint
+                _save_state(out_dir, model, opt, gen, state)
+                if callback is not None:
+                    callback(epoch + 1, record)
+        except KeyboardInterrupt:
+            finalize(interrupted=True)
+            raise
+        stopped = state["bad_epochs"] >= train_cfg.patience
+        ckpt = finalize(interrupted=False)
+    return RunResult(out_dir=out_dir, model=model, best_epoch=state["best_epoch"],
+                     best_val_f1=float(state["best_f1"]), epochs_run=state["epoch"],
+                     stopped_early=stopped, history=state["history"],
+                     val_metrics=state["best_val_metrics"], checkpoint=ckpt,
+                     seconds=time.perf_counter() - t_start)

@@ -1,0 +1,198 @@
+"""Training loop: learns structured data, bit-exact resume after an interruption, early
+stopping, data errors; evaluation reports and the multi-seed comparison."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mmengine.checkpoint import load_checkpoint, read_tensors
+from mmengine.config import ModelConfig, TrainConfig
+from mmengine.errors import CheckpointError, DataError
+from mmengine.evaluate import evaluate_run, run_experiment
+from mmengine.features.dataset import FeatureSet
+from mmengine.models import batch_from_arrays
+from mmengine.train import decide, predict_logits, train
+
+TINY = ModelConfig(hidden_size=16, num_layers=1, stem_stages=1, mfcc_channels=8,
+                   mel_channels=8, symbolic_channels=4, text_dim=4, cnn_channels=(4, 8),
+                   cnn_stride=(1, 2))
+FAST = TrainConfig(batch_size=16, max_epochs=4, patience=100, lr=3e-3)
+
+
+def feature_set(N=60, T=32, C=3, seed=0, text=True):
+    """Structured synthetic clips: class k has a pulse every (3 + 2k) frames in the log-Mel,
+    an MFCC-0 offset, a class word in the text (80% have text) and a symbolic level."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(N) % C
+    mel = rng.standard_normal((N, 10, T)).astype(np.float32)
+    for i, k in enumerate(y):
+        mel[i, :, :: 3 + 2 * k] += 3.0
+    mfcc = rng.standard_normal((N, 5, T)).astype(np.float32)
+    mfcc[:, 0] += 1.5 * y[:, None]
+    tx = rng.random((N, 7)).astype(np.float32) * 0.2
+    tx[np.arange(N), y] += 1.0
+    tm = rng.random(N) < 0.8
+    tx[~tm] = 0
+    sym = rng.standard_normal((N, 2, T)).astype(np.float32) + y[:, None, None]
+    split = np.array((["train"] * 6 + ["val"] * 2 + ["test"] * 2) * (N // 10))
+    return FeatureSet(ids=[f"c{i}" for i in range(N)], mfcc=mfcc, logmel=mel,
+                      labels=y.astype(np.int64), label_names=[f"k{i}" for i in range(C)],
+                      split=split, text=tx if text else None, text_mask=tm if text else None,
+                      symbolic=sym, symbolic_mask=np.ones(N, bool))
+
+
+def test_learns_structured_data(tmp_path):
+    fs = feature_set()
+    res = train(fs, TINY, dataclasses.replace(FAST, max_epochs=10, lr=1e-2), tmp_path,
+                progress=False)
+    tr = fs.subset("train")
+    pred = decide(predict_logits(res.model, batch_from_arrays(tr)), False)
+    acc = (pred == tr.labels).mean()
+    assert acc > 0.8, f"training accuracy {acc:.2f} (chance 0.33)"
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+    assert (tmp_path / "checkpoint.safetensors").exists()
+    assert json.loads((tmp_path / "history.json").read_text()) == res.history
+    model, meta = load_checkpoint(tmp_path)
+    assert meta["metrics"]["best_epoch"] == res.best_epoch
+    assert meta["metrics"]["best_val_macro_f1"] == pytest.approx(res.best_val_f1)
+
+
+def _weights(path):
+    tensors, _ = read_tensors(path)
+    return tensors
+
+
+@pytest.mark.parametrize("cfg", [TINY, dataclasses.replace(TINY, arch="cnn")],
+                         ids=["fusion", "cnn"])
+def test_resume_after_interrupt_is_bit_exact(tmp_path, cfg):
+    fs = feature_set()
+    full = train(fs, cfg, FAST, tmp_path / "full", progress=False)
+
+    def stop_after_2(epoch, record):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(fs, cfg, FAST, tmp_path / "cut", progress=False, callback=stop_after_2)
+    # the interrupted run left a usable checkpoint
+    _, meta = load_checkpoint(tmp_path / "cut")
+    assert meta["metrics"]["interrupted"] is True and meta["metrics"]["epochs_run"] == 2
+    epochs = []
+    resumed = train(fs, cfg, FAST, tmp_path / "cut", progress=False, resume=True,
+                    callback=lambda e, r: epochs.append(e))
+    assert epochs == [3, 4]  # continued, not restarted
+    assert resumed.epochs_run == full.epochs_run == 4
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+    last_full, last_cut = (_weights(tmp_path / d / "last.safetensors") for d in ("full", "cut"))
+    assert last_full.keys() == last_cut.keys()
+    for k in last_full:
+        assert torch.equal(last_full[k], last_cut[k]), k
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_same_seed_same_weights_other_seed_differs(tmp_path):
+    fs = feature_set()
+    cfg = dataclasses.replace(FAST, max_epochs=1)
+    a = train(fs, TINY, cfg, tmp_path / "a", progress=False).model.state_dict()
+    b = train(fs, TINY, cfg, tmp_path / "b", progress=False).model.state_dict()
+    c = train(fs, TINY, dataclasses.replace(cfg, seed=1), tmp_path / "c",
+              progress=False).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_early_stopping_and_finished_resume(tmp_path):
+    fs = feature_set()
+    cfg = dataclasses.replace(FAST, lr=0.0, patience=2, max_epochs=50)
+    res = train(fs, TINY, cfg, tmp_path, progress=False)
+    assert res.stopped_early and res.epochs_run == 3 and res.best_epoch == 1
+    epochs = []
+    again = train(fs, TINY, cfg, tmp_path, progress=False, resume=True,
+                  callback=lambda e, r: epochs.append(e))
+    assert again.epochs_run == 3 and epochs == []  # nothing left to do
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    fs = feature_set()
+    train(fs, TINY, dataclasses.replace(FAST, max_epochs=1), tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="model_config"):
+        train(fs, dataclasses.replace(TINY, hidden_size=8), FAST, tmp_path, progress=False,
+              resume=True)
+    (tmp_path / "last.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="safetensors"):
+        train(fs, TINY, FAST, tmp_path, progress=False, resume=True)
+
+
+def _modified(fs, **changes):
+    return dataclasses.replace(fs, **changes)
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda fs: _modified(fs, ids=[], mfcc=fs.mfcc[:0], logmel=fs.logmel[:0], labels=fs.labels[:0],
+                          split=fs.split[:0], text=None, text_mask=None, symbolic=None,
+                          symbolic_mask=None), "empty"),
+    (lambda fs: _modified(fs, labels=np.zeros_like(fs.labels)), "only one class"),
+    (lambda fs: _modified(fs, split=np.where(fs.split == "val", "test", fs.split)),
+     "'val' split is empty"),
+    (lambda fs: _modified(fs, labels=np.where(np.arange(len(fs.labels)) == 3, 7, fs.labels)),
+     "unknown label"),
+    (lambda fs: _modified(fs, logmel=np.where(np.arange(32) == 5, np.nan, fs.logmel)), "NaN"),
+    (lambda fs: _modified(fs, label_names=["only"], labels=np.zeros_like(fs.labels)),
+     "at least 2 classes"),
+    (lambda fs: _modified(fs, mfcc=fs.mfcc[:, :, :20]), "frames"),
+])
+def test_bad_data_is_refused(tmp_path, change, match):
+    with pytest.raises(DataError, match=match):
+        train(change(feature_set()), TINY, FAST, tmp_path, progress=False)
+
+
+def test_evaluate_run_writes_report_and_scores_test_once(tmp_path):
+    fs = feature_set()
+    train(fs, TINY, dataclasses.replace(FAST, max_epochs=3), tmp_path, progress=False)
+    rep = evaluate_run(tmp_path, fs)
+    for f in ("report.json", "report.md", "confusion.png", "learning_curves.png",
+              "modality_contributions.png", "test_metrics.json"):
+        assert (tmp_path / f).stat().st_size > 0, f
+    assert set(rep["modality_contributions"]) == {"mfcc", "mel", "text", "symbolic"}
+    assert rep["test"]["n"] == int((fs.split == "test").sum())
+    # stored test metrics are reused: later calls do not score the test split again
+    flipped = dataclasses.replace(fs, labels=(fs.labels + 1) % 3)
+    assert evaluate_run(tmp_path, flipped)["test"] == rep["test"]
+    assert evaluate_run(tmp_path)["test"] == rep["test"]
+
+
+def test_evaluate_refuses_unknown_labels(tmp_path):
+    fs = feature_set()
+    train(fs, TINY, dataclasses.replace(FAST, max_epochs=1), tmp_path, progress=False)
+    other = dataclasses.replace(fs, label_names=["k0", "k1", "zz"])
+    with pytest.raises(DataError, match="zz"):
+        evaluate_run(tmp_path, other)
+    with pytest.raises(DataError, match="no stored test metrics"):
+        evaluate_run(tmp_path)
+
+
+def test_run_experiment_table(tmp_path):
+    fs = feature_set(text=False)
+    grid_fast = dataclasses.replace(FAST, max_epochs=2)
+    comp = run_experiment(fs, tmp_path, seeds=(0, 1), models=("fusion", "rf", "only_mel",
+                                                              "only_text"),
+                          model_cfg=TINY, train_cfg=grid_fast, progress=False,
+                          baseline_grids={"rf": {"n_estimators": (30,), "max_depth": (None, 4)}})
+    assert set(comp["models"]) == {"fusion", "rf", "only_mel"}
+    assert "only_text" in comp["skipped"]
+    for name, r in comp["models"].items():
+        assert len(r["runs"]) == 2
+        vals = [run["test"]["macro_f1"] for run in r["runs"]]
+        assert r["mean"]["macro_f1"] == pytest.approx(np.mean(vals))
+        assert r["std"]["macro_f1"] == pytest.approx(np.std(vals, ddof=1))
+    assert comp["models"]["rf"]["runs"][0]["test"]["accuracy"] > 0.5
+    md = (tmp_path / "comparison.md").read_text()
+    assert "| fusion |" in md and "±" in md
+    assert (tmp_path / "comparison.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="unknown model"):
+        run_experiment(fs, tmp_path, models=("transformer",))
