@@ -68,14 +68,15 @@ class FrontendConfig:
         hop_length: samples between frames. Frames = 1 + len // hop (centered).
         window: "hann" (periodic, as scipy/librosa ``get_window``).
         center: pad n_fft // 2 on both sides so frame t is centred on t * hop.
-        pad_mode: "constant" (zeros, librosa >= 0.10 default); DALI ``reflect_padding=False``.
+        pad_mode: "constant" (zeros, librosa >= 0.10 default; DALI ``reflect_padding=False``)
+            or "reflect" (mirror without repeating the edge sample, as numpy/DALI).
         power: 2.0 = power spectrum.
         n_mels: Mel bands.
         fmin, fmax: band edges in Hz (fmax None = Nyquist).
         mel_scale: "slaney" (librosa default, linear below 1 kHz) or "htk".
         mel_norm: "slaney" (area normalisation, librosa default) or None.
-        amin: power floor before the log: dB floor = 10*log10(amin) = -100 dB, absolute
-            (no per-clip ``top_db``: DALI's cutoff is absolute too).
+        amin: power floor before the log: dB floor = 10*log10(amin / db_ref) = -100 dB,
+            absolute (no per-clip ``top_db``; DALI: ``cutoff_db`` = that floor).
         db_ref: reference power for 0 dB (fixed, not the clip max).
         n_mfcc: DCT-II (orthonormal) coefficients kept from the log-Mel (dB) spectrum.
     """

@@ -44,7 +44,7 @@ import numpy as np
 
 from ..config import AudioConfig, FrontendConfig, to_dict
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2  # 2: float32 path windows and FFTs in float64
 CACHE_FORMAT = "mmengine-feature-cache/1"
 SHARD_PREFIX = "shard-"
 SHARD_SUFFIX = ".safetensors"

@@ -1,0 +1,150 @@
+"""Choosing an audio front end by name.
+
+Every front end computes the same features (:mod:`mmengine.features.reference` with
+:class:`~mmengine.config.FrontendConfig` pinned) and has one method::
+
+    fe = get_frontend("reference", cfg)
+    fe.compute([y1, y2, ...])   # mono float waveforms (n_i,) at cfg.sample_rate
+    -> [{"logmel": (n_mels, frames_i), "mfcc": (n_mfcc, frames_i)}, ...]   float32 numpy
+
+Names: ``"reference"`` (numpy), ``"torch"`` (the batched ``LogMelMFCC`` module), ``"dali"``
+(NVIDIA DALI, CPU or GPU operators), ``"auto"`` (= ``"reference"``, stated in the log; an
+unavailable front end is an error, never a silent switch to another one).
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections import defaultdict
+from typing import Dict, List, Sequence
+
+import numpy as np
+
+from .._ext import has
+from ..config import FrontendConfig
+from ..errors import OptionalDependencyError, UnknownBackendError
+from . import reference
+
+log = logging.getLogger(__name__)
+
+FRONTENDS = ("reference", "torch", "dali")
+#: what "auto" picks: the reference, whatever is installed (explicit, reproducible)
+AUTO = "reference"
+
+
+def check_waveforms(waveforms: Sequence[np.ndarray], dtype=np.float32) -> List[np.ndarray]:
+    """Waveforms as 1-D arrays of ``dtype``; ``ValueError`` naming the index of a bad one."""
+    out = []
+    for i, w in enumerate(waveforms):
+        w = np.asarray(w, dtype=dtype)
+        if w.ndim != 1:
+            raise ValueError(f"waveform {i}: expected a 1-D mono waveform, got shape {w.shape}")
+        if not np.isfinite(w).all():
+            raise ValueError(f"waveform {i}: contains non-finite samples")
+        out.append(w)
+    return out
+
+
+class ReferenceFrontend:
+    """The numpy reference, one waveform at a time (float32 unless ``dtype=np.float64``)."""
+
+    name = "reference"
+
+    def __init__(self, cfg: FrontendConfig = FrontendConfig(), *, dtype=np.float32):
+        self.cfg = reference.check_config(cfg)
+        self.dtype = dtype
+
+    def compute(self, waveforms: Sequence[np.ndarray]) -> List[Dict[str, np.ndarray]]:
+        """Features of each waveform ``(n_i,)``: ``[{"logmel": (n_mels, T_i), "mfcc": (n_mfcc, T_i)}]``."""
+        return [reference.compute_features(w, self.cfg, dtype=self.dtype)
+                for w in check_waveforms(waveforms, self.dtype)]
+
+
+class TorchFrontend:
+    """The torch ``LogMelMFCC`` module; waveforms of equal length run as one batch.
+
+    Args:
+        cfg: front-end settings.
+        device: torch device ("cpu", "cuda", ...).
+        batch_size: most waveforms per module call.
+    """
+
+    name = "torch"
+
+    def __init__(self, cfg: FrontendConfig = FrontendConfig(), *, device: str = "cpu",
+                 batch_size: int = 16):
+        import torch
+
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self.module = reference.LogMelMFCC(cfg).to(self.device).eval()
+
+    def compute(self, waveforms: Sequence[np.ndarray]) -> List[Dict[str, np.ndarray]]:
+        """Features of each waveform ``(n_i,)``: ``[{"logmel": (n_mels, T_i), "mfcc": (n_mfcc, T_i)}]``."""
+        import torch
+
+        waves = check_waveforms(waveforms)
+        by_length = defaultdict(list)
+        for i, w in enumerate(waves):
+            by_length[w.size].append(i)
+        out: List[Dict[str, np.ndarray]] = [{} for _ in waves]
+        with torch.no_grad():
+            for idx in by_length.values():
+                for s in range(0, len(idx), self.batch_size):
+                    rows = idx[s:s + self.batch_size]
+                    batch = torch.from_numpy(np.stack([waves[i] for i in rows])).to(self.device)
+                    lm, mf = self.module(batch)
+                    lm, mf = lm.cpu().numpy(), mf.cpu().numpy()
+                    for j, i in enumerate(rows):
+                        out[i] = {"logmel": lm[j], "mfcc": mf[j]}
+        return out
+
+
+def has_torch() -> bool:
+    """True if torch can be imported (checked without importing it)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def available_frontends() -> List[str]:
+    """Front ends whose dependencies import here (never probes a device)."""
+    found = ["reference"]
+    if has_torch():
+        found.append("torch")
+    if has("dali"):
+        found.append("dali")
+    return found
+
+
+def get_frontend(name: str = "auto", cfg: FrontendConfig = FrontendConfig(), **kw):
+    """The front end ``name`` built with ``cfg`` and front-end specific keywords ``kw``.
+
+    Args:
+        name: "reference", "torch", "dali" or "auto" (= "reference").
+        cfg: front-end settings (checked here).
+        kw: ``dtype`` (reference); ``device``, ``batch_size`` (torch); ``device``,
+            ``batch_size``, ``num_threads``, ``resample_quality`` (dali).
+
+    Returns:
+        an object with ``.name`` and ``.compute(waveforms) -> list[dict]``.
+
+    Raises:
+        UnknownBackendError: ``name`` is not a front end (the message lists the valid names).
+        OptionalDependencyError: the front end's package is not installed.
+    """
+    if name == "auto":
+        log.info("front end 'auto' -> %r (the reference; pass name='dali' or 'torch' to use "
+                 "another)", AUTO)
+        name = AUTO
+    reference.check_config(cfg)
+    if name == "reference":
+        return ReferenceFrontend(cfg, **kw)
+    if name == "torch":
+        if not has_torch():
+            raise OptionalDependencyError("the 'torch' front end needs torch: pip install torch")
+        return TorchFrontend(cfg, **kw)
+    if name == "dali":
+        from .dali import DaliFrontend
+
+        return DaliFrontend(cfg, **kw)
+    raise UnknownBackendError(f"unknown front end {name!r}; valid: {', '.join(FRONTENDS)}, auto")
