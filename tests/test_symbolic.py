@@ -1,12 +1,19 @@
-"""Symbolic per-frame features from a real MIDI file."""
+"""Symbolic per-frame features from real MIDI files (pretty_midi, music21, the corpus renderer)."""
 from __future__ import annotations
 
+import mido
 import numpy as np
 import pytest
 
-from mmengine.features.symbolic import SYMBOLIC_DIM, symbolic_features
+from mmengine.features.symbolic import SYMBOLIC_DIM, symbolic_dim, symbolic_features
 
 pretty_midi = pytest.importorskip("pretty_midi")
+
+SR, HOP = 22050, 512
+
+
+def fr(t: float) -> int:
+    return int(np.floor(t * SR / HOP + 0.5))
 
 
 def test_pitch_classes_and_onsets_land_on_the_right_frames(tmp_path):
@@ -19,13 +26,65 @@ def test_pitch_classes_and_onsets_land_on_the_right_frames(tmp_path):
     pm.time_signature_changes = [pretty_midi.TimeSignature(6, 8, 0.0)]
     path = tmp_path / "x.mid"
     pm.write(str(path))
-    sr, hop = 22050, 512
-    f = symbolic_features(path, 100, sr=sr, hop=hop)
-    assert f.shape == (SYMBOLIC_DIM, 100)
-    fr = lambda t: int(np.floor(t * sr / hop + 0.5))  # noqa: E731
+    f = symbolic_features(path, 100, sr=SR, hop=HOP)
+    assert f.shape == (SYMBOLIC_DIM, 100) == (symbolic_dim(), 100) and f.dtype == np.float32
     assert f[0, fr(0.25)] == 1 and f[4, fr(0.25)] == 0
     assert f[4, fr(1.25)] == 1 and f[7, fr(1.25)] == 1 and f[0, fr(1.25)] == 0
     assert f[12, fr(1.0)] == pytest.approx(0.5)  # two onsets
+    assert f[12, fr(1.0) + 1] == 0 and f[12, fr(0.0)] == pytest.approx(0.25)
     assert f[13, fr(1.25)] == pytest.approx(2 / 8)
     assert f[14, fr(1.25)] == pytest.approx(((64 + 67) / 2 - 60) / 24)
-    assert np.all(f[:, fr(3.0):] == 0)  # silence, and no meter information anywhere
+    assert np.all(f[:, fr(2.0) + 1:] == 0)  # silence after the last note
+
+
+def test_meter_is_not_encoded(tmp_path):
+    """The same notes under 6/8 or 2/4 (and another tempo map) give the same features."""
+    feats = []
+    for num, den, bpm in ((6, 8, 90.0), (2, 4, 140.0)):
+        pm = pretty_midi.PrettyMIDI(initial_tempo=bpm)
+        inst = pretty_midi.Instrument(program=40)
+        inst.notes = [pretty_midi.Note(velocity=80, pitch=62 + k % 5, start=0.3 * k,
+                                       end=0.3 * k + 0.25) for k in range(12)]
+        pm.instruments.append(inst)
+        pm.time_signature_changes = [pretty_midi.TimeSignature(num, den, 0.0)]
+        path = tmp_path / f"{num}-{den}.mid"
+        pm.write(str(path))
+        feats.append(symbolic_features(path, 200, sr=SR, hop=HOP))
+    np.testing.assert_array_equal(feats[0], feats[1])
+
+
+def test_reads_long_music21_midi_beyond_pretty_midis_tick_limit(tmp_path):
+    """music21 writes 10,080 ticks per quarter: a note after 1,000 quarters is > 1e7 ticks."""
+    music21 = pytest.importorskip("music21")
+    s = music21.stream.Stream()
+    s.insert(0, music21.tempo.MetronomeMark(number=120))
+    s.insert(0, music21.note.Note("D4", quarterLength=1))
+    s.insert(1000, music21.note.Note("A4", quarterLength=1))
+    path = tmp_path / "long.mid"
+    s.write("midi", fp=str(path))
+    assert mido.MidiFile(str(path)).ticks_per_beat == 10080
+    f = symbolic_features(path, fr(501.0), sr=SR, hop=HOP)
+    assert f[2, fr(0.25)] == 1 and f[9, fr(500.25)] == 1  # D at 0 s, A at 500 s (120 bpm)
+
+
+def test_corpus_midi_is_aligned_with_its_audio(tmp_path):
+    """Onsets of the renderer's MIDI file fall on the frames where the audio attacks."""
+    pytest.importorskip("tinysoundfont")
+    from mmengine.data.corpus import render
+
+    starts = np.array([0.5, 1.25, 2.0, 2.6])
+    ends = starts + 0.3
+    pitch = np.array([60, 67, 64, 72])
+    y = render.synthesize(starts, ends, pitch, program=0, sample_rate=SR, seconds=3.0)
+    path = tmp_path / "r.mid"
+    render.write_midi(path, starts, ends, pitch, program=0)
+    assert not any(m.type in {"time_signature", "key_signature"}
+                   for m in mido.MidiFile(str(path)).tracks[0])
+    n = 1 + len(y) // HOP
+    f = symbolic_features(path, n, sr=SR, hop=HOP)
+    onset_frames = np.flatnonzero(f[12])
+    assert list(onset_frames) == [fr(t) for t in starts]
+    frames = np.pad(y, HOP // 2)[: n * HOP].reshape(n, HOP)
+    energy = np.sqrt(np.mean(frames ** 2, axis=1))
+    for t in onset_frames:  # the audio is (near) silent before, loud after
+        assert energy[t + 2] > 4 * energy[t - 2] + 1e-6, (t, energy[t - 2: t + 3])

@@ -17,14 +17,20 @@ from pathlib import Path
 import numpy as np
 
 SYMBOLIC_DIM = 15
+#: pretty_midi refuses files longer than ``MAX_TICK`` ticks (1e7); music21 writes 10,080 ticks
+#: per quarter note, so a music21 MIDI file of a few minutes exceeds it.
+MAX_TICK = 1e10
 
 
 def symbolic_dim() -> int:
+    """Rows of ``symbolic_features`` (15)."""
     return SYMBOLIC_DIM
 
 
 def notes_features(starts, ends, pitch, n_frames: int, *, sr: int, hop: int) -> np.ndarray:
-    """Features from note arrays (seconds, seconds, MIDI pitch) → ``(15, n_frames)``."""
+    """Features from note arrays (start s, end s, MIDI pitch), each ``(n_notes,)``
+    -> ``(15, n_frames)`` float32. A note covers frames ``round(start * sr / hop)`` up to
+    ``round(end * sr / hop)`` (at least one frame)."""
     out = np.zeros((SYMBOLIC_DIM, n_frames), np.float32)
     fps = sr / hop
     pitch_sum = np.zeros(n_frames, np.float64)
@@ -47,14 +53,38 @@ def notes_features(starts, ends, pitch, n_frames: int, *, sr: int, hop: int) -> 
     return out
 
 
-def symbolic_features(midi_path, n_frames: int, *, sr: int, hop: int) -> np.ndarray:
-    """Features of every note in the MIDI file ``midi_path`` → ``(15, n_frames)`` float32."""
+def read_midi_notes(midi_path) -> tuple:
+    """(starts s, ends s, pitches) of every non-drum note of a MIDI file, float64/int64."""
     import pretty_midi
+    import pretty_midi.pretty_midi as pm_module
 
-    pm = pretty_midi.PrettyMIDI(str(Path(midi_path)))
+    old = pm_module.MAX_TICK
+    pm_module.MAX_TICK = max(old, MAX_TICK)
+    try:
+        pm = pretty_midi.PrettyMIDI(str(Path(midi_path)))
+    finally:
+        pm_module.MAX_TICK = old
     notes = [n for inst in pm.instruments if not inst.is_drum for n in inst.notes]
-    return notes_features([n.start for n in notes], [n.end for n in notes],
-                          [n.pitch for n in notes], n_frames, sr=sr, hop=hop)
+    return (np.array([n.start for n in notes], np.float64),
+            np.array([n.end for n in notes], np.float64),
+            np.array([n.pitch for n in notes], np.int64))
+
+
+def symbolic_features(midi_path, n_frames: int, *, sr: int, hop: int) -> np.ndarray:
+    """Features of every note in the MIDI file ``midi_path`` -> ``(15, n_frames)`` float32.
+
+    Frame ``t`` is centred on ``t * hop / sr`` seconds, like a centred STFT of the audio
+    rendered from the same notes; notes after the last frame are ignored and frames after the
+    last note are zero (the built-in data sets loop the piece in the MIDI file itself).
+
+    Example::
+
+        >>> f = symbolic_features("midi/x.mid", 1292, sr=22050, hop=512)  # doctest: +SKIP
+        >>> f.shape
+        (15, 1292)
+    """
+    starts, ends, pitch = read_midi_notes(midi_path)
+    return notes_features(starts, ends, pitch, n_frames, sr=sr, hop=hop)
 
 
 def record_symbolic_fn(frontend_cfg, n_frames: int):

@@ -2,25 +2,26 @@
 
 Each rendering is one job: parse the score, take its notes, render a 30 s clip and its MIDI,
 write ``audio/<id>.flac``, ``midi/<id>.mid`` and ``rows/<id>.json`` atomically (temporary
-file + rename). A rerun skips every job whose row exists, so an interrupted build continues
-where it stopped; a failed job goes to ``failures.jsonl`` with its reason and is counted per
-class in the data card. At the end ``manifest.jsonl``, ``manifest.split.json`` (grouped by
-tune, stratified, seeded) and ``DATA.md`` are written.
+file + ``os.replace``, the row last). A rerun skips every job whose row exists with the same
+seed and files, so an interrupted build continues where it stopped; a failed job goes to
+``failures.jsonl`` with its reason and is counted per class in the data card. At the end
+``manifest.jsonl``, ``manifest.split.json`` (grouped by tune, stratified, seeded) and
+``DATA.md`` are written, and files of ids the recipe no longer has are removed.
 
-Every random choice of a job comes from a generator seeded by (seed, task, source, tune index,
-rendering index): the same seed gives the same files on the same machine.
+Every random choice of a job comes from a generator seeded by ``job_seed`` (build seed, task,
+source, tune index, rendering index): the same seed gives the same files on the same machine.
+Ids are opaque (a hash of source and tune index): a file name says nothing about the label.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import re
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Optional
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -31,19 +32,23 @@ TASKS = {
     "folk": "dance type of fiddle tunes (reel, jig, hornpipe, slip jig): audio + title + notes",
     "vocal": "mode (major/minor) of Bach chorales: audio + German lyrics + notes",
 }
+FILE_KINDS = (("audio", ".flac"), ("midi", ".mid"), ("rows", ".json"))
 
 
 def default_dir(task: str) -> Path:
+    """``$MMENGINE_DATA_DIR/<task>``, else ``~/.cache/mmengine/data/<task>``."""
     base = os.environ.get("MMENGINE_DATA_DIR")
     root = Path(base) if base else Path.home() / ".cache" / "mmengine" / "data"
     return root / task
 
 
 def default_manifest(task: str) -> Path:
+    """Where ``build_dataset(task)`` writes its manifest by default."""
     return default_dir(task) / "manifest.jsonl"
 
 
-def _atomic_bytes(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     os.close(fd)
@@ -55,78 +60,113 @@ def _atomic_bytes(path: Path, write) -> None:
             os.unlink(tmp)
 
 
-def _job_seed(seed: int, task: str, item: dict, k: int) -> int:
+def job_seed(seed: int, task: str, item: dict, k: int) -> int:
+    """Seed of rendering ``k`` of ``item`` (64 bits of SHA-256 of its identity)."""
     key = f"{seed}|{task}|{item['source']}|{item['tune_index']}|{k}".encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little")
 
 
 def job_id(task: str, item: dict, k: int) -> str:
-    stem = re.sub(r"[^A-Za-z0-9]+", "-", f"{item['source']}-{item['tune_index']}").strip("-")
-    return f"{task}-{stem}-r{k}"
+    """``<task>-<10 hex digits of the tune's hash>-r<k>``: unique, says nothing of the label."""
+    h = hashlib.sha256(f"{item['source']}|{item['tune_index']}".encode()).hexdigest()[:10]
+    return f"{task}-{h}-r{k}"
 
 
 def _load_score(item: dict):
-    from music21 import converter, corpus
+    """(music21 score, ABC meter string or None) of a recipe item."""
+    from music21 import converter
 
     path = recipes.corpus_root() / item["source"]
     if path.suffix == ".abc":
         tunes = recipes.split_abc(path.read_text(encoding="latin-1"))
+        if item["tune_index"] >= len(tunes):
+            raise IndexError(f"{item['source']} has {len(tunes)} tunes, "
+                             f"not {item['tune_index'] + 1}")
         tune = tunes[item["tune_index"]]
-        meter = re.search(r"(?m)^M:\s*(.*)$", tune)
-        return converter.parse(tune, format="abc"), (meter.group(1) if meter else "")
-    return corpus.parse(str(path)), None
+        return converter.parse(tune, format="abc"), recipes.abc_field(tune, "M")
+    return converter.parse(str(path)), None
 
 
-def _vocal_facts(score):
-    from music21 import text
+def _render_settings(task: str, score, meter: Optional[str], rng) -> Tuple[float, dict, object]:
+    """(quarters per beat, render settings, lyrics or None) of one job."""
+    if task == "vocal":
+        from music21 import text
 
-    key = score.analyze("key")
-    ts = score.recurse().getElementsByClass("TimeSignature").first()
-    return key.mode, (text.assembleLyrics(score) or "").strip(), ts
+        ts = score.recurse().getElementsByClass("TimeSignature").first()
+        beat_q = 4.0 / ts.denominator if ts else 1.0  # chorales: the notated beat
+        lyrics = (text.assembleLyrics(score) or "").strip()
+        if not lyrics:
+            raise render.RenderError("no lyrics")
+        return beat_q, render.settings_for(rng, render.VOCAL_PROGRAMS,
+                                           render.VOCAL_BEAT_BPM), lyrics
+    beat_q = render.beat_quarters(meter or "")
+    return beat_q, render.settings_for(rng, render.FOLK_PROGRAMS, render.BEAT_BPM), None
+
+
+def _recipe_fields(task: str, item: dict) -> dict:
+    """Row fields that come from the recipe alone (no effect on audio or MIDI)."""
+    return {"label": item.get("label"), "group": item["group"],
+            "title": item.get("title") if task == "folk" else None}
+
+
+def _done(out_dir: Path, task: str, jid: str, item: dict, seed: int) -> Optional[dict]:
+    """The row of a finished job, or None when it must be rendered (again).
+
+    A row is reused when its seed and render version match and its files exist; the fields
+    that come from the recipe alone (label, title, group) are refreshed from ``item``.
+    """
+    row_path = out_dir / "rows" / f"{jid}.json"
+    if not row_path.exists():
+        return None
+    row = json.loads(row_path.read_text(encoding="utf-8"))
+    if (row.get("seed") != seed or row.get("render_version", 1) != render.RENDER_VERSION
+            or not all((out_dir / row[k]).exists() for k in ("path", "midi_path"))):
+        return None
+    fresh = _recipe_fields(task, item)
+    if any(row.get(k) != v for k, v in fresh.items()):
+        row.update(fresh)
+        atomic_write(row_path, lambda t: Path(t).write_text(json.dumps(row, ensure_ascii=False),
+                                                             encoding="utf-8"))
+    return row
 
 
 def run_job(task: str, item: dict, k: int, seed: int, out: str, sample_rate: int,
             seconds: float) -> dict:
-    """Render one clip; returns ``{"row": ...}`` or ``{"failure": ...}``. Runs in a worker."""
+    """Render one clip -> ``{"row": ...}`` (``"skipped": True`` when already done) or
+    ``{"failure": {"id", "label", "source", "tune_index", "reason"}}``. Runs in a worker."""
     out_dir = Path(out)
     jid = job_id(task, item, k)
-    row_path = out_dir / "rows" / f"{jid}.json"
-    if row_path.exists():
-        return {"row": json.loads(row_path.read_text()), "skipped": True}
+    done = _done(out_dir, task, jid, item, seed)
+    if done is not None:
+        return {"row": done, "skipped": True}
     label = item.get("label")
     try:
+        import soundfile as sf
+
         score, meter = _load_score(item)
-        rng = np.random.default_rng(_job_seed(seed, task, item, k))
-        if task == "vocal":
-            mode, lyrics, ts = _vocal_facts(score)
-            label = mode
-            beat_q = 4.0 / ts.denominator if ts else 1.0  # chorales: the notated beat
-            settings = render.settings_for(rng, render.VOCAL_PROGRAMS, render.VOCAL_BEAT_BPM)
-        else:
-            lyrics = None
-            beat_q = render.beat_quarters(meter or "")
-            settings = render.settings_for(rng, render.FOLK_PROGRAMS, render.BEAT_BPM)
+        rng = np.random.default_rng(job_seed(seed, task, item, k))
+        beat_q, settings, lyrics = _render_settings(task, score, meter, rng)
         notes = render.score_notes(score)
         y, (s, e, p) = render.render_notes(notes, beat_q=beat_q, settings=settings,
                                            sample_rate=sample_rate, seconds=seconds)
-        import soundfile as sf
-
-        _atomic_bytes(out_dir / "audio" / f"{jid}.flac",
-                      lambda t: sf.write(t, y, sample_rate, format="FLAC", subtype="PCM_16"))
-        _atomic_bytes(out_dir / "midi" / f"{jid}.mid",
-                      lambda t: render.write_midi(Path(t), s, e, p, program=settings["program"]))
+        atomic_write(out_dir / "audio" / f"{jid}.flac",
+                     lambda t: sf.write(t, y, sample_rate, format="FLAC", subtype="PCM_16"))
+        atomic_write(out_dir / "midi" / f"{jid}.mid",
+                     lambda t: render.write_midi(Path(t), s, e, p, program=settings["program"]))
+        fields = _recipe_fields(task, item)
         row = {
-            "id": jid, "path": f"audio/{jid}.flac", "label": label,
-            "title": item.get("title") if task == "folk" else None,
-            "lyrics": lyrics if task == "vocal" else None,
-            "midi_path": f"midi/{jid}.mid", "group": item["group"],
+            "id": jid, "path": f"audio/{jid}.flac", "label": fields["label"],
+            "title": fields["title"], "lyrics": lyrics if task == "vocal" else None,
+            "midi_path": f"midi/{jid}.mid", "group": fields["group"],
             "source": item["source"], "tune_index": item["tune_index"], "rendering": k,
             "program": settings["program"], "transpose": settings["transpose"],
             "tempo_bpm": settings["tempo_bpm"], "beat": beat_q,
             "soundfont": render.soundfont_path().name, "seed": seed,
-            "repeats": notes.fallback or "expanded",
+            "repeats": notes.fallback or "expanded", "render_version": render.RENDER_VERSION,
         }
-        _atomic_bytes(row_path, lambda t: Path(t).write_text(json.dumps(row)))
+        atomic_write(out_dir / "rows" / f"{jid}.json",
+                     lambda t: Path(t).write_text(json.dumps(row, ensure_ascii=False),
+                                                  encoding="utf-8"))
         return {"row": row}
     except Exception as exc:  # noqa: BLE001 - recorded, counted, never silently dropped
         return {"failure": {"id": jid, "label": label, "source": item["source"],
@@ -134,90 +174,137 @@ def run_job(task: str, item: dict, k: int, seed: int, out: str, sample_rate: int
                             "reason": f"{type(exc).__name__}: {exc}"[:500]}}
 
 
-def _jobs(task: str, limit: Optional[int]):
-    items = recipes.load_recipe(task)
+def select_jobs(task: str, items: Sequence[dict],
+                limit: Optional[int]) -> List[Tuple[dict, int]]:
+    """Every (item, rendering index); with ``limit``, that many spread round-robin over the
+    labels, first renderings first, pieces in the (pseudo-random, fixed) order of their ids,
+    which mixes the collections."""
     jobs = [(it, k) for it in items for k in range(int(it.get("renderings", 1)))]
-    if limit is not None and limit < len(jobs):
-        # spread a small build over the classes: round-robin over labels in recipe order
-        by_label: dict = {}
-        for j in jobs:
-            by_label.setdefault(j[0].get("label") or "?", []).append(j)
-        picked, lists = [], list(by_label.values())
-        i = 0
-        while len(picked) < limit and any(lists):
-            lst = lists[i % len(lists)]
-            if lst:
-                picked.append(lst.pop(0))
-            i += 1
-        jobs = picked
-    return jobs
+    if limit is None or limit >= len(jobs):
+        return jobs
+    by_label: dict = {}
+    for j in sorted(jobs, key=lambda j: (j[1], job_id(task, *j))):
+        by_label.setdefault(j[0].get("label") or "?", []).append(j)
+    lists = [by_label[k] for k in sorted(by_label)]
+    picked, i = [], 0
+    while len(picked) < limit:
+        lst = lists[i % len(lists)]
+        if lst:
+            picked.append(lst.pop(0))
+        i += 1
+    return picked
+
+
+def default_workers() -> int:
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def build_dataset(task: str = "folk", out: Optional[Path] = None, *, limit: Optional[int] = None,
                   seed: int = 0, workers: Optional[int] = None, progress: bool = True) -> Path:
-    """Render the built-in data set ``task`` into ``out`` and return its manifest path.
+    """Render the built-in data set ``task`` into ``out``; returns the manifest path.
 
     Args:
         task: a key of ``TASKS``.
-        out: output folder (default ``$MMENGINE_DATA_DIR/<task>`` or
-            ``~/.cache/mmengine/data/<task>``).
+        out: output folder (default ``default_dir(task)``).
         limit: render only this many clips, spread over the classes (quick runs, tests).
         seed: render and split seed.
-        workers: processes (default: all cores).
-        progress: show a progress bar.
+        workers: processes (default: the cores available to this process).
+        progress: show a progress bar (tqdm).
+
+    Returns:
+        ``<out>/manifest.jsonl``; next to it ``manifest.split.json``, ``failures.jsonl``,
+        ``DATA.md``, ``audio/``, ``midi/`` and ``rows/``.
     """
+    if task not in TASKS:
+        raise ValueError(f"unknown data set {task!r}; choose from {', '.join(TASKS)}")
+    items = recipes.load_recipe(task)
+    return build_items(task, items, out, limit=limit, seed=seed, workers=workers,
+                       progress=progress)
+
+
+def build_items(task: str, items: Sequence[dict], out: Optional[Path] = None, *,
+                limit: Optional[int] = None, seed: int = 0, workers: Optional[int] = None,
+                progress: bool = True) -> Path:
+    """``build_dataset`` over explicit recipe ``items`` (same format as the shipped ones)."""
     from tqdm.auto import tqdm
 
     from ..._ext import require
 
-    if task not in TASKS:
-        raise ValueError(f"unknown data set {task!r}; choose from {', '.join(TASKS)}")
     for mod in ("music21", "tinysoundfont", "pretty_midi"):
         require(mod)
     out = Path(out) if out else default_dir(task)
     out.mkdir(parents=True, exist_ok=True)
     audio_cfg = AudioConfig()
-    jobs = _jobs(task, limit)
-    workers = workers or os.cpu_count() or 1
-    t0 = time.perf_counter()
-    rows, failures = [], []
-    args = [(task, it, k, seed, str(out), audio_cfg.sample_rate, audio_cfg.clip_seconds)
+    jobs = select_jobs(task, items, limit)
+    workers = max(1, min(workers or default_workers(), len(jobs)))
+    args = [(task, it, k, seed, str(out), audio_cfg.sample_rate, float(audio_cfg.clip_seconds))
             for it, k in jobs]
-    bar = tqdm(total=len(args), desc=f"render {task}", unit="clip", disable=not progress)
-    if workers == 1:
-        results = (run_job(*a) for a in args)
-        for r in results:
-            (rows if "row" in r else failures).append(r.get("row") or r["failure"])
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as ex:
-            futs = [ex.submit(run_job, *a) for a in args]
-            for f in futs:
-                r = f.result()
-                (rows if "row" in r else failures).append(r.get("row") or r["failure"])
+    t0 = time.perf_counter()
+    results = []
+    with tqdm(total=len(args), desc=f"render {task}", unit="clip", disable=not progress) as bar:
+        if workers == 1:
+            for a in args:
+                results.append(run_job(*a))
                 bar.update()
-    bar.close()
+        else:
+            ex = ProcessPoolExecutor(max_workers=workers)
+            try:
+                futs = [ex.submit(run_job, *a) for a in args]
+                for f in as_completed(futs):
+                    results.append(f.result())
+                    bar.update()
+            finally:
+                ex.shutdown(wait=True, cancel_futures=True)
     wall = time.perf_counter() - t0
-    return _finish(task, out, rows, failures, seed=seed, wall=wall, limit=limit)
+    rows = [r["row"] for r in results if "row" in r]
+    failures = sorted((r["failure"] for r in results if "failure" in r), key=lambda f: f["id"])
+    reused = sum(1 for r in results if r.get("skipped"))
+    keep = {job_id(task, it, k) for it, k in select_jobs(task, items, None)}
+    return _finish(task, out, rows, failures, keep, seed=seed,
+                   stats={"wall_s": wall, "rendered": len(rows) - reused, "reused": reused,
+                          "workers": workers, "limit": limit})
 
 
-def _finish(task, out: Path, rows, failures, *, seed, wall, limit) -> Path:
+def _prune(out: Path, keep: set) -> int:
+    """Remove files of ids outside ``keep`` (a changed recipe) and stale temporaries."""
+    removed = 0
+    for sub, suffix in FILE_KINDS:
+        d = out / sub
+        if not d.is_dir():
+            continue
+        for p in d.iterdir():
+            stale = p.name.startswith(".tmp-") or (p.suffix == suffix and p.stem not in keep)
+            if p.is_file() and stale:
+                p.unlink()
+                removed += 1
+    return removed
+
+
+def _finish(task: str, out: Path, rows: List[dict], failures: List[dict], keep: set, *,
+            seed: int, stats: dict) -> Path:
     from ..manifest import load_manifest
     from ..split import make_split, write_split
     from .card import write_card
 
     if not rows:
+        atomic_write(out / "failures.jsonl", lambda t: Path(t).write_text(
+            "".join(json.dumps(f) + "\n" for f in failures)))
         raise RuntimeError(f"no clip of {task} could be rendered; see {out / 'failures.jsonl'}")
     rows.sort(key=lambda r: r["id"])
     manifest = out / "manifest.jsonl"
-    _atomic_bytes(manifest, lambda t: Path(t).write_text(
+    atomic_write(manifest, lambda t: Path(t).write_text(
         "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"))
-    _atomic_bytes(out / "failures.jsonl", lambda t: Path(t).write_text(
-        "".join(json.dumps(f) + "\n" for f in failures)))
-    ds = load_manifest(manifest)
+    atomic_write(out / "failures.jsonl", lambda t: Path(t).write_text(
+        "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures), encoding="utf-8"))
     cfg = SplitConfig(seed=seed)
-    assignment = make_split(ds, cfg)
+    assignment = make_split(load_manifest(manifest), cfg)
     write_split(out / "manifest.split.json", assignment, seed=seed, ratios=cfg.ratios,
                 grouped_by="group")
-    write_card(task, out, rows, failures, assignment, wall_s=wall, limit=limit)
+    stats["pruned"] = _prune(out, keep)
+    write_card(task, out, rows, failures, assignment, stats=stats)
     return manifest
+

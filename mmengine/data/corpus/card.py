@@ -1,157 +1,407 @@
-"""The data card (``DATA.md``) of a built data set, and its quick baselines.
+"""The data card (``DATA.md``) of a built data set, its quick baselines and leak checks.
 
-Baselines (balanced accuracy on the test split, logistic regression, scikit-learn) are
-computed by::
+``build`` writes the card from the folder (manifest, split, failures, ``build.json``). The
+baselines (logistic regression, scikit-learn, balanced accuracy on the test split) take a
+minute or two, so they run on demand, are kept in ``baselines.json`` and shown in the card::
 
-    python -m mmengine.data.corpus.card folk      # or vocal; appends them to DATA.md
+    python -m mmengine.data.corpus.card folk [--out DIR]   # baselines + card of a build
+    python -m mmengine.data.corpus.card folk --no-baselines   # rewrite the card only
+    python -m mmengine.data.corpus.card --docs             # docs/DATA.md from folk + vocal
+
+Features of the baselines: MFCC (reference front end, ``FrontendConfig()``) mean and std over
+the clip; symbolic features (``mmengine.features.symbolic``) mean and std; TF-IDF of the text
+field (title or lyrics) alone. Leak checks: the render settings (program, transposition,
+tempo) alone, and, for ``folk``, how well audio or notes tell the two collections apart.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from pathlib import Path
+from typing import List, Optional
 
 import numpy as np
 
-from . import render
+from . import recipes, render
 
+SPLITS = ("train", "val", "test")
+DOCS_PATH = Path(__file__).resolve().parents[3] / "docs" / "DATA.md"
+
+SOURCES = {
+    "folk": "Ryan's Mammoth Collection (1883) and O'Neill's *Music of Ireland* (1850), abc "
+            "transcriptions in `music21/corpus/ryansMammoth` and `music21/corpus/oneills1850`.",
+    "vocal": "J. S. Bach's four-part chorales (MusicXML, `music21/corpus/bach`), with the "
+             "lyrics of their soprano line.",
+}
 LEAKS = {
     "folk": [
-        "Type words are stripped from titles, but a title can still name a type indirectly "
-        "(e.g. 'Rocky Road to Dublin' is widely known as a slip jig): measured by the title-only "
-        "baseline below.",
-        "Rhythm is the label's real signal (6/8 vs 9/8 vs 4/4 feel) and stays in audio and notes "
-        "by design; meter and barline tokens are absent from the symbolic modality.",
-        "Collection style (Ryan's vs O'Neill's transcription habits) remains in the notes; every "
-        "class draws evenly from both collections (slip jig: 60 O'Neill's / 41 Ryan's).",
-        "Slip jigs are rendered twice per tune (other classes once); renderings of one tune "
-        "share a split group, so no tune crosses splits.",
-        "About 4% label noise in the source (title and R: field disagree in some Ryan's tunes).",
+        "Rhythm is the label's real signal (6/8 vs 9/8 vs duple feel; reels run 4 notes per "
+        "beat, jigs 3) and stays in audio and notes by design. Meter, barline, key and tempo "
+        "events are absent from the MIDI files; the tempo of every class is drawn per beat "
+        "of the meter from one range.",
+        "Titles: type words, case, punctuation and O'Neill's trailing article are removed; a "
+        "title can still suggest a type indirectly (measured by the text baseline below).",
+        "Collections: each class takes as many tunes from each collection (slip jig: every "
+        "tune, with 2 renderings of O'Neill's and 3 of Ryan's, so the clips balance). Audio "
+        "or notes may still tell the collections apart (transcription habits; the leak "
+        "checks below measure how well), which says nothing about the class as long as the "
+        "collection shares per class stay equal (listed below).",
+        "Label noise: tunes whose title names another type than `R:` are left out (see the "
+        "selection); some `R:` fields remain doubtful.",
+        "Metadata columns (`source`, `tune_index`, `beat`, `tempo_bpm`, `program`, "
+        "`transpose`, `repeats`) are for provenance only: never features. `beat` is 1.5 "
+        "quarters for compound meters (jigs, slip jigs) and `source` names the collection and, "
+        "in O'Neill's, a file that holds one section of the book (one type). Ids and file "
+        "names are hashes and say nothing.",
     ],
     "vocal": [
-        "The label is music21's key analysis (Krumhansl-Schmuckler), not a human annotation; "
-        "transposition changes the key but not the mode.",
-        "Lyrics are German chorale texts; words of lament vs praise correlate with mode, which "
-        "is the real (weak) text signal.",
-        "Each chorale is rendered twice (different instrument, tempo, transposition) and both "
-        "renderings stay in one split.",
+        "The label is music21's key analysis (Krumhansl-Schmuckler) of the whole score, not a "
+        "human annotation; chorales that modulate or end on a major chord after a minor "
+        "body can be doubtful. Transposition changes the key, never the mode.",
+        "Lyrics are German chorale texts; whether their words (lament, praise) carry the mode "
+        "is what the lyrics baseline below measures. One hymn set by Bach several times "
+        "(same lyric incipit or melody incipit) is one group, so no hymn text or tune "
+        "crosses splits.",
+        "Metadata columns (`source`, `beat`, `tempo_bpm`, `program`, `transpose`) are for "
+        "provenance only: never features.",
     ],
 }
 
 
-def _table(counter_by_split, labels) -> str:
-    head = "| class | train | val | test | total |\n|---|---|---|---|---|\n"
-    lines = []
-    for lab in labels:
-        c = [counter_by_split[s][lab] for s in ("train", "val", "test")]
-        lines.append(f"| {lab} | {c[0]} | {c[1]} | {c[2]} | {sum(c)} |")
-    tot = [sum(counter_by_split[s].values()) for s in ("train", "val", "test")]
-    lines.append(f"| **all** | {tot[0]} | {tot[1]} | {tot[2]} | {sum(tot)} |")
-    return head + "\n".join(lines) + "\n"
+# ------------------------------------------------------------------------------- reading
+def _read_jsonl(path: Path) -> List[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
-def write_card(task: str, out: Path, rows, failures, assignment, *, wall_s: float, limit) -> Path:
-    """Write ``out/DATA.md`` from the build's rows, failures and split."""
-    labels = sorted({r["label"] for r in rows})
-    by_split = {s: Counter() for s in ("train", "val", "test")}
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _collection(row: dict) -> str:
+    return row["source"].split("/")[0]
+
+
+# ------------------------------------------------------------------------------ the card
+def write_card(task: str, out: Path, rows, failures, assignment, *, stats: dict) -> Path:
+    """Record the run in ``out/build.json`` and write ``out/DATA.md``. Returns its path."""
+    runs = (_runs(out) + [dict(stats, finished=time.strftime("%Y-%m-%d %H:%M:%S"))])[-20:]
+    (out / "build.json").write_text(json.dumps({"task": task, "runs": runs}, indent=1) + "\n")
+    return render_card(task, out)
+
+
+def _runs(out: Path) -> List[dict]:
+    """Runs recorded in ``out/build.json`` (none if absent or not written by this module)."""
+    try:
+        doc = json.loads((out / "build.json").read_text())
+    except (OSError, ValueError):
+        return []
+    runs = doc.get("runs") if isinstance(doc, dict) else None
+    return [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
+
+
+def _table(head: List[str], lines: List[List]) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(str(c) for c in line) + " |" for line in lines]
+    return "\n".join(out) + "\n"
+
+
+def _split_table(rows, assignment) -> str:
+    by = defaultdict(Counter)
+    groups = defaultdict(set)
     for r in rows:
-        by_split[assignment[r["id"]]][r["label"]] += 1
-    fail = Counter(f.get("label") or "unknown (failed before labelling)" for f in failures)
-    fallbacks = Counter(r.get("repeats", "expanded") for r in rows)
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+        by[r["label"]][assignment[r["id"]]] += 1
+        groups[assignment[r["id"]]].add(r["group"])
+    lines = [[lab] + [by[lab][s] for s in SPLITS] + [sum(by[lab].values())] for lab in sorted(by)]
+    tot = [sum(by[lab][s] for lab in by) for s in SPLITS]
+    lines.append(["**all clips**"] + tot + [sum(tot)])
+    lines.append(["groups (tunes)"] + [len(groups[s]) for s in SPLITS]
+                 + [len({r['group'] for r in rows})])
+    return _table(["class", *SPLITS, "total"], lines)
+
+
+def _measured_leaks(task: str, rows) -> List[str]:
+    out = []
+    labels_of = defaultdict(set)
+    for r in rows:
+        labels_of[r["group"]].add(r["label"])
+    mixed = sum(1 for v in labels_of.values() if len(v) > 1)
+    out.append(f"Groups whose renderings carry different labels (one tune filed under two "
+               f"types or modes): {mixed} of {len(labels_of)}; each lies in one split.")
+    if task == "folk":
+        share = defaultdict(Counter)
+        for r in rows:
+            share[r["label"]][_collection(r)] += 1
+        parts = [f"{lab} {c['oneills1850'] / sum(c.values()):.0%}"
+                 for lab, c in sorted(share.items())]
+        out.append("Share of O'Neill's clips per class: " + ", ".join(parts) + ".")
+    if task == "vocal":
+        where = defaultdict(set)
+        for r in rows:
+            where[recipes.lyric_incipit(r["lyrics"] or "")].add(r["group"])
+        cross = sum(1 for v in where.values() if len(v) > 1)
+        out.append(f"Lyric incipits shared by more than one group: {cross}.")
+    return out
+
+
+def _baseline_section(out: Path, task: str) -> str:
+    path = out / "baselines.json"
+    cmd = f"python -m mmengine.data.corpus.card {task}"
+    if not path.exists():
+        return f"Not computed for this build; run `{cmd}`.\n"
+    b = json.loads(path.read_text())
+    stale = b.get("manifest_sha256") != _digest(out / "manifest.jsonl")
+    lines = [[k, f"{v:.3f}"] for k, v in b["scores"].items()]
+    note = " (**stale**: the manifest changed since; rerun)" if stale else ""
+    return (f"Logistic regression (scikit-learn, standardised features, class-balanced "
+            f"weights), trained on `train`, balanced accuracy on `test` "
+            f"({b['n_train']} / {b['n_test']} clips, {b['seconds']:.0f} s){note}. "
+            f"Command: `{cmd}`.\n\n" + _table(["features", "balanced accuracy"], lines)
+            + (f"\nThe test split holds {b['test_groups']} independent tunes: one standard "
+               f"error is up to {np.sqrt(0.25 / b['test_groups']):.2f}, so differences below "
+               f"about {2 * np.sqrt(0.25 / b['test_groups']):.2f} are noise.\n"
+               if b.get("test_groups") else ""))
+
+
+def render_card(task: str, out: Path) -> Path:
+    """Write ``out/DATA.md`` from what the folder holds. Returns its path."""
+    from .build import TASKS
+
+    rows = _read_jsonl(out / "manifest.jsonl")
+    failures = _read_jsonl(out / "failures.jsonl")
+    assignment = json.loads((out / "manifest.split.json").read_text())["assignment"]
+    runs = _runs(out)
+    last = runs[-1] if runs else {}
+    recipe = json.loads(recipes.recipe_path(task).read_text(encoding="utf-8"))
+    size = sum(p.stat().st_size for sub in ("audio", "midi", "rows") if (out / sub).is_dir()
+               for p in (out / sub).iterdir())
     programs = render.FOLK_PROGRAMS if task == "folk" else render.VOCAL_PROGRAMS
     bpm = render.BEAT_BPM if task == "folk" else render.VOCAL_BEAT_BPM
+    fail = Counter(f.get("label") or "?" for f in failures)
+    fallbacks = Counter(r.get("repeats", "expanded") for r in rows)
+    limit = last.get("limit")
+    sel = recipe["selection"]
     text = [
         f"# Data card: `{task}`\n",
-        f"{_describe(task)}\n",
+        f"{TASKS[task]}. Labels: {', '.join(sorted({r['label'] for r in rows}))}.\n",
         "## Sources and licences\n",
-        "- Scores: the corpus shipped in the `music21` wheel (BSD licence; the scores themselves "
-        "are public-domain editions: Ryan's Mammoth Collection 1883, O'Neill's Music of Ireland "
-        "1850 (abc transcriptions), J.S. Bach's chorales).",
-        "- Soundfont: `TimGM6mb.sf2` shipped in the `pretty_midi` wheel (GPL-2 soundfont by Tim "
-        "Brechbill); rendered with `tinysoundfont`.\n",
+        f"- Scores: {SOURCES[task]} They ship inside the `music21` wheel (music21 "
+        f"{recipe['music21']}, BSD-3-Clause; the corpus' own terms are in "
+        "`music21/corpus/license.txt`: encodings distributed with the encoders' permission, "
+        "works out of copyright in the US, some encodings restricted to non-commercial use).",
+        "- Soundfont: `TimGM6mb.sf2` (General MIDI, by Tim Brechbill, distributed under the "
+        "GNU GPL v2 with MuseScore 1) from the `pretty_midi` wheel (MIT); synthesiser "
+        "`tinysoundfont` (MIT). The rendered audio derives from both the scores and the "
+        "soundfont: check their terms before redistributing it. The package ships only the "
+        "recipe.\n",
+        "## Selection (shipped recipe)\n",
+        f"`mmengine/data/recipes/{task}.json`, generated by `{recipe['generated_by']}`: "
+        f"{len(recipe['items'])} pieces in {sel['groups']} groups.\n",
+        _table(["pieces per class and collection", "n"],
+               [[k, v] for k, v in sel.get("tunes_per_class_and_collection", {}).items()]),
+        _table(["left out", "n"], [[k.replace("left out: ", ""), v]
+                                   for k, v in sel["left_out"].items()]) if sel["left_out"]
+        else "Nothing left out.\n",
         "## Build\n",
-        f"- command: `mmengine data build {task}`" + (f" --limit {limit}" if limit else "") + "",
-        f"- wall time: {wall_s:.0f} s on this machine; size on disk: {size / 1e6:.1f} MB "
-        f"({len(rows)} clips)",
-        f"- clips: 30 s at 22,050 Hz, mono FLAC 16-bit, RMS-normalised to "
-        f"{render.TARGET_DBFS:.0f} dBFS (peak-safe), the piece looped (never padded).",
-        f"- instrument pool (GM programs, one per clip, same pool for every class): {list(programs)}",
-        f"- tempo: beat of the meter at {bpm[0]:.0f}–{bpm[1]:.0f} bpm for every class; "
-        f"transposition {render.TRANSPOSE[0]}..{render.TRANSPOSE[1] - 1} semitones at the note level.",
-        f"- repeats: {dict(fallbacks)} (expanded with music21, else the fallbacks named).\n",
-        "## Counts per class and split (grouped by tune, stratified, seeded)\n",
-        _table(by_split, labels),
+        f"- command: `mmengine data build {task}" + (f" --limit {limit}`" if limit else "`"),
+        f"- size on disk (audio + MIDI + rows): {size / 1e6:.0f} MB for {len(rows)} clips; "
+        f"runs into this folder (wall time, clips rendered / reused from an earlier run):\n",
+        _table(["finished", "wall s", "workers", "rendered", "reused", "limit"],
+               [[r.get("finished", "?"), f"{r.get('wall_s', float('nan')):.0f}",
+                 r.get("workers", "?"), r.get("rendered", "?"), r.get("reused", "?"),
+                 r.get("limit") or "-"] for r in runs]),
+        "- clips: 30 s at 22,050 Hz, mono FLAC 16-bit, RMS-normalised to "
+        f"{render.TARGET_DBFS:.0f} dBFS (scaled down if the peak would exceed 0.999), the "
+        "piece looped back to back (never padded with silence).",
+        f"- instrument: one General MIDI program per clip from {list(programs)}, the same "
+        "pool for every class; soundfont `TimGM6mb.sf2`; constant velocity.",
+        f"- tempo: the beat of the meter at {bpm[0]:.0f}-{bpm[1]:.0f} bpm for every class; "
+        f"transposition {render.TRANSPOSE[0]}..{render.TRANSPOSE[1] - 1} semitones on the "
+        "notes (never the key signature).",
+        f"- repeats: {dict(fallbacks)} (`expanded`: music21 `expandRepeats`; otherwise the "
+        "fallback that produced the notes).",
+        f"- seeds: rendering k of a piece uses a generator seeded by SHA-256 of (seed "
+        f"{rows[0]['seed']}, task, source, tune index, k); the split uses the same seed.\n",
+        "## Counts per class and split\n",
+        "70/15/15, stratified by label, grouped by `group` (tune identity: normalised title or "
+        "melody incipit, and for chorales lyric incipit), in "
+        "`manifest.split.json`.\n",
+        _split_table(rows, assignment),
         "## Failures\n",
-        (f"{len(failures)} renderings failed and are left out (listed in `failures.jsonl`): "
-         f"{dict(fail)}\n" if failures else "No rendering failed.\n"),
+        (f"{len(failures)} renderings failed after every fallback and are left out "
+         f"(reasons in `failures.jsonl`):\n\n" + _table(["class", "failed"], sorted(fail.items()))
+         if failures else "No rendering failed.\n"),
         "## Known leaks and how big they are\n",
-        "\n".join(f"- {x}" for x in LEAKS.get(task, [])) + "\n",
+        "\n".join(f"- {x}" for x in LEAKS[task] + _measured_leaks(task, rows)) + "\n",
+        "## Quick baselines\n",
+        _baseline_section(out, task),
+        "## Files\n",
+        "`manifest.jsonl` (one clip per line: `id`, `path`, `label`, `title` (folk), `lyrics` "
+        "(vocal), `midi_path`, `group`, then provenance), `manifest.split.json`, "
+        "`failures.jsonl`, `build.json` (runs), `audio/*.flac`, `midi/*.mid`, `rows/*.json` "
+        "(one finished clip each: what makes a build resumable).\n",
     ]
     path = out / "DATA.md"
-    path.write_text("\n".join(text))
+    path.write_text("\n".join(text), encoding="utf-8")
     return path
 
 
-def _describe(task: str) -> str:
-    from .build import TASKS
-
-    return TASKS[task]
-
-
-def baselines(manifest: Path) -> dict:
-    """Balanced accuracy (test split) of logistic regression on pooled MFCC, pooled symbolic
-    features and text TF-IDF alone."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
+# --------------------------------------------------------------------------- baselines
+def _fit_score(X, y, tr, te) -> float:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    clf = make_pipeline(StandardScaler(with_mean=not hasattr(X, "tocsr")),
+                        LogisticRegression(max_iter=5000, class_weight="balanced"))
+    clf.fit(X[tr], y[tr])
+    return float(balanced_accuracy_score(y[te], clf.predict(X[te])))
+
+
+def pooled_features(manifest: Path, rows: List[dict], progress: bool = False):
+    """(MFCC mean/std ``(N, 2 n_mfcc)``, symbolic mean/std ``(N, 2 S)``) of every row."""
+    from tqdm.auto import tqdm
+
     from ...config import FrontendConfig
-    from ..audio import load_audio
     from ...features.reference import compute_features
     from ...features.symbolic import symbolic_features
+    from ..audio import load_audio
 
-    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    split = json.loads((manifest.parent / "manifest.split.json").read_text())["assignment"]
     cfg = FrontendConfig()
-    y = np.array([r["label"] for r in rows])
-    s = np.array([split[r["id"]] for r in rows])
     mfcc, sym = [], []
-    for r in rows:
+    for r in tqdm(rows, desc="features", disable=not progress):
         f = compute_features(load_audio(manifest.parent / r["path"]), cfg)["mfcc"]
         mfcc.append(np.concatenate([f.mean(1), f.std(1)]))
-        sy = symbolic_features(manifest.parent / r["midi_path"], f.shape[1], sr=cfg.sample_rate,
-                               hop=cfg.hop_length)
-        sym.append(np.concatenate([sy.mean(1), sy.std(1)]))
-    out = {"chance": 1.0 / len(set(y))}
+        s = symbolic_features(manifest.parent / r["midi_path"], f.shape[1],
+                              sr=cfg.sample_rate, hop=cfg.hop_length)
+        sym.append(np.concatenate([s.mean(1), s.std(1)]))
+    return np.array(mfcc), np.array(sym)
+
+
+def baselines(manifest: Path, progress: bool = False) -> dict:
+    """Balanced accuracy on the test split of logistic regression on each feature set.
+
+    Returns ``{"scores": {name: value}, "n_train", "n_test", "seconds", "manifest_sha256"}``.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    t0 = time.perf_counter()
+    manifest = Path(manifest)
+    rows = _read_jsonl(manifest)
+    split = json.loads(manifest.with_name(manifest.stem + ".split.json").read_text())
+    s = np.array([split["assignment"][r["id"]] for r in rows])
+    y = np.array([r["label"] for r in rows])
     tr, te = s == "train", s == "test"
-    for name, X in (("MFCC mean/std", np.array(mfcc)), ("symbolic mean/std", np.array(sym))):
-        clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-        clf.fit(X[tr], y[tr])
-        out[name] = balanced_accuracy_score(y[te], clf.predict(X[te]))
+    mfcc, sym = pooled_features(manifest, rows, progress)
+    scores = {"chance": 1.0 / len(set(y)),
+              "MFCC mean/std": _fit_score(mfcc, y, tr, te),
+              "symbolic mean/std": _fit_score(sym, y, tr, te),
+              "MFCC + symbolic": _fit_score(np.hstack([mfcc, sym]), y, tr, te)}
     text = [r.get("title") or r.get("lyrics") or "" for r in rows]
     if any(text):
-        vec = TfidfVectorizer(sublinear_tf=True)
-        Xt = vec.fit_transform([t for t, m in zip(text, tr) if m])
-        clf = LogisticRegression(max_iter=2000).fit(Xt, y[tr])
-        pred = clf.predict(vec.transform([t for t, m in zip(text, te) if m]))
-        out["text TF-IDF"] = balanced_accuracy_score(y[te], pred)
-    return out
+        vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=1)
+        vec.fit([t for t, m in zip(text, tr) if m])
+        name = "title TF-IDF" if rows[0].get("title") is not None else "lyrics TF-IDF"
+        scores[name] = _fit_score(vec.transform(text).tocsr(), y, tr, te)
+    programs = sorted({r["program"] for r in rows})
+    settings = np.array([[r["program"] == p for p in programs] + [r["transpose"], r["tempo_bpm"]]
+                         for r in rows], dtype=np.float64)
+    scores["leak check: render settings (program, transposition, tempo)"] = \
+        _fit_score(settings, y, tr, te)
+    if rows[0]["source"].startswith(recipes.COLLECTIONS):
+        coll = np.array([_collection(r) for r in rows])
+        scores["leak check: collection from MFCC"] = _fit_score(mfcc, coll, tr, te)
+        scores["leak check: collection from symbolic"] = _fit_score(sym, coll, tr, te)
+    return {"scores": scores, "n_train": int(tr.sum()), "n_test": int(te.sum()),
+            "test_groups": len({r["group"] for r, m in zip(rows, te) if m}),
+            "seconds": time.perf_counter() - t0, "manifest_sha256": _digest(manifest)}
+
+
+def _summary_row(task: str, out: Path) -> List:
+    rows = _read_jsonl(out / "manifest.jsonl")
+    runs = [r for r in _runs(out) if r.get("rendered")]
+    wall = sum(r.get("wall_s", 0.0) for r in runs)
+    size = sum(p.stat().st_size for sub in ("audio", "midi", "rows") if (out / sub).is_dir()
+               for p in (out / sub).iterdir())
+    b = {}
+    if (out / "baselines.json").exists():
+        b = json.loads((out / "baselines.json").read_text())["scores"]
+    text = b.get("title TF-IDF", b.get("lyrics TF-IDF"))
+    fmt = (lambda v: "-" if v is None else f"{v:.2f}")  # noqa: E731
+    return [f"`{task}`", len(rows), len({r["label"] for r in rows}),
+            len({r["group"] for r in rows}), f"{wall:.0f}", f"{size / 1e6:.0f}",
+            fmt(b.get("chance")), fmt(b.get("MFCC mean/std")), fmt(b.get("symbolic mean/std")),
+            fmt(text)]
+
+
+def write_docs(tasks=("folk", "vocal"), path: Path = DOCS_PATH) -> Path:
+    """``docs/DATA.md``: a preface, a summary table and the card of each default build."""
+    from .build import TASKS, default_dir
+
+    parts = [
+        "# Built-in data sets\n",
+        "Real music with no download: scores from the corpus inside the `music21` wheel, "
+        "rendered to audio with `tinysoundfont` and the General MIDI soundfont inside the "
+        "`pretty_midi` wheel. The package ships the recipes (`mmengine/data/recipes/*.json`: "
+        "tune references, labels, groups); `mmengine data build TASK` renders them into "
+        "`~/.cache/mmengine/data/TASK` (or `$MMENGINE_DATA_DIR/TASK`, or `--out DIR`), "
+        "deterministically for a seed, resumably (rerun after an interruption), on every "
+        "core, with `--limit N` for quick runs. The cards below are copies of the `DATA.md` "
+        "written next to each build on the development machine (2 cores shared with other "
+        "work); regenerate this file with `python -m mmengine.data.corpus.card --docs` after "
+        "`python -m mmengine.data.corpus.card TASK` (baselines).\n",
+        "| task | clips | classes | groups | render wall s | MB | chance | MFCC | symbolic "
+        "| text |\n|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    cards = []
+    for task in tasks:
+        out = default_dir(task)
+        if not (out / "DATA.md").exists():
+            parts.append(f"| `{task}` | not built | | | | | | | | |")
+            continue
+        parts.append("| " + " | ".join(str(c) for c in _summary_row(task, out)) + " |")
+        cards.append((out / "DATA.md").read_text(encoding="utf-8").replace("\n## ", "\n### ")
+                     .replace("# Data card", "## Data card", 1))
+    parts.append("\nBalanced accuracy on the test split, logistic regression on pooled "
+                 "features; details and leak checks in each card. Tasks: "
+                 + "; ".join(f"`{k}`: {v}" for k, v in TASKS.items()) + ".\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(parts + cards), encoding="utf-8")
+    return path
+
+
+def main(argv: List[str]) -> int:
+    import argparse
+
+    from .build import TASKS, default_dir
+
+    ap = argparse.ArgumentParser(prog="python -m mmengine.data.corpus.card",
+                                 description="baselines and data card of a built data set")
+    ap.add_argument("task", nargs="?", choices=sorted(TASKS))
+    ap.add_argument("--out", help="build folder (default: the default build of TASK)")
+    ap.add_argument("--no-baselines", action="store_true", help="only rewrite DATA.md")
+    ap.add_argument("--docs", action="store_true",
+                    help="write docs/DATA.md from the default builds of every task")
+    args = ap.parse_args(argv)
+    if args.task:
+        out = Path(args.out) if args.out else default_dir(args.task)
+        if not args.no_baselines:
+            res = baselines(out / "manifest.jsonl", progress=True)
+            (out / "baselines.json").write_text(json.dumps(res, indent=1) + "\n")
+            for k, v in res["scores"].items():
+                sys.stdout.write(f"{k:>60s}  {v:.3f}\n")
+        sys.stdout.write(f"{render_card(args.task, out)}\n")
+    if args.docs:
+        sys.stdout.write(f"{write_docs()}\n")
+    if not (args.task or args.docs):
+        ap.error("give a TASK, --docs or both")
+    return 0
 
 
 if __name__ == "__main__":
-    from .build import default_manifest
-
-    task = sys.argv[1] if len(sys.argv) > 1 else "folk"
-    m = default_manifest(task)
-    res = baselines(m)
-    lines = ["\n## Quick baselines (balanced accuracy, test split, logistic regression)\n",
-             f"Command: `python -m mmengine.data.corpus.card {task}`\n",
-             "| features | balanced accuracy |", "|---|---|"]
-    lines += [f"| {k} | {v:.3f} |" for k, v in res.items()]
-    with open(m.parent / "DATA.md", "a") as fh:
-        fh.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    raise SystemExit(main(sys.argv[1:]))

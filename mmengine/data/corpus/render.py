@@ -1,13 +1,19 @@
-"""Score → notes → audio, with the leak fixes of DATA-NOTES.md.
+"""Score -> notes -> audio, with the leak fixes of DATA-NOTES.md.
 
-* Notes come from music21 (``expandRepeats`` with fallbacks: strip repeat signs; no
-  expansion), ties merged; times in quarter notes, no meter or barline information kept.
+* Notes come from music21 (``expandRepeats``, else the fallbacks: strip repeat signs and
+  expand, or play as written; an expansion that loses notes counts as failed), ties merged,
+  times in quarter notes. No meter or barline information is kept.
 * Tempo is set per *beat of the meter* (dotted quarter in compound meters, half note in C, C|,
-  2/2 and 4/4, quarter otherwise) from one range for every class.
-* Transposition at the note level (never the key signature).
-* One instrument pool for every class; the tune is looped (never padded with silence) to the
-  clip length, rendered with tinysoundfont and the General MIDI soundfont of pretty_midi,
-  RMS-normalised, then made peak-safe.
+  2/2 and 4/4, the notated beat otherwise) from one range for every class.
+* Transposition at the note level (never the key signature, which music21 can fail on).
+* One instrument pool for every class; the tune is looped back to back (never padded with
+  silence) to the clip length, rendered with tinysoundfont and the General MIDI soundfont of
+  pretty_midi, RMS-normalised, then made peak-safe.
+* The MIDI file written next to the audio holds exactly the key presses the synthesiser
+  played (looped, transposed; unisons merged), 960 ticks per quarter at 120 bpm, one program,
+  no time signature or key events: the symbolic modality is aligned with the audio frame by
+  frame. It is written with mido from the note list rather than exported by music21, whose
+  MIDI export fails or drops notes on some expanded scores (DATA-NOTES.md).
 """
 from __future__ import annotations
 
@@ -26,6 +32,10 @@ BEAT_BPM = (90.0, 130.0)
 VOCAL_BEAT_BPM = (60.0, 96.0)
 TRANSPOSE = (-5, 6)  # semitones, upper bound exclusive
 TARGET_DBFS = -20.0
+#: bump when the audio or MIDI of a job changes, so that builds render again
+RENDER_VERSION = 1
+VELOCITY = 90
+MIDI_TPQ = 960
 
 
 class RenderError(Exception):
@@ -34,7 +44,9 @@ class RenderError(Exception):
 
 @dataclass
 class Notes:
-    """Notes of a piece: (start, end) in quarter notes, MIDI pitch, velocity."""
+    """Notes of a piece, each array ``(n,)``: start and end in quarter notes, MIDI pitch;
+    ``length_q`` the piece's length in quarters (one pass), ``fallback`` how repeats were
+    handled (``""`` = expanded)."""
 
     start: np.ndarray
     end: np.ndarray
@@ -44,6 +56,7 @@ class Notes:
 
 
 def soundfont_path() -> Path:
+    """The General MIDI soundfont shipped inside the pretty_midi package."""
     import pretty_midi
 
     return Path(pretty_midi.__file__).resolve().parent / "TimGM6mb.sf2"
@@ -80,9 +93,14 @@ def _collect(score) -> Tuple[list, float]:
 
 
 def score_notes(score) -> Notes:
-    """Notes of a parsed score with repeats expanded (fallbacks recorded in ``.fallback``)."""
+    """Notes of a parsed score with repeats expanded (fallbacks recorded in ``.fallback``).
+
+    An expansion with fewer notes than the score as written has lost some (music21 does that
+    on a few malformed repeat structures): it counts as a failure and the next fallback runs.
+    """
     from music21 import bar, repeat
 
+    written, _ = _collect(score)
     attempts = []
     for how in ("expand", "strip-repeats", "as-written"):
         try:
@@ -97,6 +115,8 @@ def score_notes(score) -> Notes:
             events, length = _collect(s)
             if not events or length <= 0:
                 raise RenderError("no notes")
+            if len(events) < len(written):
+                raise RenderError(f"{len(events)} notes after expansion, {len(written)} written")
             ev = np.array(events, dtype=np.float64)
             return Notes(ev[:, 0], ev[:, 1], ev[:, 2].astype(np.int64), length,
                          "" if how == "expand" else how)
@@ -105,8 +125,12 @@ def score_notes(score) -> Notes:
     raise RenderError("; ".join(attempts))
 
 
-def loop_notes(n: Notes, sec_per_q: float, seconds: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Repeat the piece back to back until ``seconds`` are covered: (start_s, end_s, pitch)."""
+def loop_notes(n: Notes, sec_per_q: float,
+               seconds: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Repeat the piece back to back until ``seconds`` are covered.
+
+    Returns (start s, end s, pitch), each ``(m,)``: every note starting before ``seconds``.
+    """
     period = n.length_q * sec_per_q
     reps = int(np.ceil(seconds / period)) + 1
     starts = np.concatenate([n.start * sec_per_q + k * period for k in range(reps)])
@@ -116,28 +140,51 @@ def loop_notes(n: Notes, sec_per_q: float, seconds: float) -> Tuple[np.ndarray, 
     return starts[keep], np.minimum(ends[keep], seconds + 1.0), pitch[keep]
 
 
+def key_events(starts, ends, pitch, rate: float) -> List[Tuple[int, int, int]]:
+    """Key presses ``(time in 1/rate s, 1 = on / 0 = off, pitch)`` in time order.
+
+    Voices in unison share one key: a key goes down when its first note starts and up when
+    its last note ends (the synthesiser and the MIDI file both play exactly these events).
+    At one instant, releases come before presses, so a repeated note is struck again.
+    """
+    raw = sorted([(int(round(e * rate)), 0, int(p)) for e, p in zip(ends, pitch)]
+                 + [(int(round(s * rate)), 1, int(p)) for s, p in zip(starts, pitch)])
+    down = np.zeros(128, np.int64)
+    out = []
+    for t, on, p in raw:
+        if on:
+            if down[p] == 0:
+                out.append((t, 1, p))
+            down[p] += 1
+        elif down[p] > 0:
+            down[p] -= 1
+            if down[p] == 0:
+                out.append((t, 0, p))
+    return out
+
+
 def synthesize(starts, ends, pitch, *, program: int, sample_rate: int, seconds: float,
-               velocity: int = 90) -> np.ndarray:
-    """Render notes with tinysoundfont: float32 mono, exactly ``seconds * sample_rate`` samples."""
+               velocity: int = VELOCITY) -> np.ndarray:
+    """Render notes (seconds, seconds, MIDI pitch; each ``(n,)``) with tinysoundfont.
+
+    Returns float32 mono ``(round(seconds * sample_rate),)``, the mean of the two channels.
+    """
     import tinysoundfont
 
     total = int(round(seconds * sample_rate))
     synth = tinysoundfont.Synth(samplerate=sample_rate)
     sfid = synth.sfload(str(soundfont_path()))
     synth.program_select(0, sfid, 0, int(program))
-    on = [(int(round(s * sample_rate)), 1, int(p)) for s, p in zip(starts, pitch)]
-    off = [(int(round(e * sample_rate)), 0, int(p)) for e, p in zip(ends, pitch)]
-    events = sorted(on + off)  # note-offs before note-ons at the same sample
     out = np.zeros((total, 2), np.float32)
     pos = 0
-    for t, kind, p in events:
+    for t, on, p in key_events(starts, ends, pitch, sample_rate):
         t = min(t, total)
         if t > pos:
             out[pos:t] = np.frombuffer(synth.generate(t - pos), np.float32).reshape(-1, 2)
             pos = t
         if pos >= total:
             break
-        if kind:
+        if on:
             synth.noteon(0, p, velocity)
         else:
             synth.noteoff(0, p)
@@ -159,15 +206,23 @@ def normalise_rms(y: np.ndarray, dbfs: float = TARGET_DBFS) -> np.ndarray:
 
 
 def write_midi(path: Path, starts, ends, pitch, *, program: int) -> None:
-    """The rendered notes as a one-track MIDI file (the symbolic modality), no meter events."""
-    import pretty_midi
+    """The rendered notes as a type-0 MIDI file: one tempo event (120 bpm, so that ticks map
+    to seconds), one program change, the key events of ``key_events``; no time signature,
+    key signature or any other meter information."""
+    import mido
 
-    pm = pretty_midi.PrettyMIDI(resolution=960, initial_tempo=120.0)
-    inst = pretty_midi.Instrument(program=int(program))
-    inst.notes = [pretty_midi.Note(velocity=90, pitch=int(p), start=float(s), end=float(e))
-                  for s, e, p in zip(starts, ends, pitch) if e > s]
-    pm.instruments.append(inst)
-    pm.write(str(path))
+    ticks_per_s = MIDI_TPQ * 2.0  # 120 quarter notes per minute
+    track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500_000, time=0),
+                            mido.Message("program_change", program=int(program), time=0)])
+    now = 0
+    for t, on, p in key_events(starts, ends, pitch, ticks_per_s):
+        track.append(mido.Message("note_on" if on else "note_off", note=p,
+                                  velocity=VELOCITY if on else 0, time=t - now))
+        now = t
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    mid = mido.MidiFile(type=0, ticks_per_beat=MIDI_TPQ)
+    mid.tracks.append(track)
+    mid.save(str(path))
 
 
 def settings_for(rng: np.random.Generator, programs, bpm_range) -> dict:
@@ -177,20 +232,17 @@ def settings_for(rng: np.random.Generator, programs, bpm_range) -> dict:
             "tempo_bpm": float(np.round(rng.uniform(*bpm_range), 2))}
 
 
-def notes_seconds(notes: Notes, beat_q: float, bpm: float) -> float:
+def seconds_per_quarter(beat_q: float, bpm: float) -> float:
     """Seconds per quarter note when the beat (``beat_q`` quarters) runs at ``bpm``."""
     return 60.0 / (bpm * beat_q)
 
 
 def render_notes(notes: Notes, *, beat_q: float, settings: dict, sample_rate: int,
                  seconds: float) -> Tuple[np.ndarray, tuple]:
-    """Notes → (RMS-normalised clip, looped (starts, ends, pitch) in seconds)."""
-    spq = notes_seconds(notes, beat_q, settings["tempo_bpm"])
+    """Notes -> (RMS-normalised clip ``(seconds * sample_rate,)`` float32, the looped and
+    transposed notes (start s, end s, pitch) that it plays)."""
+    spq = seconds_per_quarter(beat_q, settings["tempo_bpm"])
     s, e, p = loop_notes(notes, spq, seconds)
     p = np.clip(p + settings["transpose"], 0, 127)
     y = synthesize(s, e, p, program=settings["program"], sample_rate=sample_rate, seconds=seconds)
     return normalise_rms(y), (s, e, p)
-
-
-def pitches_of(notes: Notes) -> List[int]:
-    return sorted(set(int(x) for x in notes.pitch))
