@@ -158,7 +158,10 @@ class ModelConfig:
         dropout: dropout before the head (paper: 0.5).
         rnn_dropout: dropout between recurrent layers (training only).
         pooling: "last" (final hidden state of the top layer, paper) or "mean" over time.
-        stem_stages: stride-2 conv stages in front of the RNN (0 = full frame rate).
+            Default "last": better validation macro-F1 on the built-in folk set (0.50 vs 0.46,
+            one seed, a 922-clip build; re-check with ``run_experiment``).
+        stem_stages: stride-2 conv stages in front of the RNN (0 = full frame rate). Default 2:
+            T = 1292 → T' = 323 (10.8 frames/s), ≈ 5 s per epoch of 1,000 clips on 2 cores.
         mfcc_channels, mel_channels, symbolic_channels: per-frame widths of the stems' outputs.
         text_dim: width of the dense TF-IDF projection.
         modality_dropout: per-sample probability of dropping each modality during training
@@ -174,7 +177,7 @@ class ModelConfig:
     num_layers: int = 2
     dropout: float = 0.5
     rnn_dropout: float = 0.2
-    pooling: str = "mean"
+    pooling: str = "last"
     stem_stages: int = 2
     mfcc_channels: int = 32
     mel_channels: int = 64

@@ -239,7 +239,8 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
         model_cfg, train_cfg: settings (``mmengine.config``).
         out_dir: run folder (created).
         progress: a tqdm bar per epoch (running loss; validation macro-F1 at the end).
-        resume: continue from ``out_dir/last.safetensors`` when it exists.
+        resume: continue from ``out_dir/last.safetensors`` when it exists (without it, an
+            earlier run's ``last.*`` and ``best.safetensors`` in ``out_dir`` are deleted first).
         callback: ``callback(epoch, record)`` after each epoch's state is saved; raising
             ``KeyboardInterrupt`` there behaves like Ctrl-C.
         audio_config, frontend_config, text_vectorizer: stored in the final checkpoint.
@@ -254,6 +255,9 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
     validate_feature_set(feature_set)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:  # a fresh run never mixes with an earlier run's state in the same folder
+        for name in ("last.safetensors", "last.json", "best.safetensors"):
+            (out_dir / name).unlink(missing_ok=True)
     t_start = time.perf_counter()
     fs_tr, fs_va = feature_set.subset("train"), feature_set.subset("val")
     dims = dims_of(feature_set)

@@ -8,7 +8,8 @@ Pooled statistics (``PooledFeatures``), per clip:
               flux of the log-Mel, averaged over bands), in 2-frame bins up to ``max_lag_s``,
               and sampled at ratios (1/4 … 4) of the dominant beat lag (beat-normalised)
     text      TF-IDF reduced by truncated SVD (fit on training rows with text) + present flag
-    symbolic  mean, std and mean |Δ| over time of every feature + present flag
+    symbolic  mean, std and mean |Δ| over time of every feature, the same rhythm features
+              computed from the symbolic rows' rectified flux (note onsets), + present flag
 All columns are standardised with training-split statistics.
 """
 from __future__ import annotations
@@ -159,8 +160,9 @@ class PooledFeatures:
             cols += [z, mask[:, None].astype(np.float64)]
         if "symbolic" in self.modalities and fs.symbolic is not None:
             mask = _mask(fs.symbolic_mask, len(fs.ids))
-            cols += [_series_stats(np.nan_to_num(fs.symbolic)) * mask[:, None],
-                     mask[:, None].astype(np.float64)]
+            sym = np.nan_to_num(np.asarray(fs.symbolic, dtype=np.float64))
+            stats = np.concatenate([_series_stats(sym), rhythm_features(sym, self.frame_rate)], 1)
+            cols += [stats * mask[:, None], mask[:, None].astype(np.float64)]
         if not cols:
             raise ValueError(f"no features: modalities {self.modalities} absent from the data")
         return np.concatenate(cols, axis=1)

@@ -51,10 +51,18 @@ def compute_norm_stats(fs) -> Dict[str, np.ndarray]:
         ``{"mfcc_mean", "mfcc_std", "mel_mean", "mel_std"[, "symbolic_mean", "symbolic_std"]}``,
         each ``(features,)`` float32.
     """
-    def stats(x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        x = np.asarray(x, dtype=np.float64)
-        mean = x.mean(axis=(0, 2))
-        std = x.std(axis=(0, 2))
+    def stats(x: np.ndarray, chunk: int = 64) -> Tuple[np.ndarray, np.ndarray]:
+        # two passes over chunks of clips, float64 accumulators (no float64 copy of x)
+        count = x.shape[0] * x.shape[2]
+        total = np.zeros(x.shape[1])
+        for s in range(0, x.shape[0], chunk):
+            total += x[s:s + chunk].sum(axis=(0, 2), dtype=np.float64)
+        mean = total / count
+        sq = np.zeros(x.shape[1])
+        for s in range(0, x.shape[0], chunk):
+            d = x[s:s + chunk].astype(np.float64) - mean[:, None]
+            sq += (d * d).sum(axis=(0, 2))
+        std = np.sqrt(sq / count)
         std = np.where(std < STD_FLOOR, 1.0, std)
         return mean.astype(np.float32), std.astype(np.float32)
 
