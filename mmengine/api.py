@@ -71,7 +71,7 @@ def train(data="folk", out=None, *, model_cfg: ModelConfig = ModelConfig(),
     ``out`` defaults to ``runs/<data name>``; ``resume=True`` continues an interrupted run."""
     import importlib
 
-    _train = importlib.import_module("mmengine.train")
+    _train = importlib.import_module("mmengine.training")
 
     fs, vec = load_features(data, progress=progress, **feature_kw)
     out = Path(out) if out else Path("runs") / Path(str(data)).stem
@@ -92,7 +92,7 @@ def _run_features(run_dir: Path, progress: bool):
 
 def evaluate(run_dir, data=None, *, plots: bool = True, progress: bool = True) -> dict:
     """Test metrics (scored once per model), modality contributions, ``report.md`` + plots."""
-    from .evaluate import evaluate_run
+    from .evaluation import evaluate_run
 
     run_dir = Path(run_dir)
     if (run_dir / "test_metrics.json").exists() and data is None:
@@ -107,7 +107,7 @@ def experiment(data="folk", out=None, *, seeds: Sequence[int] = (0, 1, 2), model
                progress: bool = True) -> dict:
     """The paper's comparison on ``data``: fusion LSTM vs SVM, RF, CNN, RNN and each single
     modality, mean ± std over ``seeds``; writes ``comparison.{json,md,png}``."""
-    from .evaluate import DEFAULT_MODELS, run_experiment
+    from .evaluation import DEFAULT_MODELS, run_experiment
 
     fs, vec = load_features(data, progress=progress)
     out = Path(out) if out else Path("runs") / f"{Path(str(data)).stem}-experiment"

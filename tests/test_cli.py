@@ -53,3 +53,16 @@ def test_whole_chain_on_a_tiny_build(tmp_path, monkeypatch, capsys):
     assert res[0]["label"] in {"hornpipe", "jig", "reel", "slip jig"} and "error" in res[1]
     assert main(["bench", "run/folk.mme", "--rounds", "1", "--batches", "1"]) == 0
     assert "| native | 1 |" in capsys.readouterr().out
+
+
+def test_api_names_survive_submodule_imports():
+    """``mmengine.train`` / ``mmengine.evaluate`` stay the API functions after the modules
+    that implement them are imported (they are named ``training`` / ``evaluation``)."""
+    import importlib
+
+    import mmengine
+
+    importlib.import_module("mmengine.training")
+    importlib.import_module("mmengine.evaluation")
+    for name in ("train", "evaluate", "experiment", "build_engine", "classify", "benchmark"):
+        assert getattr(mmengine, name).__module__ == "mmengine.api", name

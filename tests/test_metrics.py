@@ -6,7 +6,7 @@ import pytest
 from sklearn import metrics as skm
 
 from mmengine.errors import DataError
-from mmengine.evaluate import label_map
+from mmengine.evaluation import label_map
 from mmengine.metrics import (accuracy, classification_metrics, confusion_matrix, macro_f1,
                               multilabel_confusion_matrix, precision_recall_f1)
 

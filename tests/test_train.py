@@ -12,10 +12,10 @@ import torch
 from mmengine.checkpoint import load_checkpoint, read_tensors
 from mmengine.config import ModelConfig, TrainConfig
 from mmengine.errors import CheckpointError, DataError
-from mmengine.evaluate import evaluate_run, run_experiment
+from mmengine.evaluation import evaluate_run, run_experiment
 from mmengine.features.dataset import FeatureSet
 from mmengine.models import batch_from_arrays
-from mmengine.train import decide, predict_logits, train
+from mmengine.training import decide, predict_logits, train
 
 TINY = ModelConfig(hidden_size=16, num_layers=1, stem_stages=1, mfcc_channels=8,
                    mel_channels=8, symbolic_channels=4, text_dim=4, cnn_channels=(4, 8),

@@ -21,7 +21,7 @@ from .config import MODALITIES, ModelConfig, TrainConfig, to_dict
 from .errors import DataError
 from .metrics import classification_metrics
 from .models import batch_from_arrays
-from .train import decide, predict_logits, train, validate_feature_set
+from .training import decide, predict_logits, train, validate_feature_set
 
 SUMMARY_KEYS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1")
 #: model name -> how it is built from the experiment's base ``ModelConfig``
