@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/cpu_features.h"
+#include "frontend/frontend.h"
 #include "lstm/lstm.h"
 
 #ifdef _OPENMP
@@ -21,6 +22,7 @@
 namespace py = pybind11;
 using mmengine::Isa;
 namespace lstm = mmengine::lstm;
+namespace fe = mmengine::frontend;
 
 namespace {
 
@@ -95,6 +97,59 @@ F32Array elementwise(const F32Array& x, bool is_tanh) {
   if (is_tanh) lstm::tanh(x.data(), y.mutable_data(), size_t(x.size()), isa);
   else lstm::sigmoid(x.data(), y.mutable_data(), size_t(x.size()), isa);
   return y;
+}
+
+
+std::unique_ptr<fe::Plan> make_frontend(int n_fft, int hop, bool center, const std::string& pad_mode,
+                                        float power, const F32Array& window, const F32Array& melfb,
+                                        const F32Array& dct, float amin, float db_ref) {
+  if (pad_mode != "constant" && pad_mode != "reflect")
+    throw py::value_error("pad_mode must be 'constant' or 'reflect', got '" + pad_mode + "'");
+  if (window.ndim() != 1 || window.shape(0) != n_fft)
+    throw py::value_error("window must have n_fft samples");
+  if (melfb.ndim() != 2 || melfb.shape(1) != n_fft / 2 + 1)
+    throw py::value_error("melfb must be (n_mels, n_fft / 2 + 1)");
+  if (dct.ndim() != 2 || (dct.shape(0) > 0 && dct.shape(1) != melfb.shape(0)))
+    throw py::value_error("dct must be (n_mfcc, n_mels)");
+  auto p = std::make_unique<fe::Plan>();
+  fe::init_plan(*p, n_fft, hop, center, pad_mode == "reflect", power, window.data(), melfb.data(),
+                int(melfb.shape(0)), dct.data(), int(dct.shape(0)), amin, db_ref);
+  return p;
+}
+
+py::list frontend_compute(fe::Plan& p, const py::list& waves, int num_threads) {
+  std::vector<F32Array> keep;
+  std::vector<fe::Clip> clips;
+  py::list out;
+  keep.reserve(py::len(waves));
+  for (size_t i = 0; i < py::len(waves); ++i) {
+    F32Array y = waves[i].cast<F32Array>();
+    if (y.ndim() != 1)
+      throw py::value_error("waveform " + std::to_string(i) + ": expected a 1-D float32 array");
+    if (p.reflect && p.center && y.shape(0) <= p.n_fft / 2)
+      throw py::value_error("waveform " + std::to_string(i) + ": reflect padding needs more than " +
+                            std::to_string(p.n_fft / 2) + " samples");
+    const int64_t T = fe::n_frames(p, y.shape(0));
+    if (T <= 0)
+      throw py::value_error("waveform " + std::to_string(i) + ": shorter than n_fft without centring");
+    py::array_t<float> lm({py::ssize_t(p.n_mels), py::ssize_t(T)});
+    py::array_t<float> mf({py::ssize_t(p.n_mfcc), py::ssize_t(T)});
+    fe::Clip c;
+    c.y = y.data();
+    c.n = y.shape(0);
+    c.frames = T;
+    c.logmel = lm.mutable_data();
+    c.mfcc = p.n_mfcc > 0 ? mf.mutable_data() : nullptr;
+    clips.push_back(c);
+    keep.push_back(std::move(y));
+    out.append(py::make_tuple(lm, mf));
+  }
+  const Isa isa = mmengine::selected_isa();
+  {
+    py::gil_scoped_release release;
+    fe::compute(p, clips, num_threads > 0 ? num_threads : default_threads(), isa);
+  }
+  return out;
 }
 
 }  // namespace
@@ -178,6 +233,20 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("dtype", [](const lstm::Model& mod) {
         return std::string(mod.wtype == lstm::WeightType::F32 ? "fp32" : "bf16");
       });
+
+  py::class_<fe::Plan, std::unique_ptr<fe::Plan>>(m, "MelFrontend", py::module_local(),
+      "Native log-Mel + MFCC front end (see mmengine.features.native).")
+      .def(py::init(&make_frontend), py::arg("n_fft"), py::arg("hop_length"), py::arg("center"),
+           py::arg("pad_mode"), py::arg("power"), py::arg("window"), py::arg("melfb"),
+           py::arg("dct"), py::arg("amin"), py::arg("db_ref"))
+      .def("n_frames", [](const fe::Plan& p, int64_t n) { return fe::n_frames(p, n); },
+           py::arg("n_samples"), "Frames of a waveform of n_samples.")
+      .def("compute", &frontend_compute, py::arg("waveforms"), py::arg("num_threads") = 0,
+           "List of 1-D float32 waveforms -> list of (logmel (n_mels, T), mfcc (n_mfcc, T)).")
+      .def_readonly("n_fft", &fe::Plan::n_fft)
+      .def_readonly("hop_length", &fe::Plan::hop)
+      .def_readonly("n_mels", &fe::Plan::n_mels)
+      .def_readonly("n_mfcc", &fe::Plan::n_mfcc);
 
 #ifdef MMENGINE_WITH_CUDA
   mmengine::cuda::register_bindings(m);

@@ -270,7 +270,9 @@ def test_dispatcher_frontends_match_reference_on_lists_of_any_length(rng, name):
     cfg = FrontendConfig(n_mels=64)
     waves = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (SR, 5000, SR, 777)]
     fe = get_frontend(name, cfg)
-    assert fe.name == ("reference" if name == "auto" else name)
+    from mmengine.features.frontend import auto_frontend
+
+    assert fe.name == (auto_frontend() if name == "auto" else name)
     outs = fe.compute(waves)
     assert len(outs) == len(waves)
     for y, out in zip(waves, outs):
