@@ -151,7 +151,8 @@ def _classify(args: argparse.Namespace) -> int:
 
         lyrics = [read_text(args.lyrics, what="lyrics")] * len(args.files)
     res = classify(args.model, list(args.files), lyrics, backend=args.backend,
-                   top_k=args.top_k, batch_size=args.batch_size)
+                   top_k=args.top_k, batch_size=args.batch_size, frontend=args.frontend,
+                   workers=args.workers, threads=args.threads)
     print(json.dumps(results_to_json(res), indent=1) if args.json else format_results(res))
     return 1 if any(getattr(r, "error", None) for r in res) else 0
 
@@ -253,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--batch-size", dest="batch_size", type=int, default=32,
                    help="windows per engine call (default 32)")
     c.add_argument("--backend", default="auto", help="auto (default), native, onnx, torch, ...")
+    c.add_argument("--frontend", default="auto",
+                   choices=["auto", "native", "reference", "torch", "dali"],
+                   help="feature front end (default auto: native C++ when built)")
+    c.add_argument("--workers", type=int, default=0,
+                   help="decoding threads (default 0: one per core, at most 4)")
+    c.add_argument("--threads", type=int, help="threads of the native/onnx backend and front end")
     c.add_argument("--json", action="store_true", help="JSON output")
     c.set_defaults(handler="classify")
 

@@ -381,3 +381,24 @@ def test_bf16_engine_close_to_fp32(model, loaded, audio_dir, tmp_path, backend):
     ref = np.asarray(loaded["torch"].classify(audio_dir["long"], lyrics="jig").windows)
     err = np.abs(got - ref).max()
     assert 0 < err < 5e-2, f"bf16 vs fp32 max |diff| {err:.3g}"
+
+
+def test_frontend_option_native_matches_reference(engines, audio_dir):
+    """The engine's feature front end is selectable; the native C++ one (the default where it
+    is built) gives the reference front end's probabilities."""
+    from mmengine.features.native import available
+
+    if not available():
+        pytest.skip("mmengine._C built without the native front end")
+    files = [str(audio_dir[k]) for k in ("short", "tone", "long")]
+    nat = Engine.load(engines["native"], backend="native", frontend="native")
+    ref = Engine.load(engines["native"], backend="native", frontend="reference")
+    auto = Engine.load(engines["native"], backend="native")
+    assert nat.frontend.name == auto.frontend.name == "native" and ref.frontend.name == "reference"
+    assert "frontend='native'" in repr(nat)
+    a, b = nat.classify(files), ref.classify(files)
+    for x, y in zip(a, b):
+        assert x.label == y.label
+        np.testing.assert_allclose(np.asarray(x.windows), np.asarray(y.windows), atol=1e-4)
+    with pytest.raises(UnknownBackendError, match="front end"):
+        Engine.load(engines["native"], backend="native", frontend="librosa")

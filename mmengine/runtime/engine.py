@@ -176,10 +176,12 @@ class Engine:
         backend: the backend running it ("native", "onnx", "torch", ...).
         labels: class names (``Prediction.windows`` columns).
         audio_cfg, frontend_cfg: decoding and feature settings from the header.
+        frontend: the feature front end in use (``.name``: "native", "reference", "dali", ...).
         window: samples per inference window.
     """
 
-    def __init__(self, header: dict, runner, path: str = ""):
+    def __init__(self, header: dict, runner, path: str = "", *, frontend: str = "auto",
+                 threads: Optional[int] = None):
         self.header = header
         self.runner = runner
         self.path = path
@@ -192,6 +194,7 @@ class Engine:
             raise MMEngineError(f"{path}: audio sample rate {self.audio_cfg.sample_rate} != "
                                 f"front-end rate {self.frontend_cfg.sample_rate}")
         self.window = int(round(self.audio_cfg.clip_seconds * self.audio_cfg.sample_rate))
+        self.frontend = _make_frontend(frontend, self.frontend_cfg, threads)
         self.input_names = [s["name"] for s in header["io"]["inputs"]]
         self._vectorizer = None
         if "text" in self.input_names:
@@ -203,7 +206,8 @@ class Engine:
 
     # -- loading --------------------------------------------------------------------------
     @classmethod
-    def load(cls, path, backend: str = "auto", **options) -> "Engine":
+    def load(cls, path, backend: str = "auto", *, frontend: str = "auto",
+             **options) -> "Engine":
         """Load and verify an engine file and start a backend for it.
 
         Args:
@@ -211,7 +215,9 @@ class Engine:
             backend: "auto" (fastest available that can run the file's payload, logged; a
                 WARNING names the reason when it is not the backend the file was built for)
                 or a name from ``registry.BACKENDS``.
-            options: ``threads`` (native, onnx), ``device`` (torch), ``providers`` (onnx);
+            frontend: feature front end: "auto" (native C++ when built, else the numpy
+                reference; logged), "native", "reference", "torch" or "dali".
+            options: ``threads`` (native, onnx, and the native front end), ``device`` (torch), ``providers`` (onnx);
                 options another backend does not take are ignored.
         Raises:
             EngineFileError: foreign, newer, truncated, tampered or malformed file.
@@ -229,13 +235,16 @@ class Engine:
         if name in ("torch", "cuda", "triton"):  # one module serves the three
             kwargs["backend"] = name
         runner = module.load(ef, **kwargs)
-        log.info("loaded %s: backend %s, dtype %s, %d labels", path, name, ef.header["dtype"],
-                 len(ef.header["labels"]))
-        return cls(ef.header, runner, str(path))
+        eng = cls(ef.header, runner, str(path), frontend=frontend,
+                  threads=options.get("threads"))
+        log.info("loaded %s: backend %s, dtype %s, %d labels, front end %s", path, name,
+                 ef.header["dtype"], len(ef.header["labels"]), eng.frontend.name)
+        return eng
 
     def __repr__(self) -> str:
         return (f"Engine({self.path!r}, backend={self.backend!r}, "
-                f"dtype={self.header['dtype']!r}, labels={len(self.labels)})")
+                f"dtype={self.header['dtype']!r}, labels={len(self.labels)}, "
+                f"frontend={self.frontend.name!r})")
 
     # -- low level ------------------------------------------------------------------------
     def predict_features(self, inputs) -> np.ndarray:
@@ -248,7 +257,7 @@ class Engine:
 
     # -- classification -------------------------------------------------------------------
     def classify(self, x, lyrics=None, *, top_k: int = 3, batch_size: int = 32,
-                 midi=None, workers: int = 1):
+                 midi=None, workers: int = 0):
         """Classify audio.
 
         Args:
@@ -261,13 +270,14 @@ class Engine:
             top_k: labels in ``Prediction.top_k``.
             batch_size: windows per backend call.
             midi: MIDI path (single input) or list of paths for the symbolic modality.
-            workers: decoding threads.
+            workers: decoding threads (0 = one per core, at most 4).
         Returns:
             ``Prediction`` for a single input (errors raise); otherwise a list, one
             ``Prediction`` or ``ErrorEntry`` per input, in input order.
         """
-        if batch_size < 1 or top_k < 1 or workers < 1:
-            raise ValueError("batch_size, top_k and workers must be >= 1")
+        if batch_size < 1 or top_k < 1 or workers < 0:
+            raise ValueError("batch_size and top_k must be >= 1, workers >= 0")
+        workers = workers or min(4, os.cpu_count() or 1)
         items, single = self._items(x, lyrics, midi)
         results = self._run(items, top_k=top_k, batch_size=batch_size, workers=workers)
         if single:
@@ -452,9 +462,8 @@ class Engine:
 
     def _inputs(self, waves: np.ndarray, rows: List[Tuple[int, dict]]) -> dict:
         """Model inputs for a batch of windows (B, window) and their per-window extras."""
-        from ..features.reference import compute_features
-
-        feats = compute_features(waves, self.frontend_cfg, dtype=np.float32)
+        per_item = self.frontend.compute(list(waves))
+        feats = {k: np.stack([f[k] for f in per_item]) for k in ("mfcc", "logmel")}
         out = {}
         for name in self.input_names:
             if name == "mfcc":
@@ -466,13 +475,24 @@ class Engine:
         return out
 
 
+def _make_frontend(name: str, cfg: FrontendConfig, threads: Optional[int]):
+    from ..features.frontend import get_frontend
+
+    if name == "auto":
+        from ..features.frontend import auto_frontend
+
+        name = auto_frontend(cfg)
+    kw = {"num_threads": int(threads)} if name in ("native", "dali") and threads else {}
+    return get_frontend(name, cfg, **kw)
+
+
 def load_engine(path, backend: str = "auto", **options) -> Engine:
     """``Engine.load``."""
     return Engine.load(path, backend, **options)
 
 
 def classify(model, x, lyrics=None, *, backend: str = "auto", top_k: int = 3,
-             batch_size: int = 32, midi=None, workers: int = 1, **options):
+             batch_size: int = 32, midi=None, workers: int = 0, **options):
     """``mmengine classify MODEL FILES...``: load the engine file ``model`` (or use an
     ``Engine``) and classify ``x`` (see ``Engine.classify``)."""
     eng = model if isinstance(model, Engine) else Engine.load(model, backend, **options)
