@@ -1,4 +1,4 @@
-"""GPU LSTM benchmark: the Triton and CUDA persistent kernels against torch.nn.LSTM (cuDNN).
+"""GPU LSTM benchmark: the Triton and CUDA persistent kernels and TensorRT against cuDNN.
 
 Workload (the classifier's): 2-layer LSTM, input 148, hidden 128, T = 1292 and 646, batch 1, 8,
 64, 256, weights fp32 and bf16. Every contender runs in this one process on the same inputs,
@@ -6,7 +6,18 @@ warm, interleaved round by round (the order rotating each round); each call is t
 events; the table gives medians, sequences/s, GFLOP/s from the formula
     FLOPs per sequence = Σ_layers 2·4H·(D + H)·T
 and the ratio to cuDNN (>1: faster than cuDNN). Contenders that cannot run here are named in
-the output with the reason. Needs a CUDA GPU:
+the output with the reason.
+
+TensorRT contender (``tensorrt``): the same LSTM (returning its last output) exported to ONNX
+with the exporter settings of ``mmengine.export.export_onnx`` (TorchScript exporter, opset 17,
+one ONNX ``LSTM`` op per layer, dynamic batch and frames) and compiled by
+``mmengine.runtime.tensorrt_backend.build_plan`` into one plan per dtype ("fp32": TF32 off;
+"bf16": ``BuilderFlag.BF16``, TensorRT 10 only) whose profile covers batch 1..max(--batches)
+(opt ``--trt-opt-batch``) and frames 1..max(--steps) (opt = max); run with
+``execute_async_v3`` on torch's current stream, torch CUDA tensors as buffers. Skipped, with the
+reason, when tensorrt is not importable (or the build fails); ``--no-tensorrt`` skips it.
+
+Needs a CUDA GPU; without one it prints "no GPU: skipped" and exits 0:
 
     python bench/bench_gpu_lstm.py                  # full grid, 7 rounds
     python bench/bench_gpu_lstm.py --batches 1 64 --steps 646 --rounds 5
@@ -43,9 +54,103 @@ def lstm_flops(input_size: int, hidden: int, layers: int, steps: int) -> int:
     return total
 
 
-def make_contenders(lstm: torch.nn.LSTM, dtype: torch.dtype):
-    """name -> callable(x) returning the last layer's last output (B, H); and absent names."""
+class _LastOutput(torch.nn.Module):
+    """x (B, T, D) -> the LSTM's last output (B, H): what every contender returns."""
+
+    def __init__(self, lstm: torch.nn.LSTM):
+        super().__init__()
+        self.lstm = lstm
+
+    def forward(self, x):
+        return self.lstm(x)[0][:, -1]
+
+
+def lstm_onnx(lstm: torch.nn.LSTM, opset: int = 17) -> bytes:
+    """ONNX of ``_LastOutput(lstm)`` in fp32 on the CPU: input "x" (batch, frames, D), output
+    "y" (batch, H), exported like ``mmengine.export.export_onnx`` (TorchScript exporter)."""
+    import copy
+    import io
+    import warnings
+
+    module = _LastOutput(copy.deepcopy(lstm).float().cpu()).eval()
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            torch.onnx.export(module, (torch.randn(2, 8, lstm.input_size),), buf, dynamo=False,
+                              opset_version=opset, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "batch", 1: "frames"}, "y": {0: "batch"}},
+                              do_constant_folding=True)
+    return buf.getvalue()
+
+
+class TensorRTLSTM:
+    """A TensorRT plan of ``lstm_onnx`` run on torch CUDA tensors (no host copies).
+
+    Args:
+        plan: serialized plan (``tensorrt_backend.build_plan``).
+    ``__call__(x)``: x (B, T, D) float32 on cuda -> (B, H), queued on torch's current stream.
+    """
+
+    def __init__(self, plan: bytes):
+        from mmengine.runtime.tensorrt_backend import _require_trt
+
+        trt = _require_trt()
+        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = self.runtime.deserialize_cuda_engine(plan)
+        if self.engine is None:
+            raise RuntimeError("TensorRT could not deserialize the plan it just built")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        (self.input,), (self.output,) = inputs, [n for n in names if n not in inputs]
+        import numpy as np
+
+        self.out_dtype = torch.from_numpy(
+            np.empty(0, trt.nptype(self.engine.get_tensor_dtype(self.output)))).dtype
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float32).contiguous()
+        if not self.context.set_input_shape(self.input, tuple(x.shape)):
+            raise ValueError(f"x {tuple(x.shape)} is outside the plan's profile")
+        self.context.set_tensor_address(self.input, x.data_ptr())
+        y = torch.empty(tuple(self.context.get_tensor_shape(self.output)), dtype=self.out_dtype,
+                        device=x.device)
+        self.context.set_tensor_address(self.output, y.data_ptr())
+        if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed")
+        return y
+
+
+def make_tensorrt(lstm: torch.nn.LSTM, dtype_name: str, max_batch: int, opt_batch: int,
+                  max_frames: int):
+    """A ``TensorRTLSTM`` for ``lstm`` at precision ``dtype_name`` ("fp32"/"bf16") whose profile
+    covers batch 1..max_batch and frames 1..max_frames. Raises ``BackendUnavailableError`` /
+    ``OptionalDependencyError`` / ``ImportError`` when TensorRT cannot be used here."""
+    from mmengine.runtime.tensorrt_backend import TensorRTSettings, _require_trt, build_plan
+
+    _require_trt()  # before the export: a clean skip without tensorrt
+    settings = TensorRTSettings(min_batch=1, opt_batch=min(opt_batch, max_batch),
+                                max_batch=max_batch, min_frames=1, opt_frames=max_frames,
+                                max_frames=max_frames)
+    inputs = [{"name": "x", "shape": ["batch", "frames", lstm.input_size], "dtype": "float32"}]
+    plan, _ = build_plan(lstm_onnx(lstm), inputs, settings, dtype_name, max_frames)
+    return TensorRTLSTM(plan)
+
+
+def make_contenders(lstm: torch.nn.LSTM, dtype: torch.dtype, tensorrt: dict = None):
+    """name -> callable(x) returning the last layer's last output (B, H); and absent names.
+
+    ``tensorrt``: None (no TensorRT contender) or ``make_tensorrt``'s keyword arguments
+    ``max_batch``, ``opt_batch``, ``max_frames``."""
     layers = layers_from_torch(lstm)
+    trt_model, trt_reason = None, None
+    if tensorrt is not None:  # export the fp32 weights before lstm.to(dtype) below
+        dt_name = {v: k for k, v in DTYPES.items()}[dtype]
+        try:
+            trt_model = make_tensorrt(lstm, dt_name, **tensorrt)
+        except (MMEngineError, ImportError, RuntimeError, ValueError) as exc:
+            trt_reason = f"{type(exc).__name__}: {exc}"
     cudnn = lstm.to(dtype)
 
     def run_cudnn(x):
@@ -59,6 +164,10 @@ def make_contenders(lstm: torch.nn.LSTM, dtype: torch.dtype):
             absent[name] = str(exc)
             continue
         contenders[name] = lambda x, m=model: m.forward(x)[0]
+    if trt_model is not None:
+        contenders["tensorrt"] = trt_model
+    elif trt_reason is not None:
+        absent["tensorrt"] = trt_reason
     return contenders, absent
 
 
@@ -103,14 +212,17 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--no-tensorrt", action="store_true", help="leave the TensorRT contender out")
+    ap.add_argument("--trt-opt-batch", type=int, default=64,
+                    help="opt batch of the TensorRT profile (capped at max(--batches))")
     ap.add_argument("--cudnn-tf32", action="store_true",
                     help="let cuDNN use TF32 for fp32 (off by default: the kernels compute fp32)")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "gpu_lstm_results.json")
     ap.add_argument("--markdown", type=Path, default=ROOT / "bench" / "gpu_lstm_results.md")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
-        print("bench_gpu_lstm: no CUDA device (torch.cuda.is_available() is False)", file=sys.stderr)
-        return 2
+        print(f"bench_gpu_lstm: no GPU: skipped (torch {torch.__version__} sees no CUDA device)")
+        return 0
 
     torch.manual_seed(0)
     torch.backends.cudnn.benchmark = True
@@ -120,7 +232,10 @@ def main(argv=None) -> int:
         dtype = DTYPES[dt_name]
         lstm = torch.nn.LSTM(args.input_size, args.hidden, num_layers=args.layers,
                              batch_first=True).cuda().eval()
-        contenders, absent = make_contenders(lstm, dtype)
+        trt_opts = None if args.no_tensorrt else {
+            "max_batch": max(args.batches), "opt_batch": args.trt_opt_batch,
+            "max_frames": max(args.steps)}
+        contenders, absent = make_contenders(lstm, dtype, trt_opts)
         absent_all.update({f"{k} ({dt_name})": v for k, v in absent.items()})
         for steps in args.steps:
             flops = lstm_flops(args.input_size, args.hidden, args.layers, steps)
