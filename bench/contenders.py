@@ -1,0 +1,464 @@
+"""Contenders and workloads of the peer benchmarks (``bench/run_peers.py``; not run in CI).
+
+Every ``*_factory`` function runs inside a harness worker (``bench.harness``) as
+``factory(threads=..., **kwargs) -> (info, make)``; ``make(params, batch)`` returns the
+callable timed for one (workload, batch). Heavy imports happen inside them, never at module
+level (this module is also imported by the parent process and by spawned workers).
+
+Workloads:
+
+* classifier: ``x`` (B, T, D) float32, standard normal (``default_rng(B)``, the same array in
+  every process), 2-layer LSTM hidden 128 (weights from ``torch.manual_seed(0)``, the same in
+  every process), zero states, last hidden state out. Standard shape D = 148 at T = 1,292 and
+  T = 646, plus the model's own shape (``model_shape``: the fused width, hidden size, layers
+  and the frame count after the conv stem, T' = ceil(1292 / 2**stem_stages) = 323 by default).
+  FLOPs per sequence: T * sum_l 2 * 4H * (D_l + H) (``bench_native_lstm._flops``).
+* frontend: B audio files (30 s, 22,050 Hz FLAC) → log-Mel (128, 1292) + MFCC (20, 1292).
+* e2e: B audio files → class probabilities with ``Engine.classify(paths, batch_size=B)``.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench.harness import Contender, Workload  # noqa: E402
+
+D_STD, H_STD, L_STD = 148, 128, 2
+FRAMES_30S = 1292
+CLIP_SECONDS, SAMPLE_RATE = 30.0, 22050
+CACHE = Path(tempfile.gettempdir()) / "mmengine-bench"
+
+
+def lstm_flops(D: int, H: int, L: int, T: int) -> float:
+    """FLOPs of one sequence through an L-layer LSTM (input D, hidden H, T steps)."""
+    return T * sum(2 * 4 * H * ((D if k == 0 else H) + H) for k in range(L))
+
+
+# =============================================================================== classifier
+def _torch_lstm(params: dict):
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.LSTM(params["D"], params["H"], params["L"], batch_first=True).eval()
+
+
+def _x(params: dict, batch: int):
+    import numpy as np
+
+    return np.random.default_rng(batch).standard_normal((batch, params["T"], params["D"]),
+                                                        dtype=np.float32)
+
+
+def torch_eager_factory(threads: int, bf16: bool = False):
+    """``torch.nn.LSTM`` eager (oneDNN/MKL), no_grad, fp32 or CPU autocast bf16."""
+    import torch
+
+    torch.set_num_threads(threads)
+    lstms = {}
+
+    def make(params, batch):
+        key = (params["D"], params["H"], params["L"])
+        if key not in lstms:
+            lstms[key] = _torch_lstm(params)
+        lstm, x = lstms[key], torch.from_numpy(_x(params, batch))
+
+        if bf16:
+            def run():
+                with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                    return lstm(x)
+        else:
+            def run():
+                with torch.no_grad():
+                    return lstm(x)
+        return run
+
+    return f"torch {torch.__version__} eager {'bf16 autocast' if bf16 else 'fp32'}", make
+
+
+def onnxruntime_factory(threads: int):
+    """The torch LSTM exported to ONNX (opset 17, dynamic batch/time), ONNX Runtime CPU EP."""
+    import warnings
+
+    import onnxruntime as ort
+    import torch
+
+    torch.set_num_threads(threads)
+    sessions = {}
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ort-"))
+
+    def session(params):
+        key = (params["D"], params["H"], params["L"])
+        if key not in sessions:
+            lstm = _torch_lstm(params)
+            path = tmp / ("lstm-%d-%d-%d.onnx" % key)
+            x = torch.zeros(2, 8, params["D"])
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(lstm, (x,), str(path), dynamo=False, opset_version=17,
+                                  input_names=["x"], output_names=["y", "h_n", "c_n"],
+                                  dynamic_axes={"x": {0: "batch", 1: "time"},
+                                                "y": {0: "batch", 1: "time"},
+                                                "h_n": {1: "batch"}, "c_n": {1: "batch"}})
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+            so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            sessions[key] = ort.InferenceSession(str(path), so,
+                                                 providers=["CPUExecutionProvider"])
+        return sessions[key]
+
+    def make(params, batch):
+        sess, x = session(params), _x(params, batch)
+        return lambda: sess.run(["h_n"], {"x": x})
+
+    return f"onnxruntime {ort.__version__} CPU EP (intra {threads}, inter 1, sequential)", make
+
+
+def native_lstm_factory(threads: int, dtype: str = "fp32"):
+    """``mmengine.runtime.native.NativeLSTM`` (C++ kernels), fp32 or bf16 weights."""
+    from mmengine._ext import native
+    from mmengine.models.reference import layers_from_torch
+    from mmengine.runtime.native import NativeLSTM
+
+    nets = {}
+
+    def make(params, batch):
+        key = (params["D"], params["H"], params["L"])
+        if key not in nets:
+            nets[key] = NativeLSTM(layers_from_torch(_torch_lstm(params)), dtype=dtype)
+        net, x = nets[key], _x(params, batch)
+        net.reserve(batch, params["T"], threads)
+        return lambda: net.forward(x, num_threads=threads)
+
+    return f"mmengine native {dtype}, ISA {native().selected_isa()}", make
+
+
+def model_shape(frames: int = FRAMES_30S) -> dict:
+    """The LSTM shape of the trained model (env ``MMENGINE_BENCH_RUN``: a run folder or
+    checkpoint) or of the default ``ModelConfig`` with every modality: D = fused width, H, L,
+    T' = ceil(frames / 2**stem_stages)."""
+    run = os.environ.get("MMENGINE_BENCH_RUN")
+    if run:
+        from mmengine.checkpoint import load_checkpoint
+
+        model, _ = load_checkpoint(run)
+        source = f"trained run {run}"
+    else:
+        model = random_model()[0]
+        source = "default ModelConfig (all modalities)"
+    cfg = model.cfg
+    if cfg.cell != "lstm":
+        raise ValueError(f"the model uses a {cfg.cell} cell; the classifier suite times LSTMs")
+    return {"kind": "lstm", "D": int(model.fused_dim), "H": int(cfg.hidden_size),
+            "L": int(cfg.num_layers), "T": int(math.ceil(frames / 2 ** cfg.stem_stages)),
+            "source": source}
+
+
+def classifier_suite(frames: Sequence[int] = (FRAMES_30S, 646), model: bool = True
+                     ) -> Tuple[List[Contender], List[Workload]]:
+    """Contenders and workloads of the classifier suite."""
+    contenders = [
+        Contender("torch-eager", "bench.contenders:torch_eager_factory"),
+        Contender("torch-bf16", "bench.contenders:torch_eager_factory", {"bf16": True}),
+        Contender("onnxruntime", "bench.contenders:onnxruntime_factory"),
+        Contender("native-fp32", "bench.contenders:native_lstm_factory", {"dtype": "fp32"}),
+        Contender("native-bf16", "bench.contenders:native_lstm_factory", {"dtype": "bf16"}),
+    ]
+    workloads = []
+    for T in frames:
+        p = {"kind": "lstm", "D": D_STD, "H": H_STD, "L": L_STD, "T": int(T)}
+        workloads.append(Workload(f"lstm-T{T}", p, "sequences", lstm_flops(D_STD, H_STD, L_STD, T)))
+    if model:
+        p = model_shape()
+        workloads.append(Workload(f"model-T{p['T']}", p, "sequences",
+                                  lstm_flops(p["D"], p["H"], p["L"], p["T"])))
+    return contenders, workloads
+
+
+# =============================================================================== audio clips
+def synth_clips(n: int = 16, seconds: float = CLIP_SECONDS, sr: int = SAMPLE_RATE,
+                folder: Optional[Path] = None) -> List[str]:
+    """``n`` mono FLAC clips (noise + a few tones), cached under the system temp folder."""
+    import numpy as np
+    import soundfile as sf
+
+    folder = Path(folder or CACHE / "clips")
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        p = folder / f"synth-{i:02d}-{int(seconds)}s-{sr}.flac"
+        if not p.is_file():
+            rng = np.random.default_rng(i)
+            t = np.arange(int(seconds * sr)) / sr
+            y = 0.05 * rng.standard_normal(t.size)
+            for f in rng.uniform(110, 2000, size=4):
+                y += 0.15 * np.sin(2 * np.pi * f * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 0.5 * t))
+            tmp = p.with_suffix(".tmp.flac")
+            sf.write(str(tmp), (y / np.abs(y).max() * 0.9).astype(np.float32), sr,
+                     subtype="PCM_16")
+            os.replace(tmp, p)
+        paths.append(str(p))
+    return paths
+
+
+def clip_paths(n: int = 64) -> Tuple[List[str], str]:
+    """Up to ``n`` 30 s clips: the built-in folk set's FLAC files when built, else synthetic
+    ones (see ``synth_clips``). Returns (paths, description)."""
+    from mmengine.data.corpus.build import default_dir
+
+    folk = sorted((default_dir("folk") / "audio").glob("*.flac"))
+    if folk:
+        return [str(p) for p in folk[:n]], f"folk clips ({default_dir('folk')}/audio)"
+    return synth_clips(min(n, 16)), f"synthetic clips ({CACHE / 'clips'})"
+
+
+def _batch_paths(params: dict, batch: int) -> List[str]:
+    clips = params["clips"]
+    return [clips[i % len(clips)] for i in range(batch)]
+
+
+# =============================================================================== front ends
+def _cfg():
+    from mmengine.config import FrontendConfig
+
+    return FrontendConfig()
+
+
+def _read(path, sr):
+    import soundfile as sf
+
+    y, rate = sf.read(path, dtype="float32", always_2d=False)
+    if y.ndim == 2:
+        y = y.mean(axis=1)
+    if rate != sr:
+        raise ValueError(f"{path}: {rate} Hz, the benchmark clips must be at {sr} Hz")
+    return y
+
+
+def librosa_factory(threads: int):
+    """soundfile read (float32) + librosa melspectrogram + power_to_db + scipy DCT-II ortho,
+    one clip after another (librosa has no batch API), FrontendConfig's parameters."""
+    import librosa
+    import numpy as np
+    import scipy.fft
+
+    c = _cfg()
+
+    def features(path):
+        y = _read(path, c.sample_rate)
+        S = librosa.feature.melspectrogram(
+            y=y, sr=c.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.n_fft,
+            window=c.window, center=c.center, pad_mode=c.pad_mode, power=c.power,
+            n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax, htk=c.mel_scale == "htk",
+            norm="slaney" if c.mel_norm == "slaney" else None)
+        logmel = librosa.power_to_db(S, ref=c.db_ref, amin=c.amin, top_db=None)
+        mfcc = scipy.fft.dct(logmel, type=2, norm="ortho", axis=-2)[:c.n_mfcc]
+        return {"logmel": logmel.astype(np.float32), "mfcc": mfcc.astype(np.float32)}
+
+    def make(params, batch):
+        paths = _batch_paths(params, batch)
+        return lambda: [features(p) for p in paths]
+
+    return f"librosa {librosa.__version__} (per clip, numpy FFT)", make
+
+
+def dali_cpu_factory(threads: int):
+    """``mmengine.features.dali.DaliFrontend(device="cpu")``: DALI decode + resample +
+    spectrogram + Mel + dB + MFCC, one DALI batch of B files."""
+    import nvidia.dali as dali
+
+    from mmengine.features.dali import DaliFrontend
+
+    c = _cfg()
+
+    def make(params, batch):
+        fe = DaliFrontend(c, device="cpu", num_threads=threads, batch_size=batch)
+        paths = _batch_paths(params, batch)
+        return lambda: fe.from_files(paths)
+
+    return f"DALI {dali.__version__} CPU operators, {threads} threads", make
+
+
+def torch_frontend_factory(threads: int):
+    """soundfile decode + ``get_frontend("torch", cfg)`` (the batched LogMelMFCC module)."""
+    import torch
+
+    from mmengine.features.frontend import get_frontend
+
+    torch.set_num_threads(threads)
+    c = _cfg()
+
+    def make(params, batch):
+        fe = get_frontend("torch", c, batch_size=batch)
+        paths = _batch_paths(params, batch)
+        return lambda: fe.compute([_read(p, c.sample_rate) for p in paths])
+
+    return f"torch {torch.__version__} LogMelMFCC + soundfile decode", make
+
+
+def native_frontend_factory(threads: int):
+    """``mmengine.features.native.NativeFrontend(cfg, num_threads).from_files(paths)``."""
+    from mmengine.features import native as native_fe
+    from mmengine.features.native import NativeFrontend
+
+    c = _cfg()
+    if hasattr(native_fe, "available") and not native_fe.available():
+        from mmengine.errors import BackendUnavailableError
+
+        raise BackendUnavailableError("mmengine._C was built without the native front end")
+
+    def make(params, batch):
+        fe = NativeFrontend(c, num_threads=threads)
+        paths = _batch_paths(params, batch)
+        return lambda: fe.from_files(paths)
+
+    return f"mmengine native front end, {threads} threads", make
+
+
+def frontend_suite(clips: Sequence[str], clips_desc: str = ""
+                   ) -> Tuple[List[Contender], List[Workload]]:
+    """Contenders and the workload of the front-end suite."""
+    contenders = [
+        Contender("librosa", "bench.contenders:librosa_factory"),
+        Contender("dali-cpu", "bench.contenders:dali_cpu_factory"),
+        Contender("torch", "bench.contenders:torch_frontend_factory"),
+        Contender("native", "bench.contenders:native_frontend_factory"),
+    ]
+    w = Workload("frontend-30s", {"kind": "frontend", "clips": list(clips),
+                                  "source": clips_desc or f"{len(clips)} clips"}, "clips")
+    return contenders, [w]
+
+
+# =============================================================================== end to end
+def random_model():
+    """(model, build_engine_from_model keywords) of a random-weight FusionLSTM with every
+    modality of the default ``ModelConfig`` (4 labels, a tiny TF-IDF vocabulary)."""
+    import torch
+
+    from mmengine.config import ModelConfig
+    from mmengine.features.symbolic import symbolic_dim
+    from mmengine.features.text import TextVectorizer
+    from mmengine.models import build_model
+
+    vec = TextVectorizer().fit(["reel jig fiddle tune", "slip jig in the morning",
+                                "hornpipe on the sea shore", "fiddle reel at the fair"])
+    torch.manual_seed(0)
+    dims = {"n_mfcc": 20, "n_mels": 128, "text_dim": len(vec.vocabulary),
+            "symbolic_dim": symbolic_dim(), "n_classes": 4, "multilabel": False}
+    model = build_model(ModelConfig(), dims).eval()
+    kw = {"labels": ["reel", "jig", "hornpipe", "slip jig"], "text": vec.to_json(),
+          "text_field": "lyrics", "symbolic": {"dim": symbolic_dim()},
+          "source": {"bench": "random weights"}}
+    return model, kw
+
+
+def build_engines(backends: Sequence[str] = ("native", "onnx")) -> Tuple[dict, str]:
+    """Engine files for ``backends`` (cached under the temp folder): from ``MMENGINE_BENCH_RUN``
+    when set (``mmengine.export.build_engine``), else from ``random_model()``. Returns
+    ({backend: path}, description)."""
+    from mmengine import export
+
+    import mmengine
+
+    run = os.environ.get("MMENGINE_BENCH_RUN")
+    # cache key: the source (run folder or random) and the code that writes and reads engines
+    h = hashlib.sha1((run or "random").encode())
+    pkg = Path(mmengine.__file__).parent
+    for rel in ("export.py", "runtime/engine_file.py", "runtime/native_backend.py",
+                "runtime/onnx_backend.py", "runtime/torch_backend.py", "models/fusion.py"):
+        f = pkg / rel
+        h.update(f.read_bytes() if f.is_file() else rel.encode())
+    if run:
+        for f in sorted(Path(run).glob("checkpoint*")) if Path(run).is_dir() else [Path(run)]:
+            h.update(str(f.stat().st_mtime_ns).encode())
+    tag = h.hexdigest()[:12]
+    folder = CACHE / "engines"
+    folder.mkdir(parents=True, exist_ok=True)
+    out, model = {}, None
+    for b in backends:
+        path = folder / f"{tag}-{b}.mme"
+        if not path.is_file():
+            tmp = path.with_name(path.stem + f".tmp{os.getpid()}.mme")
+            if run:
+                export.build_engine(run, tmp, backend=b)
+            else:
+                if model is None:
+                    model, kw = random_model()
+                export.build_engine_from_model(model, tmp, backend=b, **kw)
+            os.replace(tmp, path)
+        out[b] = str(path)
+    return out, (f"trained run {run}" if run else "random-weight FusionLSTM (default ModelConfig)")
+
+
+def engine_factory(threads: int, engine: str, backend: str, frontend: Optional[str] = None):
+    """``Engine.load(engine, backend=..., frontend=..., threads=...)``; the callable is
+    ``.classify(paths, batch_size=B)`` (every result must be a ``Prediction``)."""
+    from mmengine.runtime.engine import Engine
+
+    note = ""
+    params = inspect.signature(Engine.load).parameters
+    # an explicit parameter, or **options whose documentation names frontend (today's
+    # Engine.load silently drops options it does not know, so the docstring is the tell)
+    takes_frontend = "frontend" in params or (
+        any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        and _mentions_frontend())
+    eng = None
+    if frontend and takes_frontend:
+        try:
+            eng = Engine.load(engine, backend=backend, frontend=frontend, threads=threads)
+        except (TypeError, ValueError) as exc:
+            note = f"; Engine.load rejected frontend={frontend!r} ({exc}), ran without it"
+    elif frontend:
+        note = (f"; Engine.load has no frontend= option here: asked for {frontend!r}, ran the "
+                f"engine's default front end")
+    if eng is None:
+        eng = Engine.load(engine, backend=backend, threads=threads)
+    fe = getattr(eng, "frontend_name", None) or getattr(getattr(eng, "frontend", None), "name",
+                                                        None)
+    info = f"Engine backend {eng.backend}, front end {fe or 'default (reference)'}{note}"
+
+    def make(params, batch):
+        paths = _batch_paths(params, batch)
+
+        def run():
+            res = eng.classify(paths, batch_size=batch)
+            bad = [r for r in res if not r.ok]
+            if bad:
+                raise RuntimeError(f"{len(bad)} of {len(res)} inputs failed, first: "
+                                   f"{bad[0].path}: {bad[0].error}")
+            return res
+        return run
+
+    return info, make
+
+
+def _mentions_frontend() -> bool:
+    from mmengine.runtime import engine as engine_mod
+
+    return "frontend" in (engine_mod.Engine.load.__doc__ or "")
+
+
+def e2e_suite(clips: Sequence[str], clips_desc: str = ""
+              ) -> Tuple[List[Contender], List[Workload], str]:
+    """Contenders, the workload and the engines' description of the end-to-end suite."""
+    engines, desc = build_engines(("native", "onnx"))
+    contenders = [
+        Contender("ours", "bench.contenders:engine_factory",
+                  {"engine": engines["native"], "backend": "native", "frontend": "native"}),
+        Contender("dali+ort", "bench.contenders:engine_factory",
+                  {"engine": engines["onnx"], "backend": "onnx", "frontend": "dali"}),
+    ]
+    w = Workload("e2e-30s", {"kind": "e2e", "clips": list(clips),
+                             "source": clips_desc or f"{len(clips)} clips"}, "clips")
+    return contenders, [w], desc
