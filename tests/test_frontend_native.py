@@ -133,7 +133,7 @@ def test_from_files_equals_compute_of_decoded_audio(tmp_path, rng):
         sf.write(p, (0.2 * rng.standard_normal(n)).astype(np.float32), sr, subtype="PCM_16")
         paths.append(p)
     fe = NativeFrontend(num_threads=2)
-    got = fe.from_files(paths, chunk=2)
+    got = fe.from_files(paths)
     want = fe.compute([load_audio(p, AudioConfig()) for p in paths])
     assert len(got) == len(paths)
     for g, w in zip(got, want):
