@@ -290,6 +290,89 @@ def dali_cpu_factory(threads: int):
     return f"DALI {dali.__version__} CPU operators, {threads} threads", make
 
 
+def _plain_dali_pipe(batch: int, threads: int):
+    """The DALI CPU pipeline a DALI user writes for clips already at the target rate:
+    decode (downmix) → spectrogram → Mel filter bank → dB → MFCC, with this project's pinned
+    settings (periodic Hann, zero padding, Slaney Mel, absolute −100 dB floor). No resampling,
+    anti-alias filter or peak scaling (``DaliFrontend`` adds those for arbitrary files)."""
+    import numpy as np
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from nvidia.dali import pipeline_def
+
+    from mmengine.features.reference import hann_window
+
+    c = _cfg()
+
+    @pipeline_def(batch_size=batch, num_threads=threads, device_id=None, exec_dynamic=True,
+                  prefetch_queue_depth=1)
+    def graph():
+        enc = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+        audio, _ = fn.decoders.audio(enc, downmix=True, dtype=types.FLOAT)
+        spec = fn.spectrogram(audio, nfft=c.n_fft, window_length=c.n_fft,
+                              window_step=c.hop_length, center_windows=c.center,
+                              reflect_padding=c.pad_mode == "reflect",
+                              window_fn=hann_window(c.n_fft, np.float32).tolist(),
+                              power=int(c.power))
+        mel = fn.mel_filter_bank(spec, sample_rate=c.sample_rate, nfilter=c.n_mels,
+                                 freq_low=c.fmin, freq_high=c.fmax or c.sample_rate / 2,
+                                 normalize=c.mel_norm == "slaney", mel_formula=c.mel_scale)
+        db = fn.to_decibels(mel, multiplier=10.0, reference=c.db_ref,
+                            cutoff_db=10.0 * np.log10(c.amin / c.db_ref))
+        return db, fn.mfcc(db, n_mfcc=c.n_mfcc, normalize=True)
+
+    pipe = graph()
+    pipe.build()
+    return pipe
+
+
+def _run_plain_dali(pipe, paths):
+    """Read the files' bytes and run the plain pipeline: per-clip numpy (logmel, mfcc)."""
+    import numpy as np
+
+    pipe.feed_input("encoded", [np.fromfile(p, dtype=np.uint8) for p in paths])
+    db, mf = pipe.run()
+    return [np.array(db[i]) for i in range(len(db))], [np.array(mf[i]) for i in range(len(mf))]
+
+
+def dali_plain_factory(threads: int):
+    """``_plain_dali_pipe``: the plain DALI CPU pipeline, one DALI batch of B files."""
+    import nvidia.dali as dali
+
+    def make(params, batch):
+        pipe = _plain_dali_pipe(batch, threads)
+        paths = _batch_paths(params, batch)
+        return lambda: _run_plain_dali(pipe, paths)
+
+    return f"DALI {dali.__version__} CPU, plain pipeline (no resampling), {threads} threads", make
+
+
+def dali_plain_ort_factory(threads: int, engine: str):
+    """Plain DALI CPU features (``_plain_dali_pipe``) → ONNX Runtime running the engine's
+    classifier (the ``onnx`` engine file's session) → softmax; modalities the clips lack
+    (text, symbolic) are fed as absent (zeros, mask 0), as ``Engine.classify`` does."""
+    import numpy as np
+
+    from mmengine.export import example_inputs
+    from mmengine.runtime.engine import Engine
+
+    eng = Engine.load(engine, backend="onnx", threads=threads)
+
+    def make(params, batch):
+        pipe = _plain_dali_pipe(batch, threads)
+        paths = _batch_paths(params, batch)
+
+        def run():
+            lm, mf = _run_plain_dali(pipe, paths)
+            x = example_inputs(eng.header["io"]["inputs"], batch, lm[0].shape[-1])
+            x = {k: np.zeros_like(v) for k, v in x.items()}
+            x["logmel"], x["mfcc"] = np.stack(lm), np.stack(mf)
+            return eng.predict_features(x)
+        return run
+
+    return f"plain DALI CPU pipeline + ONNX Runtime ({eng.backend}), {threads} threads", make
+
+
 def torch_frontend_factory(threads: int):
     """soundfile decode + ``get_frontend("torch", cfg)`` (the batched LogMelMFCC module)."""
     import torch
@@ -332,6 +415,7 @@ def frontend_suite(clips: Sequence[str], clips_desc: str = ""
     contenders = [
         Contender("librosa", "bench.contenders:librosa_factory"),
         Contender("dali-cpu", "bench.contenders:dali_cpu_factory"),
+        Contender("dali-plain", "bench.contenders:dali_plain_factory"),
         Contender("torch", "bench.contenders:torch_frontend_factory"),
         Contender("native", "bench.contenders:native_frontend_factory"),
     ]
@@ -458,6 +542,8 @@ def e2e_suite(clips: Sequence[str], clips_desc: str = ""
                   {"engine": engines["native"], "backend": "native", "frontend": "native"}),
         Contender("dali+ort", "bench.contenders:engine_factory",
                   {"engine": engines["onnx"], "backend": "onnx", "frontend": "dali"}),
+        Contender("dali-plain+ort", "bench.contenders:dali_plain_ort_factory",
+                  {"engine": engines["onnx"]}),
     ]
     w = Workload("e2e-30s", {"kind": "e2e", "clips": list(clips),
                              "source": clips_desc or f"{len(clips)} clips"}, "clips")
