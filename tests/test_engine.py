@@ -402,3 +402,33 @@ def test_frontend_option_native_matches_reference(engines, audio_dir):
         np.testing.assert_allclose(np.asarray(x.windows), np.asarray(y.windows), atol=1e-4)
     with pytest.raises(UnknownBackendError, match="front end"):
         Engine.load(engines["native"], backend="native", frontend="librosa")
+
+
+def test_dali_features_reach_a_torch_runner_as_tensors(engines, audio_dir):
+    """DALI's output goes to backends that take torch tensors without a numpy round trip
+    (on the CPU here: zero-copy DLPack views); same probabilities as the reference path."""
+    pytest.importorskip("nvidia.dali")
+    files = [str(audio_dir[k]) for k in ("short", "tone", "long")]
+    dali = Engine.load(engines["torch"], backend="torch", frontend="dali")
+    ref = Engine.load(engines["torch"], backend="torch", frontend="reference")
+    assert dali._tensor_features and not ref._tensor_features
+    for x, y in zip(dali.classify(files), ref.classify(files)):
+        assert x.label == y.label
+        np.testing.assert_allclose(np.asarray(x.windows), np.asarray(y.windows), atol=2e-3)
+    with pytest.raises(ValueError, match="frontend_device"):
+        Engine.load(engines["torch"], backend="torch", frontend="native", frontend_device="gpu")
+
+
+@pytest.mark.gpu
+def test_dali_gpu_features_feed_the_gpu_classifier(engines, audio_dir):
+    """GPU: DALI GPU features → DLPack → the torch classifier on cuda; same results as the
+    CPU reference path."""
+    pytest.importorskip("nvidia.dali")
+    files = [str(audio_dir[k]) for k in ("short", "tone", "long")]
+    gpu = Engine.load(engines["torch"], backend="torch", device="cuda", frontend="dali",
+                      frontend_device="gpu")
+    ref = Engine.load(engines["torch"], backend="torch", frontend="reference")
+    assert gpu._tensor_features
+    for x, y in zip(gpu.classify(files), ref.classify(files)):
+        assert x.label == y.label
+        np.testing.assert_allclose(np.asarray(x.windows), np.asarray(y.windows), atol=2e-3)

@@ -181,7 +181,7 @@ class Engine:
     """
 
     def __init__(self, header: dict, runner, path: str = "", *, frontend: str = "auto",
-                 threads: Optional[int] = None):
+                 threads: Optional[int] = None, frontend_device: Optional[str] = None):
         self.header = header
         self.runner = runner
         self.path = path
@@ -194,7 +194,10 @@ class Engine:
             raise MMEngineError(f"{path}: audio sample rate {self.audio_cfg.sample_rate} != "
                                 f"front-end rate {self.frontend_cfg.sample_rate}")
         self.window = int(round(self.audio_cfg.clip_seconds * self.audio_cfg.sample_rate))
-        self.frontend = _make_frontend(frontend, self.frontend_cfg, threads)
+        self.frontend = _make_frontend(frontend, self.frontend_cfg, threads, frontend_device)
+        # features that stay torch tensors (on the DALI device) up to a runner that takes them
+        self._tensor_features = (getattr(runner, "accepts_torch", False)
+                                 and hasattr(self.frontend, "from_arrays_padded"))
         self.input_names = [s["name"] for s in header["io"]["inputs"]]
         self._vectorizer = None
         if "text" in self.input_names:
@@ -217,6 +220,9 @@ class Engine:
                 or a name from ``registry.BACKENDS``.
             frontend: feature front end: "auto" (native C++ when built, else the numpy
                 reference; logged), "native", "reference", "torch" or "dali".
+            frontend_device: "cpu" or "gpu" for the "dali" front end (default "cpu"). With
+                a backend that takes torch tensors (torch, cuda, triton), DALI's output goes to
+                the classifier as torch tensors through DLPack: on the GPU, no host round trip.
             options: ``threads`` (native, onnx, and the native front end), ``device`` (torch), ``providers`` (onnx);
                 options another backend does not take are ignored.
         Raises:
@@ -236,7 +242,7 @@ class Engine:
             kwargs["backend"] = name
         runner = module.load(ef, **kwargs)
         eng = cls(ef.header, runner, str(path), frontend=frontend,
-                  threads=options.get("threads"))
+                  threads=options.get("threads"), frontend_device=options.get("frontend_device"))
         log.info("loaded %s: backend %s, dtype %s, %d labels, front end %s", path, name,
                  ef.header["dtype"], len(ef.header["labels"]), eng.frontend.name)
         return eng
@@ -462,20 +468,23 @@ class Engine:
 
     def _inputs(self, waves: np.ndarray, rows: List[Tuple[int, dict]]) -> dict:
         """Model inputs for a batch of windows (B, window) and their per-window extras."""
-        per_item = self.frontend.compute(list(waves))
-        feats = {k: np.stack([f[k] for f in per_item]) for k in ("mfcc", "logmel")}
+        if self._tensor_features:  # equal-length windows: DALI's dense batch, zero-copy
+            feats = self.frontend.from_arrays_padded(list(waves))
+        else:
+            per_item = self.frontend.compute(list(waves))
+            feats = {k: np.stack([f[k] for f in per_item]) for k in ("mfcc", "logmel")}
         out = {}
         for name in self.input_names:
-            if name == "mfcc":
-                out[name] = np.asarray(feats["mfcc"], np.float32)
-            elif name == "logmel":
-                out[name] = np.asarray(feats["logmel"], np.float32)
+            if name in ("mfcc", "logmel"):
+                out[name] = (feats[name] if self._tensor_features
+                             else np.asarray(feats[name], np.float32))
             else:
                 out[name] = np.stack([r[name] for _, r in rows])
         return out
 
 
-def _make_frontend(name: str, cfg: FrontendConfig, threads: Optional[int]):
+def _make_frontend(name: str, cfg: FrontendConfig, threads: Optional[int],
+                   device: Optional[str] = None):
     from ..features.frontend import get_frontend
 
     if name == "auto":
@@ -483,6 +492,10 @@ def _make_frontend(name: str, cfg: FrontendConfig, threads: Optional[int]):
 
         name = auto_frontend(cfg)
     kw = {"num_threads": int(threads)} if name in ("native", "dali") and threads else {}
+    if device is not None:
+        if name != "dali":
+            raise ValueError(f"frontend_device applies to the 'dali' front end, not {name!r}")
+        kw["device"] = device
     return get_frontend(name, cfg, **kw)
 
 

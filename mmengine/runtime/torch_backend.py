@@ -116,11 +116,18 @@ class TorchRunner:
         """True when pooling needs every step's output (``mean``), not just the last."""
         return self.model.classifier.pooling != "last"
 
+    #: ``__call__`` takes torch tensors as well as numpy arrays (no host round trip)
+    accepts_torch = True
+
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """inputs: name -> array (see ``registry.Runner``). Returns logits (B, C) float32."""
+        """inputs: name -> numpy array or torch tensor (see ``registry.Runner``). Returns
+        logits (B, C) float32."""
         clf = self.model.classifier
         with torch.inference_mode():
-            batch = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device)
+            # torch tensors (e.g. DALI GPU features handed over by DLPack) stay where they are
+            # when already on the runner's device; numpy arrays are copied over
+            batch = {k: (v if isinstance(v, torch.Tensor)
+                         else torch.from_numpy(np.ascontiguousarray(v))).to(self.device)
                      for k, v in inputs.items()}
             x = self.model.frontend_features(batch).to(self.dtype)
             if self.recurrence is None:
