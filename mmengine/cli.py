@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("features", help="extract and cache audio features of a data set")
     f.add_argument("data", help="built-in task name, manifest (.csv/.jsonl) or folder root/<label>/<file>")
     f.add_argument("--cache", help="cache folder (default: <data folder>/features)")
-    f.add_argument("--frontend", default="reference", choices=["reference", "dali"],
+    f.add_argument("--frontend", default="reference", choices=["reference", "native", "dali"],
                    help="feature implementation (default: reference)")
     f.add_argument("--workers", type=int, default=1, help="decode threads (default 1)")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

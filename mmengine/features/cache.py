@@ -60,8 +60,27 @@ def _reference_frontend() -> Callable:
     return reference.compute_features
 
 
+def _dispatch_frontend(name: str) -> Callable:
+    """A batch function over ``features.frontend.get_frontend(name)`` (one instance per cfg)."""
+    def factory() -> Callable:
+        from .frontend import get_frontend
+
+        made: dict = {}
+
+        def fn(y: np.ndarray, cfg: FrontendConfig, dtype=np.float32) -> dict:
+            if cfg not in made:
+                made[cfg] = get_frontend(name, cfg)
+            outs = made[cfg].compute(list(y))
+            return {k: np.stack([o[k] for o in outs]) for k in ("logmel", "mfcc")}
+        return fn
+    return factory
+
+
 #: front-end name -> factory returning ``fn(y (B, n) float32, cfg, dtype=) -> {"logmel", "mfcc"}``
-FRONTENDS: dict = {"reference": _reference_frontend}
+#: ("reference": float64 FFT, the canonical training features; "native": the C++ kernels,
+#: within ~1e-5 dB of it; "dali": DALI CPU operators)
+FRONTENDS: dict = {"reference": _reference_frontend, "native": _dispatch_frontend("native"),
+                   "dali": _dispatch_frontend("dali")}
 
 
 @dataclass
