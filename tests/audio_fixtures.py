@@ -75,3 +75,18 @@ def write_nonfinite_wav(path: PathLike, *, sr: int = 22050, seconds: float = 0.5
     y = tone(440.0, sr, seconds).astype(np.float32)
     y[at] = value
     return write_audio(path, y, sr, fmt="WAV", subtype="FLOAT")
+
+
+def parity_signals(rng: np.random.Generator, sr: int = 22050, seconds: float = 2.0) -> dict:
+    """Front-end parity signals, float32: broadband ("noise", "mixture": tones + noise + a
+    square wave) and tonal ("tone" 440 Hz, "chirp" 100 Hz → ~8 kHz)."""
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
+    sig = {
+        "noise": 0.1 * rng.standard_normal(n),
+        "tone": 0.5 * np.sin(2 * np.pi * 440.0 * t),
+        "chirp": 0.3 * np.sin(2 * np.pi * (100.0 + 2000.0 * t) * t),
+        "mixture": 0.2 * np.sin(2 * np.pi * 220.0 * t) + 0.05 * rng.standard_normal(n)
+        + 0.1 * np.sign(np.sin(2 * np.pi * 3.0 * t)),
+    }
+    return {k: v.astype(np.float32) for k, v in sig.items()}

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from audio_fixtures import parity_signals
 from mmengine.config import AudioConfig, FrontendConfig
 from mmengine.errors import (
     AudioCorruptError,
@@ -34,18 +35,6 @@ VARIANTS = {
     "uncentered": {"center": False},
     "narrow-dbref": {"fmin": 30.0, "fmax": 8000.0, "db_ref": 10.0},
 }
-
-
-def _signals(rng, n=2 * SR):
-    t = np.arange(n) / SR
-    sig = {
-        "noise": 0.1 * rng.standard_normal(n),
-        "tone": 0.5 * np.sin(2 * np.pi * 440.0 * t),
-        "chirp": 0.3 * np.sin(2 * np.pi * (100.0 + 2000.0 * t) * t),
-        "mixture": 0.2 * np.sin(2 * np.pi * 220.0 * t) + 0.05 * rng.standard_normal(n)
-        + 0.1 * np.sign(np.sin(2 * np.pi * 3.0 * t)),
-    }
-    return {k: v.astype(np.float32) for k, v in sig.items()}
 
 
 def _edge_frames(cfg: FrontendConfig, n: int) -> np.ndarray:
@@ -80,7 +69,7 @@ def _check(out, y, cfg, what, *, broadband, lm_tol=0.01, mf_tol=0.01):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_from_arrays_matches_reference_on_interior_and_edge_frames(rng, variant):
     cfg = dataclasses.replace(FrontendConfig(), **VARIANTS[variant])
-    sig = _signals(rng)
+    sig = parity_signals(rng, SR)
     # 4 clips in batches of 3: a partial last batch
     outs = DaliFrontend(cfg, batch_size=3).from_arrays(list(sig.values()))
     assert len(outs) == len(sig)
@@ -108,7 +97,7 @@ def test_silence_sits_on_the_same_floor_as_the_reference():
 
 def test_dispatcher_dali_equals_from_arrays(rng):
     cfg = FrontendConfig()
-    waves = list(_signals(rng, n=SR).values())[:2]
+    waves = list(parity_signals(rng, SR, seconds=1.0).values())[:2]
     fe = get_frontend("dali", cfg, batch_size=2)
     assert fe.name == "dali"
     for a, b in zip(fe.compute(waves), DaliFrontend(cfg).from_arrays(waves)):
@@ -128,7 +117,7 @@ def test_bad_waveforms_are_refused():
 # ---------------------------------------------------------------------- files
 def test_from_files_decodes_and_downmixes_like_the_reference(rng, tmp_path):
     cfg = FrontendConfig()
-    sig = _signals(rng)
+    sig = parity_signals(rng, SR)
     left, right = sig["mixture"], sig["noise"]
     sf.write(tmp_path / "mono.flac", left, SR, subtype="PCM_24")
     sf.write(tmp_path / "stereo.wav", np.stack([left, right], axis=1), SR, subtype="FLOAT")
@@ -241,7 +230,7 @@ def test_gpu_without_a_device_is_a_clear_error():
 @pytest.mark.gpu
 def test_gpu_matches_reference(rng, tmp_path):
     cfg = FrontendConfig()
-    sig = _signals(rng)
+    sig = parity_signals(rng, SR)
     fe = DaliFrontend(cfg, device="gpu", batch_size=3)
     for (name, y), out in zip(sig.items(), fe.from_arrays(list(sig.values()))):
         _check(out, y, cfg, f"gpu {name}", broadband=name in ("noise", "mixture"))

@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from mmengine._ext import native
+from audio_fixtures import parity_signals
 from mmengine.config import AudioConfig, FrontendConfig
 from mmengine.data.audio import load_audio
 from mmengine.errors import AudioMissingError
@@ -52,18 +53,6 @@ def _runnable():
     return order[:order.index(C.best_isa()) + 1]
 
 
-def _signals(rng, n=2 * SR):
-    t = np.arange(n) / SR
-    sig = {
-        "noise": 0.1 * rng.standard_normal(n),
-        "tone": 0.5 * np.sin(2 * np.pi * 440.0 * t),
-        "chirp": 0.3 * np.sin(2 * np.pi * (100.0 + 2000.0 * t) * t),
-        "mixture": 0.2 * np.sin(2 * np.pi * 220.0 * t) + 0.05 * rng.standard_normal(n)
-        + 0.1 * np.sign(np.sin(2 * np.pi * 3.0 * t)),
-    }
-    return {k: v.astype(np.float32) for k, v in sig.items()}
-
-
 def _check(out, y, cfg, what, *, broadband, lm_tol=0.01, mf_tol=1e-3):
     ref = compute_features(y.astype(np.float64), cfg, dtype=np.float64)
     frames = cfg.n_frames(y.size)
@@ -87,7 +76,7 @@ def _check(out, y, cfg, what, *, broadband, lm_tol=0.01, mf_tol=1e-3):
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_matches_reference_every_variant_and_isa(rng, isa, variant):
     cfg = dataclasses.replace(FrontendConfig(), **VARIANTS[variant])
-    sig = _signals(rng)
+    sig = parity_signals(rng, SR)
     outs = NativeFrontend(cfg, num_threads=2).compute(list(sig.values()))
     for (name, y), out in zip(sig.items(), outs):
         # noise/mixture: every bin within 1e-3 dB (measured <= 1e-5); tone/chirp: float32
