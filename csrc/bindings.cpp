@@ -4,9 +4,12 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "audio/flac.h"
 #include "common/cpu_features.h"
 #include "frontend/frontend.h"
 #include "lstm/lstm.h"
@@ -210,6 +213,37 @@ PYBIND11_MODULE(_C, m) {
         "Elementwise sigmoid with the selected ISA's kernel (float32).");
   m.def("tanh", [](const F32Array& x) { return elementwise(x, true); }, py::arg("x"),
         "Elementwise tanh with the selected ISA's kernel (float32).");
+
+  m.def("decode_flac", [](py::buffer data) {
+    // bytes, bytearray, memoryview or a contiguous uint8 array
+    py::buffer_info b = data.request();
+    if (b.itemsize != 1 || (b.ndim > 1) || (b.ndim == 1 && b.strides[0] != 1))
+      throw py::value_error("decode_flac expects a contiguous 1-D byte buffer");
+    const auto* p = static_cast<const uint8_t*>(b.ptr);
+    const size_t n = size_t(b.size);
+    namespace au = mmengine::audio;
+    const au::FlacInfo info = au::flac_parse_info(p, n);
+    const py::ssize_t ch = py::ssize_t(info.channels);
+    if (info.total_samples) {
+      py::array_t<float> out({py::ssize_t(info.total_samples), ch});
+      float* dst = out.mutable_data();
+      {
+        py::gil_scoped_release release;
+        au::flac_decode_into(p, n, info, dst, info.total_samples);
+      }
+      return py::make_tuple(out, info.sample_rate);
+    }
+    std::vector<float> v;
+    {
+      py::gil_scoped_release release;
+      v = au::flac_decode(p, n);
+    }
+    py::array_t<float> out({py::ssize_t(v.size() / size_t(ch)), ch});
+    if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(float));
+    return py::make_tuple(out, info.sample_rate);
+  }, py::arg("data"),
+        "FLAC file bytes -> (float32 array (frames, channels) scaled by 1/2^(bits-1), "
+        "sample_rate). RuntimeError on malformed, truncated or unsupported input.");
 
   py::class_<lstm::Model, std::unique_ptr<lstm::Model>>(m, "LSTM", py::module_local(),
       "Packed LSTM stack (see mmengine.runtime.native for the layout).")
