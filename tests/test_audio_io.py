@@ -447,3 +447,30 @@ def test_windows_of_loaded_audio(tmp_path):
     ws = windows(y, n)
     assert len(ws) == 5 and all(len(w) == n for w in ws)
     np.testing.assert_array_equal(np.concatenate(ws[:4]), y[:4 * n])
+
+
+def test_flac_native_decoder_equals_libsndfile_path(tmp_path, monkeypatch):
+    """FLAC goes through mmengine._C.decode_flac when built; the result is bit-identical to
+    the libsndfile path, and a stream it refuses still gets libsndfile's typed error."""
+    from mmengine._ext import native
+    from mmengine.data import audio as audio_io
+
+    if native() is None or not hasattr(native(), "decode_flac"):
+        pytest.skip("mmengine._C built without the FLAC decoder")
+    rng = np.random.default_rng(0)
+    p = tmp_path / "x.flac"
+    sf.write(p, (0.3 * rng.standard_normal((30000, 2))).astype(np.float32), 44100,
+             subtype="PCM_24")
+    calls = []
+    real = audio_io._decode_flac_native
+    monkeypatch.setattr(audio_io, "_decode_flac_native",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    fast = audio_io.load_audio(p, AudioConfig())
+    assert calls and audio_io._decode_flac_native(str(p), None) is not None
+    monkeypatch.setattr(audio_io, "_decode_flac_native", lambda *a, **k: None)
+    np.testing.assert_array_equal(fast, audio_io.load_audio(p, AudioConfig()))
+    monkeypatch.setattr(audio_io, "_decode_flac_native", real)
+    cut = tmp_path / "cut.flac"
+    cut.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
+    with pytest.raises(AudioTruncatedError):
+        audio_io.load_audio(cut, AudioConfig())
