@@ -183,8 +183,8 @@ def to_mono(y: np.ndarray) -> np.ndarray:
         return y.astype(np.float32, copy=False)
     if y.ndim != 2:
         raise ValueError(f"expected (n,) or (n, channels), got shape {y.shape}")
-    if y.shape[1] == 1:
-        return np.ascontiguousarray(y[:, 0], dtype=np.float32)
+    if y.shape[1] == 1:  # a view when (n, 1) is contiguous float32
+        return np.ascontiguousarray(y.reshape(-1), dtype=np.float32)
     return y.mean(axis=1, dtype=np.float32)
 
 
@@ -221,7 +221,7 @@ def peak_safe(y: np.ndarray) -> np.ndarray:
     """
     if y.size == 0:
         return y
-    peak = float(np.max(np.abs(y)))
+    peak = max(float(y.max()), -float(y.min()))  # no |y| temporary
     if peak > 1.0:
         return (y * np.float32(1.0 / peak)).astype(np.float32, copy=False)
     return y
