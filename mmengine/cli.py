@@ -90,7 +90,8 @@ def _model_cfg(args) -> ModelConfig:
 
 
 def _train_cfg(args) -> TrainConfig:
-    kw = {k: getattr(args, k) for k in ("max_epochs", "seed") if getattr(args, k) is not None}
+    kw = {k: getattr(args, k) for k in ("max_epochs", "seed", "num_threads")
+          if getattr(args, k, None) is not None}
     return dataclasses.replace(TrainConfig(), **kw)
 
 
@@ -213,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--arch", choices=["fusion", "cnn"], help="model (default from ModelConfig)")
     t.add_argument("--modalities", help="comma-separated subset of mfcc,mel,text,symbolic")
     t.add_argument("--max-epochs", dest="max_epochs", type=int, help="default from TrainConfig")
+    t.add_argument("--threads", dest="num_threads", type=int,
+                   help="torch threads (default from TrainConfig: 2)")
     t.add_argument("--seed", type=int, help="training seed (default from TrainConfig)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -232,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     x.add_argument("--models", help="comma-separated subset (default: all)")
     x.add_argument("--max-epochs", dest="max_epochs", type=int, help="default from TrainConfig")
+    x.add_argument("--threads", dest="num_threads", type=int,
+                   help="torch threads per training (default from TrainConfig: 2)")
     x.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     x.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     x.set_defaults(handler="experiment")
