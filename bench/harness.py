@@ -51,6 +51,10 @@ PEAK_N = 2048
 PEAK_WORKER = "gemm-peak"
 
 
+#: pause before each timing request, seconds (see run_interleaved)
+SETTLE_S = 0.05
+
+
 @dataclass(frozen=True)
 class Contender:
     """A contender: ``factory`` ("module:function") is called in the worker as
@@ -288,10 +292,16 @@ def run_interleaved(contenders: Sequence[Contender], workloads: Sequence[Workloa
         peaks: List[float] = []
         for r in range(rounds):
             t_round = time.perf_counter()
+            # each round starts with the next contender (no one always follows the same peer),
+            # and the previous contender's worker threads get SETTLE_S to stop spinning (ORT's
+            # and OpenMP's pools spin for a while after a call and would steal the next
+            # contender's cores)
+            order = live[r % len(live):] + live[:r % len(live)] if live else live
             for k in keys:
-                for c in live:
+                for c in order:
                     if (c, k) in failed:
                         continue
+                    time.sleep(SETTLE_S)
                     try:
                         times[(c, k)].append(procs[c].ask(("run", k, target_s, max_reps)))
                         rss[(c, k)] = max(rss.get((c, k), 0.0), procs[c].last_rss)

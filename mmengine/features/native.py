@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import queue
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence
 
@@ -92,6 +93,7 @@ class NativeFrontend:
         self.decode_workers = int(decode_workers) if decode_workers > 0 else self.num_threads
         self._plan = self._make_plan()
         self._spare: list = []  # one plan per decoding thread of from_files
+        self._local = threading.local()  # a plan per calling thread for compute_serial
 
     def n_frames(self, n_samples: int) -> int:
         """Frames of a waveform of ``n_samples`` samples."""
@@ -106,6 +108,18 @@ class NativeFrontend:
 
         waves = check_waveforms(waveforms)
         out = self._plan.compute(waves, self.num_threads)
+        return [{"logmel": lm, "mfcc": mf} for lm, mf in out]
+
+    def compute_serial(self, waveforms: Sequence[np.ndarray]) -> List[Dict[str, np.ndarray]]:
+        """:meth:`compute` on the calling thread only, with a plan (scratch) of that thread's
+        own: for pipelines whose worker threads each decode and featurise their own files
+        (no lock shared with other threads, no oversubscribed cores)."""
+        from .frontend import check_waveforms
+
+        plan = getattr(self._local, "plan", None)
+        if plan is None:
+            plan = self._local.plan = self._make_plan()
+        out = plan.compute(check_waveforms(waveforms), 1)
         return [{"logmel": lm, "mfcc": mf} for lm, mf in out]
 
     def _make_plan(self):

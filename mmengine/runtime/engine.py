@@ -198,6 +198,9 @@ class Engine:
         # features that stay torch tensors (on the DALI device) up to a runner that takes them
         self._tensor_features = (getattr(runner, "accepts_torch", False)
                                  and hasattr(self.frontend, "from_arrays_padded"))
+        # front ends that can featurise on the decoding threads (native): each worker decodes
+        # and featurises its own files while the main thread runs the classifier
+        self._worker_features = hasattr(self.frontend, "compute_serial")
         self.input_names = [s["name"] for s in header["io"]["inputs"]]
         self._vectorizer = None
         if "text" in self.input_names:
@@ -366,11 +369,18 @@ class Engine:
             raise AudioZeroLengthError(item.path, "resamples to nothing")
         return np.ascontiguousarray(y)
 
-    def _decoded(self, items: Sequence[_Item], workers: int) -> Iterator[Tuple[_Item, Any]]:
-        """(item, waveform or exception) in order; at most ``2 * workers`` decoded ahead."""
+    def _decoded(self, items: Sequence[_Item], workers: int,
+                 ahead: int = 0) -> Iterator[Tuple[_Item, Any]]:
+        """(item, (waveform, windows, per-window features or None) or exception) in order;
+        at most ``max(2 * workers, ahead)`` items prepared ahead."""
+        from ..data.audio import windows as cut_windows
+
         def one(item):
             try:
-                return self._decode(item)
+                y = self._decode(item)
+                wins = cut_windows(y, self.window)
+                feats = self.frontend.compute_serial(wins) if self._worker_features else None
+                return y, wins, feats
             except _ITEM_ERRORS as exc:
                 return exc
 
@@ -382,7 +392,7 @@ class Engine:
             pending: List = []
             for it in items:
                 pending.append((it, pool.submit(one, it)))
-                if len(pending) >= 2 * workers:
+                if len(pending) >= max(2 * workers, ahead):
                     head, fut = pending.pop(0)
                     yield head, fut.result()
             for head, fut in pending:
@@ -410,8 +420,6 @@ class Engine:
 
     def _run(self, items: Sequence[_Item], *, top_k: int, batch_size: int,
              workers: int) -> List[Result]:
-        from ..data.audio import windows as cut_windows
-
         C = len(self.labels)
         results: List[Optional[Result]] = [None] * len(items)
         win_probs = {}  # item index -> list of per-window probability rows
@@ -426,11 +434,13 @@ class Engine:
                 win_probs[idx].append(p)
             rows.clear()
 
-        for item, y in self._decoded(items, workers):
+        # with worker-side features the decoders keep a whole batch ahead of the classifier
+        ahead = batch_size if self._worker_features else 0
+        for item, got in self._decoded(items, workers, ahead):
             try:
-                if isinstance(y, Exception):
-                    raise y
-                wins = cut_windows(y, self.window)
+                if isinstance(got, Exception):
+                    raise got
+                y, wins, feats = got
                 extra = {}
                 if self._vectorizer is not None:
                     X, mask = self._vectorizer.transform([item.text])
@@ -445,14 +455,17 @@ class Engine:
                 continue
             win_probs[item.index] = []
             for w, win in enumerate(wins):
-                waves[len(rows)] = win
+                if feats is None:
+                    waves[len(rows)] = win
                 row = dict(extra)
+                if feats is not None:
+                    row["mfcc"], row["logmel"] = feats[w]["mfcc"], feats[w]["logmel"]
                 if self._symbolic_dim:
                     row["symbolic"] = sym[w]
                 rows.append((item.index, row))
                 if len(rows) == batch_size:
                     flush()
-            del y, wins
+            del y, wins, feats
         flush()
         for item in items:
             if results[item.index] is not None:
@@ -468,7 +481,9 @@ class Engine:
 
     def _inputs(self, waves: np.ndarray, rows: List[Tuple[int, dict]]) -> dict:
         """Model inputs for a batch of windows (B, window) and their per-window extras."""
-        if self._tensor_features:  # equal-length windows: DALI's dense batch, zero-copy
+        if rows and "mfcc" in rows[0][1]:  # featurised on the decoding threads
+            feats = {k: np.stack([r[k] for _, r in rows]) for k in ("mfcc", "logmel")}
+        elif self._tensor_features:  # equal-length windows: DALI's dense batch, zero-copy
             feats = self.frontend.from_arrays_padded(list(waves))
         else:
             per_item = self.frontend.compute(list(waves))
