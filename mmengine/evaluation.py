@@ -354,12 +354,31 @@ def _mean_std(runs: List[dict]) -> dict:
 
 
 def _comparison_markdown(c: dict) -> str:
+    """The comparison as Markdown: test metrics (mean ± std over seeds) with the validation
+    macro-F1 that selected each model, then the modality contributions of every model that
+    has them (loss of test macro-F1 when a modality is dropped or permuted, mean ± std)."""
+    def ms(values):
+        v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+        return f"{v.mean():.4f} ± {v.std():.4f}" if v.size else "–"
+
     lines = [f"# Model comparison (test split, {c['n_test']} clips; mean ± std over seeds "
-             f"{c['seeds']})", "", "| model | " + " | ".join(SUMMARY_KEYS) + " |",
-             "|---|" + "---|" * len(SUMMARY_KEYS)]
+             f"{c['seeds']})", "", "| model | " + " | ".join(SUMMARY_KEYS) + " | val macro_f1 |",
+             "|---|" + "---|" * (len(SUMMARY_KEYS) + 1)]
     for name, r in c["models"].items():
         cells = [f"{r['mean'][k]:.4f} ± {r['std'][k]:.4f}" for k in SUMMARY_KEYS]
+        cells.append(ms(run.get("val_macro_f1") for run in r["runs"]))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if c["skipped"]:
         lines += ["", "Skipped: " + ", ".join(f"{k} ({v})" for k, v in c["skipped"].items())]
+    contrib = {n: [run["modality_contributions"] for run in r["runs"]
+                   if run.get("modality_contributions")] for n, r in c["models"].items()}
+    contrib = {n: v for n, v in contrib.items() if v}
+    if contrib:
+        lines += ["", "## Modality contributions (test macro-F1 lost when the modality is "
+                  "dropped / permuted across clips; positive = the model uses it)", "",
+                  "| model | modality | drop | permute |", "|---|---|---|---|"]
+        for name, runs in contrib.items():
+            for mod in runs[0]:
+                lines.append(f"| {name} | {mod} | {ms(r[mod]['drop'] for r in runs)} | "
+                             f"{ms(r[mod]['permute'] for r in runs)} |")
     return "\n".join(lines) + "\n"
