@@ -104,16 +104,17 @@ def evaluate(run_dir, data=None, *, plots: bool = True, progress: bool = True) -
 
 def experiment(data="folk", out=None, *, seeds: Sequence[int] = (0, 1, 2), models=None,
                model_cfg: ModelConfig = ModelConfig(), train_cfg: TrainConfig = TrainConfig(),
-               progress: bool = True) -> dict:
+               progress: bool = True, report_only: bool = False) -> dict:
     """The paper's comparison on ``data``: fusion LSTM vs SVM, RF, CNN, RNN and each single
-    modality, mean ± std over ``seeds``; writes ``comparison.{json,md,png}``."""
+    modality, mean ± std over ``seeds``; writes ``comparison.{json,md,png}``.
+    ``report_only``: train nothing, summarise the runs that finished."""
     from .evaluation import DEFAULT_MODELS, run_experiment
 
     fs, vec = load_features(data, progress=progress)
     out = Path(out) if out else Path("runs") / f"{Path(str(data)).stem}-experiment"
     return run_experiment(fs, out, seeds=tuple(seeds), models=tuple(models or DEFAULT_MODELS),
                           model_cfg=model_cfg, train_cfg=train_cfg, progress=progress,
-                          audio_config=AudioConfig(), frontend_config=FrontendConfig(),
+                          train_missing=not report_only, audio_config=AudioConfig(), frontend_config=FrontendConfig(),
                           text_vectorizer=vec)
 
 

@@ -125,7 +125,8 @@ def _experiment(args: argparse.Namespace) -> int:
     seeds = [int(x) for x in args.seeds.split(",")]
     models = args.models.split(",") if args.models else None
     comp = experiment(args.data, args.out, seeds=seeds, models=models,
-                      train_cfg=_train_cfg(args), progress=not args.quiet)
+                      train_cfg=_train_cfg(args), progress=not args.quiet,
+                      report_only=args.report_only)
     for name, r in comp["models"].items():
         print(f"{name:16s} macro-F1 {r['mean']['macro_f1']:.4f} ± {r['std']['macro_f1']:.4f}")
     return 0
@@ -237,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--max-epochs", dest="max_epochs", type=int, help="default from TrainConfig")
     x.add_argument("--threads", dest="num_threads", type=int,
                    help="torch threads per training (default from TrainConfig: 2)")
+    x.add_argument("--report-only", dest="report_only", action="store_true",
+                   help="train nothing: summarise the runs that finished (e.g. while it runs)")
     x.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     x.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     x.set_defaults(handler="experiment")

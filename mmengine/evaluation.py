@@ -284,7 +284,7 @@ def run_experiment(feature_set, out_dir, *, seeds: Iterable[int] = (0, 1, 2),
                    models: Sequence[str] = DEFAULT_MODELS,
                    model_cfg: ModelConfig = ModelConfig(), train_cfg: TrainConfig = TrainConfig(),
                    progress: bool = True, baseline_grids: Optional[Dict[str, dict]] = None,
-                   **checkpoint_meta) -> dict:
+                   train_missing: bool = True, **checkpoint_meta) -> dict:
     """Train and test every model of ``models`` with every seed; write the comparison.
 
     Args:
@@ -295,6 +295,8 @@ def run_experiment(feature_set, out_dir, *, seeds: Iterable[int] = (0, 1, 2),
             modality is skipped (listed under ``skipped``).
         model_cfg, train_cfg: the base settings; variants change only what their name says.
         baseline_grids: ``{"svm": grid, "rf": grid}`` overriding ``SVM_GRID`` / ``RF_GRID``.
+        train_missing: False = report only: runs without a stored test score are not trained
+            (listed under ``incomplete``); models are summarised over the seeds that finished.
         checkpoint_meta: ``audio_config``, ``frontend_config``, ``text_vectorizer`` for the
             saved checkpoints.
     Returns:
@@ -311,6 +313,7 @@ def run_experiment(feature_set, out_dir, *, seeds: Iterable[int] = (0, 1, 2),
                          f"{sorted(TORCH_VARIANTS) + ['rf', 'svm']}")
     results: Dict[str, dict] = {}
     skipped = {}
+    incomplete: Dict[str, List[int]] = {}
     for name in models:
         if name.startswith("only_") and name[5:] not in available:
             skipped[name] = "modality absent from the data"
@@ -318,6 +321,9 @@ def run_experiment(feature_set, out_dir, *, seeds: Iterable[int] = (0, 1, 2),
         runs = []
         for seed in seeds:
             run_dir = out_dir / name / f"seed{seed}"
+            if not train_missing and not (run_dir / "test_metrics.json").exists():
+                incomplete.setdefault(name, []).append(seed)
+                continue
             if name in ("svm", "rf"):
                 doc = _sklearn_run(name, feature_set, seed, mods, run_dir,
                                    (baseline_grids or {}).get(name))
@@ -331,8 +337,12 @@ def run_experiment(feature_set, out_dir, *, seeds: Iterable[int] = (0, 1, 2),
                          "val_macro_f1": (doc.get("validation") or {}).get(
                              "best_val_macro_f1", (doc.get("validation") or {}).get("macro_f1")),
                          "modality_contributions": doc.get("modality_contributions")})
+        if not runs:
+            skipped[name] = "no finished run yet"
+            continue
         results[name] = {"runs": runs, **_mean_std(runs)}
-    comparison = {"models": results, "skipped": skipped, "seeds": list(seeds),
+    comparison = {"models": results, "skipped": skipped, "incomplete": incomplete,
+                  "seeds": list(seeds),
                   "modalities": list(mods), "model_config": to_dict(model_cfg),
                   "train_config": to_dict(train_cfg), "n_test": int(
                       (np.asarray(feature_set.split) == "test").sum())}
@@ -359,17 +369,23 @@ def _comparison_markdown(c: dict) -> str:
     has them (loss of test macro-F1 when a modality is dropped or permuted, mean ± std)."""
     def ms(values):
         v = np.asarray([x for x in values if x is not None], dtype=np.float64)
-        return f"{v.mean():.4f} ± {v.std():.4f}" if v.size else "–"
+        sd = v.std(ddof=1) if v.size > 1 else 0.0  # as _mean_std
+        return f"{v.mean():.4f} ± {sd:.4f}" if v.size else "–"
 
     lines = [f"# Model comparison (test split, {c['n_test']} clips; mean ± std over seeds "
-             f"{c['seeds']})", "", "| model | " + " | ".join(SUMMARY_KEYS) + " | val macro_f1 |",
-             "|---|" + "---|" * (len(SUMMARY_KEYS) + 1)]
+             f"{c['seeds']})", "",
+             "| model | seeds | " + " | ".join(SUMMARY_KEYS) + " | val macro_f1 |",
+             "|---|---|" + "---|" * (len(SUMMARY_KEYS) + 1)]
     for name, r in c["models"].items():
-        cells = [f"{r['mean'][k]:.4f} ± {r['std'][k]:.4f}" for k in SUMMARY_KEYS]
+        cells = [str(len(r["runs"]))]
+        cells += [f"{r['mean'][k]:.4f} ± {r['std'][k]:.4f}" for k in SUMMARY_KEYS]
         cells.append(ms(run.get("val_macro_f1") for run in r["runs"]))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if c["skipped"]:
         lines += ["", "Skipped: " + ", ".join(f"{k} ({v})" for k, v in c["skipped"].items())]
+    if c.get("incomplete"):
+        lines += ["", "Not finished (seeds without a test score): " + ", ".join(
+            f"{k} {v}" for k, v in c["incomplete"].items())]
     contrib = {n: [run["modality_contributions"] for run in r["runs"]
                    if run.get("modality_contributions")] for n, r in c["models"].items()}
     contrib = {n: v for n, v in contrib.items() if v}

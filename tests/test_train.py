@@ -194,5 +194,16 @@ def test_run_experiment_table(tmp_path):
     md = (tmp_path / "comparison.md").read_text()
     assert "| fusion |" in md and "±" in md
     assert (tmp_path / "comparison.png").stat().st_size > 0
+    assert "Modality contributions" in md and "| fusion | mel |" in md
+    # report only: seed 2 was never run; nothing is trained, the finished seeds are summarised
+    rep = run_experiment(fs, tmp_path, seeds=(0, 1, 2), models=("fusion", "rf", "cnn"),
+                         model_cfg=TINY, train_cfg=grid_fast, progress=False,
+                         train_missing=False)
+    assert rep["incomplete"] == {"fusion": [2], "rf": [2], "cnn": [0, 1, 2]}
+    assert rep["skipped"]["cnn"] == "no finished run yet"
+    assert len(rep["models"]["fusion"]["runs"]) == 2
+    assert not (tmp_path / "fusion" / "seed2").exists() and not (tmp_path / "cnn").exists()
+    assert rep["models"]["fusion"]["mean"] == comp["models"]["fusion"]["mean"]
+    assert "Not finished" in (tmp_path / "comparison.md").read_text()
     with pytest.raises(ValueError, match="unknown model"):
         run_experiment(fs, tmp_path, models=("transformer",))
