@@ -50,7 +50,7 @@ def test_e2e_interleaved(benchmark, e2e, bench_threads, bench_rounds):
     info = record_interleaved(benchmark, result)
     info["engines"] = edesc
     ok = [r for r in result["results"] if "skipped" not in r]
-    assert {r["contender"] for r in ok} == {"ours", "dali+ort"}, result
+    assert {r["contender"] for r in ok} == {c.name for c in cons}, result
 
 
 def test_e2e_outputs_agree(e2e, bench_threads):
@@ -58,6 +58,8 @@ def test_e2e_outputs_agree(e2e, bench_threads):
     cons, wls, _ = e2e
     probs = {}
     for con in cons:
+        if not con.factory.endswith(":engine_factory"):
+            continue  # the plain DALI + ORT peer returns bare probabilities, no windows
         _, _, out = make_or_skip(C.engine_factory, wls[0].params, BATCH, threads=bench_threads,
                                  **con.kwargs)
         probs[con.name] = np.concatenate([np.asarray(p.windows) for p in out])
