@@ -19,7 +19,6 @@ Workloads:
 from __future__ import annotations
 
 import hashlib
-import inspect
 import math
 import os
 import sys
@@ -485,32 +484,13 @@ def build_engines(backends: Sequence[str] = ("native", "onnx")) -> Tuple[dict, s
     return out, (f"trained run {run}" if run else "random-weight FusionLSTM (default ModelConfig)")
 
 
-def engine_factory(threads: int, engine: str, backend: str, frontend: Optional[str] = None):
+def engine_factory(threads: int, engine: str, backend: str, frontend: str = "auto"):
     """``Engine.load(engine, backend=..., frontend=..., threads=...)``; the callable is
     ``.classify(paths, batch_size=B)`` (every result must be a ``Prediction``)."""
     from mmengine.runtime.engine import Engine
 
-    note = ""
-    params = inspect.signature(Engine.load).parameters
-    # an explicit parameter, or **options whose documentation names frontend (today's
-    # Engine.load silently drops options it does not know, so the docstring is the tell)
-    takes_frontend = "frontend" in params or (
-        any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        and _mentions_frontend())
-    eng = None
-    if frontend and takes_frontend:
-        try:
-            eng = Engine.load(engine, backend=backend, frontend=frontend, threads=threads)
-        except (TypeError, ValueError) as exc:
-            note = f"; Engine.load rejected frontend={frontend!r} ({exc}), ran without it"
-    elif frontend:
-        note = (f"; Engine.load has no frontend= option here: asked for {frontend!r}, ran the "
-                f"engine's default front end")
-    if eng is None:
-        eng = Engine.load(engine, backend=backend, threads=threads)
-    fe = getattr(eng, "frontend_name", None) or getattr(getattr(eng, "frontend", None), "name",
-                                                        None)
-    info = f"Engine backend {eng.backend}, front end {fe or 'default (reference)'}{note}"
+    eng = Engine.load(engine, backend=backend, frontend=frontend, threads=threads)
+    info = f"Engine backend {eng.backend}, front end {eng.frontend.name}"
 
     def make(params, batch):
         paths = _batch_paths(params, batch)
@@ -525,12 +505,6 @@ def engine_factory(threads: int, engine: str, backend: str, frontend: Optional[s
         return run
 
     return info, make
-
-
-def _mentions_frontend() -> bool:
-    from mmengine.runtime import engine as engine_mod
-
-    return "frontend" in (engine_mod.Engine.load.__doc__ or "")
 
 
 def e2e_suite(clips: Sequence[str], clips_desc: str = ""

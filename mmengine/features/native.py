@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import os
 import queue
-import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -91,9 +91,17 @@ class NativeFrontend:
                              f"{cfg.sample_rate} Hz")
         self.num_threads = int(num_threads) if num_threads > 0 else _default_threads()
         self.decode_workers = int(decode_workers) if decode_workers > 0 else self.num_threads
+        # the reference's own window, filter bank and DCT, handed to every plan
+        self._tables = (
+            reference.hann_window(cfg.n_fft, dtype=np.float32),
+            np.ascontiguousarray(reference.mel_filterbank(
+                sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin,
+                fmax=cfg.fmax, scale=cfg.mel_scale, norm=cfg.mel_norm, dtype=np.float32)),
+            np.ascontiguousarray(reference.dct_matrix(cfg.n_mfcc, cfg.n_mels, dtype=np.float32)))
         self._plan = self._make_plan()
-        self._spare: list = []  # one plan per decoding thread of from_files
-        self._local = threading.local()  # a plan per calling thread for compute_serial
+        # plans (each with its scratch) lent to one thread at a time by compute_serial and
+        # from_files; kept across calls, one is made only when all are in use
+        self._idle: "queue.SimpleQueue" = queue.SimpleQueue()
 
     def n_frames(self, n_samples: int) -> int:
         """Frames of a waveform of ``n_samples`` samples."""
@@ -110,29 +118,33 @@ class NativeFrontend:
         out = self._plan.compute(waves, self.num_threads)
         return [{"logmel": lm, "mfcc": mf} for lm, mf in out]
 
+    @contextmanager
+    def _borrowed_plan(self):
+        try:
+            plan = self._idle.get_nowait()
+        except queue.Empty:
+            plan = self._make_plan()
+        try:
+            yield plan
+        finally:
+            self._idle.put(plan)
+
     def compute_serial(self, waveforms: Sequence[np.ndarray]) -> List[Dict[str, np.ndarray]]:
-        """:meth:`compute` on the calling thread only, with a plan (scratch) of that thread's
-        own: for pipelines whose worker threads each decode and featurise their own files
-        (no lock shared with other threads, no oversubscribed cores)."""
+        """:meth:`compute` on the calling thread only, with a plan (scratch) no other thread
+        uses meanwhile: for pipelines whose worker threads each decode and featurise their own
+        files (no lock shared with other threads, no oversubscribed cores)."""
         from .frontend import check_waveforms
 
-        plan = getattr(self._local, "plan", None)
-        if plan is None:
-            plan = self._local.plan = self._make_plan()
-        out = plan.compute(check_waveforms(waveforms), 1)
+        with self._borrowed_plan() as plan:
+            out = plan.compute(check_waveforms(waveforms), 1)
         return [{"logmel": lm, "mfcc": mf} for lm, mf in out]
 
     def _make_plan(self):
         cfg = self.cfg
-        fb = reference.mel_filterbank(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
-                                      fmin=cfg.fmin, fmax=cfg.fmax, scale=cfg.mel_scale,
-                                      norm=cfg.mel_norm, dtype=np.float32)
-        dct = reference.dct_matrix(cfg.n_mfcc, cfg.n_mels, dtype=np.float32)
-        win = reference.hann_window(cfg.n_fft, dtype=np.float32)
-        return native().MelFrontend(
-            cfg.n_fft, cfg.hop_length, bool(cfg.center), cfg.pad_mode, float(cfg.power), win,
-            np.ascontiguousarray(fb), np.ascontiguousarray(dct), float(cfg.amin),
-            float(cfg.db_ref))
+        win, fb, dct = self._tables
+        return native().MelFrontend(cfg.n_fft, cfg.hop_length, bool(cfg.center), cfg.pad_mode,
+                                    float(cfg.power), win, fb, dct, float(cfg.amin),
+                                    float(cfg.db_ref))
 
     def from_files(self, paths: Sequence) -> List[Dict[str, np.ndarray]]:
         """Decode ``paths`` (:func:`~mmengine.data.audio.load_audio`) and compute their
@@ -153,19 +165,11 @@ class NativeFrontend:
             return []
         workers = min(self.decode_workers, len(paths))
         per_item = max(1, self.num_threads // workers)
-        while len(self._spare) < workers:
-            self._spare.append(self._make_plan())
-        free: "queue.SimpleQueue" = queue.SimpleQueue()
-        for plan in self._spare[:workers]:
-            free.put(plan)
 
         def one(path):
             y = load_audio(path, self.audio_cfg)  # mono, finite, at the front end's rate
-            plan = free.get()
-            try:
+            with self._borrowed_plan() as plan:
                 lm, mf = plan.compute([y], per_item)[0]
-            finally:
-                free.put(plan)
             return {"logmel": lm, "mfcc": mf}
 
         if workers == 1:
