@@ -234,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--data", default="folk", help="built-in task name, manifest or folder")
     x.add_argument("--out", help="output folder (default runs/<data>-experiment)")
     x.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    x.add_argument("--models", help="comma-separated subset (default: all)")
+    x.add_argument("--models", help="comma-separated (default: fusion,svm,rf,cnn,rnn and "
+                   "only_<modality> for each modality; also available: fusion_mean = fusion "
+                   "with mean pooling over time, gru)")
     x.add_argument("--max-epochs", dest="max_epochs", type=int, help="default from TrainConfig")
     x.add_argument("--threads", dest="num_threads", type=int,
                    help="torch threads per training (default from TrainConfig: 2)")

@@ -27,6 +27,7 @@ SUMMARY_KEYS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "weig
 #: model name -> how it is built from the experiment's base ``ModelConfig``
 TORCH_VARIANTS = {
     "fusion": {},
+    "fusion_mean": {"pooling": "mean"},  # not in the default grid: mean over time, not last step
     "rnn": {"cell": "rnn"},
     "gru": {"cell": "gru"},
     "cnn": {"arch": "cnn"},

@@ -207,3 +207,17 @@ def test_run_experiment_table(tmp_path):
     assert "Not finished" in (tmp_path / "comparison.md").read_text()
     with pytest.raises(ValueError, match="unknown model"):
         run_experiment(fs, tmp_path, models=("transformer",))
+
+
+def test_experiment_variant_changes_only_its_setting(tmp_path):
+    """``fusion_mean`` = the base configuration with mean pooling; nothing else differs."""
+    fs = feature_set(text=False)
+    run_experiment(fs, tmp_path, seeds=(0,), models=("fusion_mean",), model_cfg=TINY,
+                   train_cfg=dataclasses.replace(FAST, max_epochs=1), progress=False)
+    saved = json.loads((tmp_path / "fusion_mean" / "seed0" / "checkpoint.json").read_text())
+    expected = dataclasses.asdict(dataclasses.replace(TINY, pooling="mean"))
+    got = saved["model_config"]
+    assert got["pooling"] == "mean" != TINY.pooling
+    assert {k: v for k, v in got.items() if k != "modalities"} == {
+        k: (list(v) if isinstance(v, tuple) else v) for k, v in expected.items()
+        if k != "modalities"}
