@@ -86,6 +86,8 @@ def _model_cfg(args) -> ModelConfig:
         kw["modalities"] = tuple(args.modalities.split(","))
     if args.arch:
         kw["arch"] = args.arch
+    if getattr(args, "pooling", None):
+        kw["pooling"] = args.pooling
     return dataclasses.replace(ModelConfig(), **kw)
 
 
@@ -214,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run folder (default runs/<data>)")
     t.add_argument("--arch", choices=["fusion", "cnn"], help="model (default from ModelConfig)")
     t.add_argument("--modalities", help="comma-separated subset of mfcc,mel,text,symbolic")
+    t.add_argument("--pooling", choices=["last", "mean"],
+                   help="recurrent models: last step (paper, default) or mean over time "
+                        "(better on the built-in tasks: docs/results.md)")
     t.add_argument("--max-epochs", dest="max_epochs", type=int, help="default from TrainConfig")
     t.add_argument("--threads", dest="num_threads", type=int,
                    help="torch threads (default from TrainConfig: 2)")

@@ -58,7 +58,10 @@ def test_whole_chain_on_a_tiny_build(tiny_folk, tmp_path, monkeypatch, capsys):
     assert main(["data", "build", "folk", "--limit", "16", "--workers", "2", "-q"]) == 0
     assert main(["features", "folk", "-q"]) == 0
     assert "16 clips, 1292 frames each" in capsys.readouterr().out
-    assert main(["train", "--data", "folk", "--out", "run", "--max-epochs", "2", "-q"]) == 0
+    assert main(["train", "--data", "folk", "--out", "run", "--max-epochs", "2",
+                 "--pooling", "mean", "-q"]) == 0
+    saved = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
+    assert saved["model_config"]["pooling"] == "mean"  # and the engine below serves it
     assert main(["evaluate", "run", "-q"]) == 0
     assert (tmp_path / "run" / "report.md").exists()
     assert (tmp_path / "run" / "confusion.png").stat().st_size > 1000
