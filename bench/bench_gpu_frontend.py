@@ -27,12 +27,12 @@ probabilities (softmax, copied to the host: (B, C) floats). Classifier: the fusi
   triton or the CUDA extension is missing.
 * ``e2e-host``: like ``e2e-torch`` but the features go GPU → host numpy → cuda (no DLPack).
 
-Method (as ``bench/bench_native_lstm.py``): every contender runs warm in its own spawned process
-(its own DALI thread pool and CUDA context; built and called twice per batch before timing);
-contenders take turns round by round (A B C A B C ...) so that the machine's fast and slow
-phases hit all alike; each turn times ``reps`` calls and keeps the best; reported: the median
-over rounds of those round bests, clips/s = B / median, and the ratio to the suite's baseline
-(dali-cpu, e2e-host). Without a CUDA device it prints "no GPU: skipped" and exits 0.
+Method: ``bench/harness.py``'s, as the CPU peer suites: every contender runs warm in its own
+spawned process (its own DALI thread pool and CUDA context; built and called twice per batch
+before timing), contenders interleaved round by round in rotating order; reported per batch:
+the median over rounds of each round's best call, clips/s, p50/p99, peak RSS and the ratio to
+every other contender of the suite (the target reads "x vs dali-cpu" of dali-gpu). Without a
+CUDA device it prints "no GPU: skipped" and exits 0.
 
     python bench/bench_gpu_frontend.py [--suite frontend|e2e|all] [--rounds 5]
         [--batches 1 8 64 256] [--threads N] [--source files|arrays] [--format flac|wav]
@@ -41,13 +41,9 @@ over rounds of those round bests, clips/s = B / median, and the ratio to the sui
 from __future__ import annotations
 
 import argparse
-import json
-import multiprocessing as mp
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,8 +52,8 @@ if str(ROOT) not in sys.path:
 
 SR, SECONDS, N_CLASSES = 22050, 30.0, 4
 SUITES = {
-    "frontend": (["dali-cpu", "dali-gpu", "dali-gpu-host"], "dali-cpu"),
-    "e2e": (["e2e-torch", "e2e-triton", "e2e-cuda", "e2e-host"], "e2e-host"),
+    "frontend": ["dali-cpu", "dali-gpu", "dali-gpu-host"],
+    "e2e": ["e2e-torch", "e2e-triton", "e2e-cuda", "e2e-host"],
 }
 TARGET = ("dali-gpu", "dali-cpu", 20.0)  # contender, baseline, minimum clips/s ratio
 
@@ -91,9 +87,16 @@ def make_audio(folder: Path, distinct: int, fmt: str) -> list:
 
 
 # ---------------------------------------------------------------------- contenders
-def _frontend_factory(kind: str, opts: dict):
-    """(info, make(batch) -> callable) for a front-end contender."""
-    import numpy as np
+# harness factories (bench/harness.py): factory(threads=..., **kwargs) -> (info, make), and
+# make(workload_params, batch) -> the callable timed; each runs in its own spawned process.
+def _waves(paths):
+    import soundfile as sf
+
+    return [sf.read(p, dtype="float32")[0] for p in paths]
+
+
+def frontend_contender(threads: int, kind: str, paths: list, source: str):
+    """A front-end contender: ``dali-cpu``, ``dali-gpu`` or ``dali-gpu-host``."""
     import torch
 
     from mmengine.config import FrontendConfig
@@ -101,17 +104,17 @@ def _frontend_factory(kind: str, opts: dict):
 
     cfg = FrontendConfig()
     device = "cpu" if kind == "dali-cpu" else "gpu"
-    files = opts["source"] == "files"
+    files = source == "files"
     to_device = kind == "dali-gpu"
+    waves = None if files else _waves(paths)  # decoded once, outside the timing
 
-    def make(batch):
-        fe = DaliFrontend(cfg, device=device, batch_size=batch, num_threads=opts["threads"])
+    def make(params, batch):
+        fe = DaliFrontend(cfg, device=device, batch_size=batch, num_threads=threads)
+        pool = paths if files else waves
+        data = [pool[i % len(pool)] for i in range(batch)]
         if files:
-            data = [opts["paths"][i % len(opts["paths"])] for i in range(batch)]
             run = fe.from_files_padded if to_device else fe.from_files
         else:
-            waves = [np.asarray(w) for w in opts["waves"]]
-            data = [waves[i % len(waves)] for i in range(batch)]
             run = fe.from_arrays_padded if to_device else fe.from_arrays
         if to_device:
             def call():
@@ -121,12 +124,11 @@ def _frontend_factory(kind: str, opts: dict):
             return call
         return lambda: run(data)
 
-    info = f"DALI {device}, {opts['threads']} threads, source {opts['source']}"
-    return info, make
+    return f"DALI {device}, {threads} threads, source {source}", make
 
 
-def _e2e_factory(kind: str, opts: dict):
-    """(info, make(batch) -> callable) for an end-to-end contender."""
+def e2e_contender(threads: int, kind: str, paths: list, source: str = "files"):
+    """An end-to-end contender: ``e2e-torch``, ``e2e-triton``, ``e2e-cuda`` or ``e2e-host``."""
     import numpy as np
     import torch
 
@@ -157,109 +159,34 @@ def _e2e_factory(kind: str, opts: dict):
 
     via_host = kind == "e2e-host"
 
-    def make(batch):
-        fe = DaliFrontend(cfg, device="gpu", batch_size=batch, num_threads=opts["threads"])
-        paths = [opts["paths"][i % len(opts["paths"])] for i in range(batch)]
+    def make(params, batch):
+        fe = DaliFrontend(cfg, device="gpu", batch_size=batch, num_threads=threads)
+        data = [paths[i % len(paths)] for i in range(batch)]
 
         def call():
             with torch.inference_mode():
                 if via_host:
-                    feats = fe.from_files(paths)  # GPU → host numpy
+                    feats = fe.from_files(data)  # GPU → host numpy
                     x = {k: torch.from_numpy(np.stack([f[k] for f in feats])).cuda()
                          for k in ("logmel", "mfcc")}
                 else:
-                    x = fe.from_files_padded(paths)  # stays on cuda:0 (DLPack)
+                    x = fe.from_files_padded(data)  # stays on cuda:0 (DLPack)
                 return classify({"logmel": x["logmel"], "mfcc": x["mfcc"]}).cpu()
         return call
 
-    return info + f"; DALI gpu, {opts['threads']} threads", make
+    return info + f"; DALI gpu, {threads} threads", make
 
 
-def _worker(kind: str, opts: dict, conn) -> None:
-    """Serve timing requests for one contender in this process (spawned)."""
-    try:
-        factory = _frontend_factory if kind.startswith("dali") else _e2e_factory
-        info, make = factory(kind, opts)
-    except Exception as exc:  # a contender that cannot run here is reported, not fatal
-        conn.send(("absent", f"{type(exc).__name__}: {exc}"))
-        return
-    conn.send(("ready", info))
-    runs = {}
-    while True:
-        msg = conn.recv()
-        if msg is None:
-            return
-        batch, reps = msg
-        try:
-            if batch not in runs:
-                runs[batch] = make(batch)
-                for _ in range(2):
-                    runs[batch]()
-            times = []
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                runs[batch]()
-                times.append(time.perf_counter() - t0)
-            conn.send(("ok", times))
-        except Exception as exc:
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
+def run_suite(suite: str, batches, rounds: int, threads: int, paths: list, source: str) -> dict:
+    """One suite through ``bench.harness.run_interleaved`` (its result dict)."""
+    from bench.harness import Contender, Workload, run_interleaved
 
-
-def run_suite(kinds, batches, rounds, opts):
-    """{kind: {batch: [round-best seconds]}}, {kind: info}, {kind: reason absent}."""
-    ctx = mp.get_context("spawn")
-    procs, conns, infos, absent = {}, {}, {}, {}
-    for kind in kinds:
-        parent, child = ctx.Pipe()
-        procs[kind] = ctx.Process(target=_worker, args=(kind, opts, child), daemon=True)
-        procs[kind].start()
-        status, info = parent.recv()
-        if status == "ready":
-            conns[kind], infos[kind] = parent, info
-        else:
-            absent[kind] = info
-            procs[kind].join()
-    best = {k: {b: [] for b in batches} for k in conns}
-    for r in range(rounds):
-        for b in batches:
-            reps = 3 if b < 64 else 1
-            order = list(conns)
-            for kind in order[r % len(order):] + order[:r % len(order)]:
-                if kind in absent:
-                    continue
-                conns[kind].send((b, reps))
-                status, payload = conns[kind].recv()
-                if status != "ok":
-                    absent[kind] = f"batch {b}: {payload}"
-                    continue
-                best[kind][b].append(min(payload))
-        print(f"round {r + 1}/{rounds} done", flush=True)
-    for kind, conn in conns.items():
-        conn.send(None)
-        procs[kind].join(timeout=30)
-    return {k: v for k, v in best.items() if k not in absent}, infos, absent
-
-
-def report(suite, best, infos, absent, baseline, batches):
-    """Print the table of one suite; returns its rows."""
-    rows = []
-    print(f"\n== {suite} ==")
-    for kind, info in infos.items():
-        print(f"  {kind}: {info}")
-    print(f"{'batch':>5} {'contender':>14} {'ms/call (median)':>17} {'clips/s':>9} "
-          f"{'vs ' + baseline:>14}")
-    for b in batches:
-        base = statistics.median(best[baseline][b]) if baseline in best else None
-        for kind in best:
-            t = statistics.median(best[kind][b])
-            ratio = base / t if base else None
-            rows.append({"suite": suite, "batch": b, "contender": kind, "median_s": t,
-                         "clips_per_s": b / t, "vs_baseline": ratio})
-            print(f"{b:>5} {kind:>14} {t * 1e3:>17.2f} {b / t:>9.1f} "
-                  f"{(f'{ratio:.2f}x' if ratio else '-'):>14}")
-    for kind, why in absent.items():
-        print(f"  absent {kind}: {why}")
-    return rows
+    factory = f"bench.bench_gpu_frontend:{'frontend' if suite == 'frontend' else 'e2e'}_contender"
+    contenders = [Contender(k, factory, {"kind": k, "paths": paths, "source": source})
+                  for k in SUITES[suite]]
+    workload = Workload(f"{SECONDS:.0f} s clips", {"source": source}, unit="clips")
+    return run_interleaved(contenders, [workload], batches, rounds=rounds, threads=threads,
+                           target_s=0.25, max_reps=3, peak_in=None, suite=suite)
 
 
 def main(argv=None) -> int:
@@ -291,33 +218,24 @@ def main(argv=None) -> int:
         print("bench_gpu_frontend: no GPU: skipped (DALI sees no CUDA device)")
         return 0
 
-    rows, summary = [], {}
+    from bench.harness import write_outputs
+
+    results = []
     with tempfile.TemporaryDirectory(prefix="mmengine-gpu-bench-") as tmp:
         paths = make_audio(Path(tmp), args.distinct, args.format)
-        opts = {"threads": args.threads, "paths": paths, "source": args.source}
-        if args.source == "arrays":
-            import soundfile as sf
-            opts["waves"] = [sf.read(p, dtype="float32")[0] for p in paths]
         suites = ["frontend", "e2e"] if args.suite == "all" else [args.suite]
         for suite in suites:
-            kinds, baseline = SUITES[suite]
-            best, infos, absent = run_suite(kinds, args.batches, args.rounds, opts)
-            rows += report(suite, best, infos, absent, baseline, args.batches)
-            summary[suite] = {"contenders": infos, "absent": absent}
+            results.append(run_suite(suite, args.batches, args.rounds, args.threads, paths,
+                                     args.source if suite == "frontend" else "files"))
+    print(write_outputs(results, json_path=args.json))
     fast, base, need = TARGET
-    got = {r["batch"]: r["vs_baseline"] for r in rows if r["contender"] == fast}
+    got = {r["batch"]: r["ratios"].get(base) for res in results for r in res["results"]
+           if r["contender"] == fast and "ratios" in r}
     if got:
         verdict = ", ".join(f"B={b}: {v:.1f}x {'ok' if v and v >= need else 'MISSED'}"
-                            for b, v in got.items())
+                            for b, v in got.items() if v is not None)
         print(f"\ntarget {fast} >= {need:.0f}x {base} clips/s: {verdict}")
     if args.json:
-        import torch
-        meta = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                "dali": __import__("nvidia.dali").dali.__version__, "threads": args.threads,
-                "rounds": args.rounds, "source": args.source, "format": args.format,
-                "clip_seconds": SECONDS, "sample_rate": SR, "target": list(TARGET)}
-        args.json.write_text(json.dumps({"meta": meta, "suites": summary, "results": rows},
-                                        indent=2))
         print(f"wrote {args.json}")
     return 0
 
