@@ -90,3 +90,37 @@ def parity_signals(rng: np.random.Generator, sr: int = 22050, seconds: float = 2
         + 0.1 * np.sign(np.sin(2 * np.pi * 3.0 * t)),
     }
     return {k: v.astype(np.float32) for k, v in sig.items()}
+
+
+def reference_diff(out: dict, y: np.ndarray, cfg, what: str, *, broadband: bool):
+    """A front end's ``out`` for waveform ``y`` against the float64 reference front end.
+
+    Asserts the shapes ((n_mels, T), (n_mfcc, T)) and float32 dtype; returns ``(d, dm, keep)``:
+    |log-Mel difference| in dB, |MFCC difference|, and the log-Mel bins that count (every bin
+    for a broadband signal, else those within 100 dB of the clip's peak in power terms, i.e.
+    50 dB for a magnitude spectrum: float32 FFT noise sits ~140 dB under the peak).
+    """
+    from mmengine.features.reference import compute_features
+
+    ref = compute_features(y.astype(np.float64), cfg, dtype=np.float64)
+    frames = cfg.n_frames(y.size)
+    assert out["logmel"].shape == ref["logmel"].shape == (cfg.n_mels, frames), what
+    assert out["mfcc"].shape == ref["mfcc"].shape == (cfg.n_mfcc, frames), what
+    assert out["logmel"].dtype == np.float32 and out["mfcc"].dtype == np.float32
+    d = np.abs(out["logmel"] - ref["logmel"])
+    dm = np.abs(out["mfcc"] - ref["mfcc"])
+    span = 100.0 * cfg.power / 2.0
+    keep = np.ones_like(d, bool) if broadband else ref["logmel"] > ref["logmel"].max() - span
+    return d, dm, keep
+
+
+def assert_silence_on_reference_floor(compute) -> None:
+    """``compute(cfg, waves) -> outputs`` turns 1 s of silence into the reference's floor,
+    10 log10(amin / db_ref) dB, on every bin, with finite MFCCs (default and db_ref 10)."""
+    from mmengine.config import FrontendConfig
+
+    for cfg in (FrontendConfig(), FrontendConfig(db_ref=10.0)):
+        out = compute(cfg, [np.zeros(22050, np.float32)])[0]
+        floor = 10 * np.log10(cfg.amin / cfg.db_ref)
+        assert np.isfinite(out["mfcc"]).all()
+        assert np.abs(out["logmel"] - floor).max() <= 1e-4, (cfg.db_ref, out["logmel"].min())
