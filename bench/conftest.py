@@ -65,6 +65,22 @@ def make_or_skip(factory, params: dict, batch: int, **kwargs):
     return info, fn, out
 
 
+def benchmark_interleaved(benchmark, contenders, workloads, batches, **kwargs):
+    """One ``run_interleaved`` as the benchmark's single pedantic round (group "interleaved"),
+    its figures recorded with ``record_interleaved``; returns ``(result, extra_info)``."""
+    from bench.harness import run_interleaved
+
+    result = {}
+
+    def run():
+        result.update(run_interleaved(contenders, workloads, batches, log=lambda m: None,
+                                      **kwargs))
+
+    benchmark.group = "interleaved"
+    benchmark.pedantic(run, rounds=1, iterations=1)
+    return result, record_interleaved(benchmark, result)
+
+
 def record_interleaved(benchmark, result: dict) -> dict:
     """Put a harness result's medians, throughput and ratios into ``benchmark.extra_info``."""
     info = benchmark.extra_info

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from bench import contenders as C
-from bench.conftest import make_or_skip, record_interleaved
-from bench.harness import run_interleaved
+from bench.conftest import benchmark_interleaved, make_or_skip
 
 T, BATCH = 646, 1
 PARAMS = {"kind": "lstm", "D": C.D_STD, "H": C.H_STD, "L": C.L_STD, "T": T}
@@ -56,16 +55,9 @@ def test_classifier_outputs_agree(bench_threads):
 
 def test_classifier_interleaved(benchmark, bench_threads, bench_rounds):
     cons, wls = C.classifier_suite([T], model=False)
-    result = {}
-
-    def run():
-        result.update(run_interleaved(cons, wls, [BATCH], rounds=bench_rounds,
-                                      threads=bench_threads, peak_in="torch-eager",
-                                      suite="classifier", log=lambda m: None))
-
-    benchmark.group = "interleaved"
-    benchmark.pedantic(run, rounds=1, iterations=1)
-    info = record_interleaved(benchmark, result)
+    result, info = benchmark_interleaved(benchmark, cons, wls, [BATCH], rounds=bench_rounds,
+                                         threads=bench_threads, peak_in="torch-eager",
+                                         suite="classifier")
     ok = [r for r in result["results"] if "skipped" not in r]
     assert any(r["contender"] == "torch-eager" for r in ok), info
     assert all(r["median_s"] > 0 and r["gflops"] > 0 for r in ok)

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from bench import contenders as C
-from bench.conftest import make_or_skip, record_interleaved
-from bench.harness import run_interleaved
+from bench.conftest import benchmark_interleaved, make_or_skip
 
 BATCH = 2
 
@@ -38,16 +37,9 @@ def test_e2e_contender(benchmark, name, e2e, bench_threads):
 
 def test_e2e_interleaved(benchmark, e2e, bench_threads, bench_rounds):
     cons, wls, edesc = e2e
-    result = {}
-
-    def run():
-        result.update(run_interleaved(cons, wls, [BATCH], rounds=bench_rounds,
-                                      threads=bench_threads, target_s=0.5, max_reps=3,
-                                      peak_in=None, suite="e2e", log=lambda m: None))
-
-    benchmark.group = "interleaved"
-    benchmark.pedantic(run, rounds=1, iterations=1)
-    info = record_interleaved(benchmark, result)
+    result, info = benchmark_interleaved(benchmark, cons, wls, [BATCH], rounds=bench_rounds,
+                                         threads=bench_threads, target_s=0.5, max_reps=3,
+                                         peak_in=None, suite="e2e")
     info["engines"] = edesc
     ok = [r for r in result["results"] if "skipped" not in r]
     assert {r["contender"] for r in ok} == {c.name for c in cons}, result

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 from bench import contenders as C
-from bench.conftest import make_or_skip, record_interleaved
-from bench.harness import run_interleaved
+from bench.conftest import benchmark_interleaved, make_or_skip
 
 BATCH = 2
 FACTORIES = {
@@ -36,16 +35,9 @@ def test_frontend_contender(benchmark, name, clips, bench_threads):
 def test_frontend_interleaved(benchmark, clips, bench_threads, bench_rounds):
     paths, desc = clips
     cons, wls = C.frontend_suite(paths, desc)
-    result = {}
-
-    def run():
-        result.update(run_interleaved(cons, wls, [BATCH], rounds=bench_rounds,
+    result, _ = benchmark_interleaved(benchmark, cons, wls, [BATCH], rounds=bench_rounds,
                                       threads=bench_threads, target_s=0.5, max_reps=3,
-                                      peak_in=None, suite="frontend", log=lambda m: None))
-
-    benchmark.group = "interleaved"
-    benchmark.pedantic(run, rounds=1, iterations=1)
-    record_interleaved(benchmark, result)
+                                      peak_in=None, suite="frontend")
     ok = [r for r in result["results"] if "skipped" not in r]
     assert {"librosa", "torch"} <= {r["contender"] for r in ok}, result["notes"]
 
