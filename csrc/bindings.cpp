@@ -229,14 +229,14 @@ PYBIND11_MODULE(_C, m) {
       float* dst = out.mutable_data();
       {
         py::gil_scoped_release release;
-        au::flac_decode_into(p, n, info, dst, info.total_samples);
+        au::flac_decode_into(p, n, info, dst);
       }
       return py::make_tuple(out, info.sample_rate);
     }
-    std::vector<float> v;
+    std::vector<float> v;  // unknown length (STREAMINFO total 0): grown while decoding
     {
       py::gil_scoped_release release;
-      v = au::flac_decode(p, n);
+      v = au::flac_decode(p, n, info);
     }
     py::array_t<float> out({py::ssize_t(v.size() / size_t(ch)), ch});
     if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(float));

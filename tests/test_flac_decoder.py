@@ -452,3 +452,7 @@ def test_own_encoder_rejects_invalid(rng):
     si[8 + 17] += 1  # total samples low byte: 256 -> 257
     with pytest.raises(RuntimeError, match="truncated"):
         _decode(bytes(si))
+    # more samples than STREAMINFO declares
+    si[8 + 16], si[8 + 17] = 0, 255  # 256 -> 255
+    with pytest.raises(RuntimeError, match="more samples than STREAMINFO declares"):
+        _decode(bytes(si))

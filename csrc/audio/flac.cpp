@@ -642,12 +642,12 @@ struct Decoder {
   size_t subframes(BitReader& br, std::vector<T>* bufs, uint32_t bs, uint32_t bps, uint32_t nch,
                    uint32_t assign, size_t fpos, GetOut& get_out) {
     T* ch[8];
+    if (shadow.size() < size_t(bs) + 16) shadow.assign(size_t(bs) + 16, 0);
     for (uint32_t c = 0; c < nch; ++c) {
       if (bufs[c].size() < bs) bufs[c].resize(bs);
       ch[c] = bufs[c].data();
       const bool side = (assign == 8 && c == 1) || (assign == 9 && c == 0) ||
                         (assign == 10 && c == 1);
-      if (shadow.size() < size_t(bs) + 16) shadow.assign(size_t(bs) + 16, 0);
       decode_subframe(br, ch[c], bs, bps + (side ? 1 : 0), fpos, shadow.data() + 16);
     }
     br.align_byte();
@@ -690,8 +690,6 @@ FlacInfo flac_parse_info(const uint8_t* d, size_t size) {
     if (type == 0) {
       if (len < 34) fail("short STREAMINFO block");
       const uint8_t* s = d + pos;
-      info.min_block = (uint32_t(s[0]) << 8) | s[1];
-      info.max_block = (uint32_t(s[2]) << 8) | s[3];
       info.sample_rate = (uint32_t(s[10]) << 12) | (uint32_t(s[11]) << 4) | (s[12] >> 4);
       info.channels = ((s[12] >> 1) & 7) + 1;
       info.bits_per_sample = (((uint32_t(s[12]) & 1) << 4) | (s[13] >> 4)) + 1;
@@ -707,46 +705,52 @@ FlacInfo flac_parse_info(const uint8_t* d, size_t size) {
   return info;
 }
 
-void flac_decode_into(const uint8_t* data, size_t size, const FlacInfo& info, float* out,
-                      uint64_t out_frames) {
-  if (info.total_samples == 0 || out_frames != info.total_samples)
-    fail("flac_decode_into needs the STREAMINFO total sample count");
+namespace {
+
+// Decodes the frames of the stream; get_out(done, bs) returns where the bs x channels floats
+// of the frame that follows `done` decoded samples go. With a known total the stream must hold exactly that many samples.
+template <typename GetOut>
+void decode_frames(const uint8_t* data, size_t size, const FlacInfo& info, GetOut get_out) {
   Decoder dec(data, size, info);
-  size_t pos = info.audio_offset;
-  const uint32_t nch = info.channels;
-  auto get_out = [&](uint32_t bs) -> float* {
-    if (out_frames - dec.decoded < bs)
-      fail("stream holds more samples than STREAMINFO declares (" +
-           std::to_string(info.total_samples) + ")");
-    return out + dec.decoded * nch;
+  const uint64_t total = info.total_samples;
+  auto sink = [&](uint32_t bs) -> float* {
+    if (total && total - dec.decoded < bs)
+      fail("stream holds more samples than STREAMINFO declares (" + std::to_string(total) +
+           ")");
+    return get_out(dec.decoded, bs);
   };
-  while (dec.decoded < info.total_samples) {
+  size_t pos = info.audio_offset;
+  while (total ? dec.decoded < total : pos < size) {
     if (pos >= size)
-      fail("truncated stream: " + std::to_string(dec.decoded) + " of " +
-           std::to_string(info.total_samples) + " samples present");
-    pos = dec.frame(pos, get_out);
+      fail("truncated stream: " + std::to_string(dec.decoded) + " of " + std::to_string(total) +
+           " samples present");
+    pos = dec.frame(pos, sink);
   }
 }
 
-std::vector<float> flac_decode(const uint8_t* data, size_t size, FlacInfo* info_out) {
-  const FlacInfo info = flac_parse_info(data, size);
-  if (info_out) *info_out = info;
+}  // namespace
+
+void flac_decode_into(const uint8_t* data, size_t size, const FlacInfo& info, float* out) {
+  if (info.total_samples == 0) fail("flac_decode_into needs the STREAMINFO total sample count");
+  const uint32_t nch = info.channels;
+  decode_frames(data, size, info,
+                [&](uint64_t done, uint32_t) { return out + size_t(done) * nch; });
+}
+
+std::vector<float> flac_decode(const uint8_t* data, size_t size, const FlacInfo& info) {
   std::vector<float> out;
   if (info.total_samples) {
     out.resize(size_t(info.total_samples) * info.channels);
-    flac_decode_into(data, size, info, out.data(), info.total_samples);
+    flac_decode_into(data, size, info, out.data());
     return out;
   }
-  Decoder dec(data, size, info);
-  size_t pos = info.audio_offset;
   const uint32_t nch = info.channels;
-  auto get_out = [&](uint32_t bs) -> float* {
-    const size_t need = size_t(dec.decoded + bs) * nch;
+  decode_frames(data, size, info, [&](uint64_t done, uint32_t bs) {
+    const size_t need = size_t(done + bs) * nch;
     if (out.capacity() < need) out.reserve(std::max(need, out.capacity() * 2));
     out.resize(need);
-    return out.data() + dec.decoded * nch;
-  };
-  while (pos < size) pos = dec.frame(pos, get_out);
+    return out.data() + size_t(done) * nch;
+  });
   return out;
 }
 

@@ -17,8 +17,6 @@ struct FlacInfo {
   uint32_t sample_rate = 0;
   uint32_t channels = 0;
   uint32_t bits_per_sample = 0;
-  uint32_t min_block = 0;
-  uint32_t max_block = 0;
   uint64_t total_samples = 0;  // inter-channel samples; 0 = unknown
   size_t audio_offset = 0;     // byte offset of the first frame
 };
@@ -26,14 +24,13 @@ struct FlacInfo {
 // Parses the stream marker and the metadata blocks (STREAMINFO is read, the others skipped).
 FlacInfo flac_parse_info(const uint8_t* data, size_t size);
 
-// Decodes every frame into out (out_frames x channels floats, interleaved). Requires
-// info.total_samples != 0 and out_frames == info.total_samples; throws when the stream holds
-// fewer or more samples. info must come from flac_parse_info on the same data.
-void flac_decode_into(const uint8_t* data, size_t size, const FlacInfo& info, float* out,
-                      uint64_t out_frames);
+// Decodes every frame into out (info.total_samples x channels floats, interleaved). Requires
+// info.total_samples != 0; throws when the stream holds fewer or more samples. info must come
+// from flac_parse_info on the same data.
+void flac_decode_into(const uint8_t* data, size_t size, const FlacInfo& info, float* out);
 
 // Decodes every frame, growing the output as needed (for streams of unknown length too).
-// Returns frames x channels floats, interleaved.
-std::vector<float> flac_decode(const uint8_t* data, size_t size, FlacInfo* info_out = nullptr);
+// Returns frames x channels floats, interleaved. info as for flac_decode_into.
+std::vector<float> flac_decode(const uint8_t* data, size_t size, const FlacInfo& info);
 
 }  // namespace mmengine::audio

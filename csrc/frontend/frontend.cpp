@@ -124,16 +124,14 @@ size_t scratch_floats(const Plan& p, int lanes) {
   const size_t pw = size_t(p.n_bins) * W;                  // power spectrum
   const size_t db = size_t(p.n_mels) * W;                  // log-Mel of the block
   const size_t seg = (W - 1) * size_t(p.hop) + p.n_fft;    // padded samples of an edge block
-  const size_t out = size_t(p.n_mels + p.n_mfcc) * W;      // staging of a partial block
+  const size_t out = W;                                   // MFCC row of a partial block
   return fft + pw + db + seg + out + 16 * 6;               // + alignment slack
 }
 
 void compute(Plan& p, const std::vector<Clip>& clips, int threads, Isa isa) {
   const int W = lanes_of(isa);
   const BlockFn block = block_of(isa);
-#ifdef _OPENMP
-  if (threads <= 0) threads = omp_get_max_threads();
-#else
+#ifndef _OPENMP
   threads = 1;
 #endif
   threads = std::max(1, threads);

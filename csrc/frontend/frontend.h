@@ -65,7 +65,7 @@ int64_t n_frames(const Plan& p, int64_t n);
 // Floats of scratch one thread needs.
 size_t scratch_floats(const Plan& p, int lanes);
 
-// Compute every clip; threads <= 0 means the OpenMP default.
+// Compute every clip on `threads` threads (the binding resolves its default; < 1 = 1).
 void compute(Plan& p, const std::vector<Clip>& clips, int threads, Isa isa);
 
 // Per-ISA kernels: one block of up to `lanes` frames starting at frame t0 of clip c.

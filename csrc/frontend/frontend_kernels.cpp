@@ -285,10 +285,8 @@ void block(const Plan& P, const Clip& c, int64_t t0, float* scratch) {
     const VF d = vsub(vdb(vmax(vadd(acc0, acc1), amin)), dboff);
     vstore(db + size_t(m) * W, d);
     if (full) vstore(c.logmel + size_t(m) * T + t0, d);
-    else {
-      vstore(stage_out, d);
-      std::memcpy(c.logmel + size_t(m) * T + t0, stage_out, size_t(valid) * sizeof(float));
-    }
+    else std::memcpy(c.logmel + size_t(m) * T + t0, db + size_t(m) * W,
+                     size_t(valid) * sizeof(float));
   }
   if (!c.mfcc) return;
   const int M = P.n_mels;
