@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections import defaultdict
-from typing import Dict, List, Sequence
+from typing import Dict, Iterator, List, Sequence
 
 import numpy as np
 
@@ -54,19 +54,38 @@ def check_waveforms(waveforms: Sequence[np.ndarray], dtype=np.float32) -> List[n
     return out
 
 
+def length_groups(waves: Sequence[np.ndarray], batch_size: int) -> Iterator[List[int]]:
+    """Indices of equal-length waveforms, at most ``batch_size`` at a time (order kept)."""
+    by_length = defaultdict(list)
+    for i, w in enumerate(waves):
+        by_length[w.size].append(i)
+    for idx in by_length.values():
+        for s in range(0, len(idx), batch_size):
+            yield idx[s:s + batch_size]
+
+
 class ReferenceFrontend:
-    """The numpy reference, one waveform at a time (float32 unless ``dtype=np.float64``)."""
+    """The numpy reference (float32 unless ``dtype=np.float64``); waveforms of equal length
+    run as one batch of at most ``batch_size``."""
 
     name = "reference"
 
-    def __init__(self, cfg: FrontendConfig = FrontendConfig(), *, dtype=np.float32):
+    def __init__(self, cfg: FrontendConfig = FrontendConfig(), *, dtype=np.float32,
+                 batch_size: int = 16):
         self.cfg = reference.check_config(cfg)
         self.dtype = dtype
+        self.batch_size = int(batch_size)
 
     def compute(self, waveforms: Sequence[np.ndarray]) -> List[Dict[str, np.ndarray]]:
         """Features of each waveform ``(n_i,)``: ``[{"logmel": (n_mels, T_i), "mfcc": (n_mfcc, T_i)}]``."""
-        return [reference.compute_features(w, self.cfg, dtype=self.dtype)
-                for w in check_waveforms(waveforms, self.dtype)]
+        waves = check_waveforms(waveforms, self.dtype)
+        out: List[Dict[str, np.ndarray]] = [{} for _ in waves]
+        for rows in length_groups(waves, self.batch_size):
+            f = reference.compute_features(np.stack([waves[i] for i in rows]), self.cfg,
+                                           dtype=self.dtype)
+            for j, i in enumerate(rows):
+                out[i] = {"logmel": f["logmel"][j], "mfcc": f["mfcc"][j]}
+        return out
 
 
 class TorchFrontend:
@@ -94,19 +113,14 @@ class TorchFrontend:
         import torch
 
         waves = check_waveforms(waveforms)
-        by_length = defaultdict(list)
-        for i, w in enumerate(waves):
-            by_length[w.size].append(i)
         out: List[Dict[str, np.ndarray]] = [{} for _ in waves]
         with torch.no_grad():
-            for idx in by_length.values():
-                for s in range(0, len(idx), self.batch_size):
-                    rows = idx[s:s + self.batch_size]
-                    batch = torch.from_numpy(np.stack([waves[i] for i in rows])).to(self.device)
-                    lm, mf = self.module(batch)
-                    lm, mf = lm.cpu().numpy(), mf.cpu().numpy()
-                    for j, i in enumerate(rows):
-                        out[i] = {"logmel": lm[j], "mfcc": mf[j]}
+            for rows in length_groups(waves, self.batch_size):
+                batch = torch.from_numpy(np.stack([waves[i] for i in rows])).to(self.device)
+                lm, mf = self.module(batch)
+                lm, mf = lm.cpu().numpy(), mf.cpu().numpy()
+                for j, i in enumerate(rows):
+                    out[i] = {"logmel": lm[j], "mfcc": mf[j]}
         return out
 
 
@@ -133,7 +147,7 @@ def get_frontend(name: str = "auto", cfg: FrontendConfig = FrontendConfig(), **k
     Args:
         name: "native", "reference", "torch", "dali" or "auto" (see :func:`auto_frontend`).
         cfg: front-end settings (checked here).
-        kw: ``num_threads``, ``audio_cfg``, ``decode_workers`` (native); ``dtype`` (reference); ``device``, ``batch_size`` (torch); ``device``,
+        kw: ``num_threads``, ``audio_cfg``, ``decode_workers`` (native); ``dtype``, ``batch_size`` (reference); ``device``, ``batch_size`` (torch); ``device``,
             ``batch_size``, ``num_threads``, ``resample_quality`` (dali).
 
     Returns:

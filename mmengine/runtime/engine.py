@@ -423,13 +423,16 @@ class Engine:
         C = len(self.labels)
         results: List[Optional[Result]] = [None] * len(items)
         win_probs = {}  # item index -> list of per-window probability rows
-        waves = np.empty((batch_size, self.window), np.float32)
+        # windows waiting for the front end (none when the decoding threads featurise them)
+        waves = (None if self._worker_features
+                 else np.empty((batch_size, self.window), np.float32))
         rows: List[Tuple[int, dict]] = []  # (item index, per-window extra inputs)
 
         def flush():
             if not rows:
                 return
-            probs = self.predict_features(self._inputs(waves[:len(rows)], rows))
+            probs = self.predict_features(
+                self._inputs(None if waves is None else waves[:len(rows)], rows))
             for (idx, _), p in zip(rows, probs):
                 win_probs[idx].append(p)
             rows.clear()
@@ -455,11 +458,11 @@ class Engine:
                 continue
             win_probs[item.index] = []
             for w, win in enumerate(wins):
-                if feats is None:
-                    waves[len(rows)] = win
                 row = dict(extra)
-                if feats is not None:
+                if waves is None:
                     row["mfcc"], row["logmel"] = feats[w]["mfcc"], feats[w]["logmel"]
+                else:
+                    waves[len(rows)] = win
                 if self._symbolic_dim:
                     row["symbolic"] = sym[w]
                 rows.append((item.index, row))
@@ -479,9 +482,10 @@ class Engine:
                 windows=[[float(v) for v in p] for p in per_win], path=item.path, id=item.id)
         return results  # type: ignore[return-value]
 
-    def _inputs(self, waves: np.ndarray, rows: List[Tuple[int, dict]]) -> dict:
-        """Model inputs for a batch of windows (B, window) and their per-window extras."""
-        if rows and "mfcc" in rows[0][1]:  # featurised on the decoding threads
+    def _inputs(self, waves: Optional[np.ndarray], rows: List[Tuple[int, dict]]) -> dict:
+        """Model inputs for a batch of windows (B, window) — None when the decoding threads
+        featurised them (the features are in the rows) — and their per-window extras."""
+        if self._worker_features:
             feats = {k: np.stack([r[k] for _, r in rows]) for k in ("mfcc", "logmel")}
         elif self._tensor_features:  # equal-length windows: DALI's dense batch, zero-copy
             feats = self.frontend.from_arrays_padded(list(waves))
