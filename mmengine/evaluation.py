@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -358,10 +358,16 @@ def run_experiment(feature_set, out_dir, *, seeds: Iterable[int] = (0, 1, 2),
     return comparison
 
 
+def _mean_sd(values) -> Tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value) of ``values``."""
+    v = np.asarray(values, dtype=np.float64)
+    return float(v.mean()), (float(v.std(ddof=1)) if v.size > 1 else 0.0)
+
+
 def _mean_std(runs: List[dict]) -> dict:
-    vals = {k: np.array([r["test"][k] for r in runs], dtype=float) for k in SUMMARY_KEYS}
-    return {"mean": {k: float(v.mean()) for k, v in vals.items()},
-            "std": {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in vals.items()}}
+    stats = {k: _mean_sd([r["test"][k] for r in runs]) for k in SUMMARY_KEYS}
+    return {"mean": {k: m for k, (m, _) in stats.items()},
+            "std": {k: sd for k, (_, sd) in stats.items()}}
 
 
 def _comparison_markdown(c: dict) -> str:
@@ -369,9 +375,8 @@ def _comparison_markdown(c: dict) -> str:
     macro-F1 that selected each model, then the modality contributions of every model that
     has them (loss of test macro-F1 when a modality is dropped or permuted, mean ± std)."""
     def ms(values):
-        v = np.asarray([x for x in values if x is not None], dtype=np.float64)
-        sd = v.std(ddof=1) if v.size > 1 else 0.0  # as _mean_std
-        return f"{v.mean():.4f} ± {sd:.4f}" if v.size else "–"
+        v = [x for x in values if x is not None]
+        return "{:.4f} ± {:.4f}".format(*_mean_sd(v)) if v else "–"
 
     lines = [f"# Model comparison (test split, {c['n_test']} clips; mean ± std over seeds "
              f"{c['seeds']})", "",

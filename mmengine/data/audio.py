@@ -431,15 +431,13 @@ def _decode_flac_native(path: str, max_duration_s: Optional[float]
     C = native()
     if C is None or not hasattr(C, "decode_flac"):
         return None
-    buf = np.fromfile(path, dtype=np.uint8)
-    # STREAMINFO (the first metadata block): rate (20 bits), total samples (36 bits)
-    if len(buf) < 42 or (buf[4] & 0x7F) != 0:
+    head = _head(path, 42)  # marker, block header, STREAMINFO (the first metadata block)
+    if len(head) < 42 or (head[4] & 0x7F) != 0:
         return None
-    si = buf[8:42].tobytes()
-    sr = (si[10] << 12) | (si[11] << 4) | (si[12] >> 4)
-    total = ((si[13] & 0x0F) << 32) | int.from_bytes(si[14:18], "big")
+    sr, total = _streaminfo_rate_total(head[8:42])
     if max_duration_s is not None and sr > 0 and total > max_duration_s * sr:
         raise AudioTooLongError(path, f"{total / sr:.1f} s > limit {max_duration_s:g} s")
+    buf = np.fromfile(path, dtype=np.uint8)
     try:
         y, rate = C.decode_flac(buf)
     except (RuntimeError, ValueError):
@@ -450,6 +448,12 @@ def _decode_flac_native(path: str, max_duration_s: Optional[float]
     if n == 0:
         raise AudioZeroLengthError(path, f"FLAC, {rate} Hz, {y.shape[1]} channel(s)")
     return y, int(rate)
+
+
+def _streaminfo_rate_total(si: bytes) -> Tuple[int, int]:
+    """(sample rate, total samples; 0 = unknown) from a FLAC STREAMINFO body (>= 18 bytes)."""
+    return (si[10] << 12) | (si[11] << 4) | (si[12] >> 4), \
+        int.from_bytes(si[13:18], "big") & ((1 << 36) - 1)
 
 
 def _head(path: str, n: int = 16) -> bytes:
@@ -589,8 +593,7 @@ def _flac_problem(path: str) -> _Found:
             if pos + 4 + length > size:
                 return _CUT, f"FLAC metadata block at byte {pos} runs past the end of the file"
             if btype == 0 and length >= 18:
-                info = fh.read(18)
-                total = int.from_bytes(info[13:18], "big") & ((1 << 36) - 1)
+                total = _streaminfo_rate_total(fh.read(18))[1]
             pos += 4 + length
             if last:
                 break
