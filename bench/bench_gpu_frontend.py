@@ -144,18 +144,13 @@ def e2e_contender(threads: int, kind: str, paths: list, source: str = "files"):
     info = f"fusion model {tuple(model.modalities)}, torch {torch.__version__} (cuDNN)"
     classify = lambda batch: torch.softmax(model(batch), dim=1)  # noqa: E731
     if kind in ("e2e-triton", "e2e-cuda"):
-        from mmengine.models.reference import layers_from_torch
-        from mmengine.runtime.gpu_lstm import CudaLSTM, TritonLSTM
+        from mmengine.runtime.torch_backend import gpu_runner
 
-        if model.cfg.cell != "lstm" or model.cfg.pooling != "last":
-            raise RuntimeError("the LSTM wrappers need cell 'lstm' and pooling 'last'")
-        lstm = (TritonLSTM if kind == "e2e-triton" else CudaLSTM)(
-            layers_from_torch(model.classifier.rnn), torch.float32)
-        info = f"fusion model stems in torch, recurrence {type(lstm).__name__} fp32"
+        runner = gpu_runner(model, "triton" if kind == "e2e-triton" else "cuda")
+        info = f"fusion model stems in torch, recurrence {kind[4:]} kernels fp32"
 
         def classify(batch):
-            y_last, _ = lstm.forward(model.frontend_features(batch))
-            return torch.softmax(model.classifier.head(y_last), dim=1)
+            return torch.softmax(torch.from_numpy(runner(batch)), dim=1)
 
     via_host = kind == "e2e-host"
 

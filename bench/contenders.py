@@ -11,7 +11,7 @@ Workloads:
   every process), 2-layer LSTM hidden 128 (weights from ``torch.manual_seed(0)``, the same in
   every process), zero states, last hidden state out. Standard shape D = 148 at T = 1,292 and
   T = 646, plus the model's own shape (``model_shape``: the fused width, hidden size, layers
-  and the frame count after the conv stem, T' = ceil(1292 / 2**stem_stages) = 323 by default).
+  and the frame count after the stems, T' = FusionLSTM.out_frames(1292) = 646 by default).
   FLOPs per sequence: T * sum_l 2 * 4H * (D_l + H) (``bench_native_lstm._flops``).
 * frontend: B audio files (30 s, 22,050 Hz FLAC) → log-Mel (128, 1292) + MFCC (20, 1292).
 * e2e: B audio files → class probabilities with ``Engine.classify(paths, batch_size=B)``.
@@ -19,7 +19,6 @@ Workloads:
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import sys
 import tempfile
@@ -146,7 +145,7 @@ def native_lstm_factory(threads: int, dtype: str = "fp32"):
 def model_shape(frames: int = FRAMES_30S) -> dict:
     """The LSTM shape of the trained model (env ``MMENGINE_BENCH_RUN``: a run folder or
     checkpoint) or of the default ``ModelConfig`` with every modality: D = fused width, H, L,
-    T' = ceil(frames / 2**stem_stages)."""
+    T' = the recurrence's steps for ``frames`` input frames (``FusionLSTM.out_frames``)."""
     run = os.environ.get("MMENGINE_BENCH_RUN")
     if run:
         from mmengine.checkpoint import load_checkpoint
@@ -160,7 +159,7 @@ def model_shape(frames: int = FRAMES_30S) -> dict:
     if cfg.cell != "lstm":
         raise ValueError(f"the model uses a {cfg.cell} cell; the classifier suite times LSTMs")
     return {"kind": "lstm", "D": int(model.fused_dim), "H": int(cfg.hidden_size),
-            "L": int(cfg.num_layers), "T": int(math.ceil(frames / 2 ** cfg.stem_stages)),
+            "L": int(cfg.num_layers), "T": int(model.out_frames(frames)),
             "source": source}
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
-from .config import ModelConfig, from_dict, to_dict
+from .config import ModelConfig, from_dict, model_config_from_stored, to_dict
 from .errors import CheckpointError
 
 FORMAT = "mmengine-checkpoint/1"
@@ -209,7 +209,7 @@ def load_checkpoint(path: PathLike) -> Tuple[torch.nn.Module, dict]:
                               "files come from different saves")
     tensors, _ = read_tensors(weights)
     try:
-        cfg = from_dict(ModelConfig, meta["model_config"])
+        cfg = model_config_from_stored(meta["model_config"])
         model = build_model(cfg, meta["dims"])
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{meta_path}: cannot rebuild the model ({exc})") from exc

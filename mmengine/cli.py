@@ -216,9 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run folder (default runs/<data>)")
     t.add_argument("--arch", choices=["fusion", "cnn"], help="model (default from ModelConfig)")
     t.add_argument("--modalities", help="comma-separated subset of mfcc,mel,text,symbolic")
-    t.add_argument("--pooling", choices=["last", "mean"],
-                   help="recurrent models: last step (paper, default) or mean over time "
-                        "(better on the built-in tasks: docs/results.md)")
+    t.add_argument("--pooling", choices=["last", "mean", "meanmax"],
+                   help="recurrent models: last step (paper), mean, or mean and max over time "
+                        "(default from ModelConfig: meanmax; docs/results.md)")
     t.add_argument("--max-epochs", dest="max_epochs", type=int, help="default from TrainConfig")
     t.add_argument("--threads", dest="num_threads", type=int,
                    help="torch threads (default from TrainConfig: 2)")
@@ -239,9 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--data", default="folk", help="built-in task name, manifest or folder")
     x.add_argument("--out", help="output folder (default runs/<data>-experiment)")
     x.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    x.add_argument("--models", help="comma-separated (default: fusion,svm,rf,cnn,rnn and "
-                   "only_<modality> for each modality; also available: fusion_mean = fusion "
-                   "with mean pooling over time, gru)")
+    x.add_argument("--models", help="comma-separated (default: fusion, svm, rf, "
+                   "svm_streams, rf_streams (the feature-matched baselines), cnn, rnn, "
+                   "only_audio, only_text, only_symbolic; also available: fusion_paper (the "
+                   "first, paper-style design), fusion_mean (it with mean pooling), gru, "
+                   "only_mfcc, only_mel)")
     x.add_argument("--max-epochs", dest="max_epochs", type=int, help="default from TrainConfig")
     x.add_argument("--threads", dest="num_threads", type=int,
                    help="torch threads per training (default from TrainConfig: 2)")

@@ -143,30 +143,52 @@ MODALITIES = ("mfcc", "mel", "text", "symbolic")
 class ModelConfig:
     """Architecture of the fusion model and of the CNN baseline.
 
-    The fusion model (``arch="fusion"``) runs one small Conv1d stem per time-series modality
-    (``stem_stages`` stages of stride 2: ``T' = ceil(T / 2**stem_stages)`` frames), projects the
-    TF-IDF vector and broadcasts it over time, concatenates everything per frame together with
-    one 0/1 mask channel per modality, and feeds ``num_layers`` recurrent layers (``cell``) and
-    a linear head.
+    The fusion model (``arch="fusion"``) has two stem designs:
+
+    * ``stem="dilated"`` (default): every time-series modality goes through a ``DilatedStem``
+      at the full frame rate (43 frames/s; residual dilated convolutions whose receptive field,
+      129 frames ≈ 3.0 s with the default dilations, covers a bar), the log-Mel stem also
+      reading the ``flux_bands``-band spectral flux (the rhythm stream, computed in the model
+      from the log-Mel); the per-frame blocks and one 0/1 mask channel per modality are
+      concatenated (feature-level fusion) and average-pooled by ``pool_stride`` into the
+      recurrence. Clip-level streams join after the recurrence's pooling ("late"): the TF-IDF
+      projection (``text_fusion="late"``) and the transposition-invariant pitch-class key
+      scores of the notes (``pitch_templates``).
+    * ``stem="strided"`` (the first design, the paper's per-frame early fusion): one Conv1d stem
+      of ``stem_stages`` stride-2 stages per modality (``T' = ceil(T / 2**stem_stages)``), the
+      TF-IDF vector broadcast over every step. Checkpoints written before the dilated design
+      rebuild as this one (``LEGACY_MODEL_DEFAULTS``).
+
+    Every default departs from the first design only with a measured reason: docs/results.md
+    ("Choosing the default model") holds the validation figures of each choice.
 
     Attributes:
-        arch: "fusion" (the paper's early-fusion RNN) or "cnn" (2D CNN on the log-Mel image).
+        arch: "fusion" (the paper's feature-level fusion RNN) or "cnn" (2D CNN on the log-Mel).
         modalities: subset of ``MODALITIES`` the model uses (ablations).
         cell: recurrent cell, "lstm" (paper), "gru" or "rnn" (plain tanh RNN baseline).
         hidden_size: recurrent units per layer (H).
         num_layers: stacked recurrent layers (L).
         dropout: dropout before the head (paper: 0.5).
         rnn_dropout: dropout between recurrent layers (training only).
-        pooling: "last" (final hidden state of the top layer, paper) or "mean" over time.
-            Default "last": validation macro-F1 on the built-in folk set (4 classes) was as good
-            or better: 1,469-clip build, seeds 0/1: last 0.460/0.491, mean 0.462/0.456; 922-clip
-            build, seed 0: last 0.502, mean 0.458.
-        stem_stages: stride-2 conv stages in front of the RNN (0 = full frame rate). Default 2:
-            T = 1292 → T' = 323 (10.8 frames/s), ≈ 5 s per epoch of 1,000 clips on 2 cores.
+        pooling: "last" (final hidden state of the top layer, paper), "mean" over time, or
+            "meanmax" (mean and max over time, concatenated: 2H). Default "meanmax": the labels
+            are clip-level properties (meter, mode) that no single step holds.
+        stem: "dilated" or "strided" (see above).
+        stem_stages: stride-2 stages of the strided stem.
+        dilations: dilations of the dilated stem's residual blocks.
+        pool_stride: average pooling between the dilated stems and the recurrence.
+        flux_bands: bands of the spectral-flux rhythm stream (0 = none).
+        text_fusion: "late" (after pooling) or "early" (broadcast over every step).
+        pitch_templates: key templates of the pitch-class head (0 = none).
         mfcc_channels, mel_channels, symbolic_channels: per-frame widths of the stems' outputs.
         text_dim: width of the dense TF-IDF projection.
-        modality_dropout: per-sample probability of dropping each modality during training
-            (never all of a sample's present modalities at once).
+        modality_dropout: per-sample probability of dropping each time-series modality during
+            training (never all of a sample's present modalities at once).
+        text_dropout: the same for the text (strong: a title can act as a tune ID).
+        spec_mask_bands: training-time SpecAugment: one run of up to this many log-Mel bands
+            per clip set to the training mean (0 = off).
+        pitch_rotation: training-time transposition: the 12 pitch-class rows of the notes are
+            rolled by a random number of semitones per clip.
         cnn_channels: channels of the CNN baseline's conv blocks (each block halves both axes).
         cnn_stride: (frequency, time) stride of the CNN's first convolution.
     """
@@ -178,37 +200,92 @@ class ModelConfig:
     num_layers: int = 2
     dropout: float = 0.5
     rnn_dropout: float = 0.2
-    pooling: str = "last"
+    pooling: str = "meanmax"
+    stem: str = "dilated"
     stem_stages: int = 2
+    dilations: Tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    pool_stride: int = 2
+    flux_bands: int = 8
+    text_fusion: str = "late"
+    pitch_templates: int = 8
     mfcc_channels: int = 32
     mel_channels: int = 64
-    symbolic_channels: int = 16
+    symbolic_channels: int = 32
     text_dim: int = 32
     modality_dropout: float = 0.15
+    text_dropout: float = 0.5
+    spec_mask_bands: int = 16
+    pitch_rotation: bool = True
     cnn_channels: Tuple[int, ...] = (16, 32, 64, 64)
     cnn_stride: Tuple[int, int] = (2, 4)
+
+
+#: values of the fields added with the dilated design, for configs stored before it existed
+LEGACY_MODEL_DEFAULTS = {"stem": "strided", "pool_stride": 1, "flux_bands": 0,
+                         "text_fusion": "early", "pitch_templates": 0, "text_dropout": None,
+                         "spec_mask_bands": 0, "pitch_rotation": False, "pooling": "last",
+                         "symbolic_channels": 16}
+
+
+def first_design(**overrides) -> ModelConfig:
+    """The first fusion design (strided stems, early text, last-step pooling, no flux, no
+    pitch head, no augmentation: ``LEGACY_MODEL_DEFAULTS``) with ``overrides``."""
+    legacy = {k: v for k, v in LEGACY_MODEL_DEFAULTS.items() if k != "text_dropout"}
+    return ModelConfig(**{**legacy, **overrides})
+
+
+def model_config_from_stored(data: dict) -> ModelConfig:
+    """``ModelConfig`` from a stored dict (checkpoint, engine header). Fields missing from an
+    older dict take ``LEGACY_MODEL_DEFAULTS`` (the design that wrote it), not today's defaults;
+    a missing ``text_dropout`` takes the stored ``modality_dropout``."""
+    data = dict(data)
+    for key, value in LEGACY_MODEL_DEFAULTS.items():
+        if key not in data:
+            data[key] = data.get("modality_dropout", 0.15) if key == "text_dropout" else value
+    return from_dict(ModelConfig, data)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings (paper: Adam, lr 1e-3, batch 64, up to 100 epochs).
 
+    Defaults keep the paper's Adam family, learning rate, batch and epoch cap; the departures
+    (decoupled weight decay, warm-up + cosine decay, class weights, random crops) are each
+    chosen on validation macro-F1 (docs/results.md, "Choosing the default model").
+
     Attributes:
-        lr: Adam learning rate.
+        lr: peak learning rate.
         batch_size: examples per step.
         max_epochs: epoch cap.
         patience: epochs without a better validation macro-F1 before stopping.
-        weight_decay: Adam L2 penalty.
+        optimizer: "adamw" (decoupled weight decay) or "adam" (L2 penalty, the first design).
+        weight_decay: decay coefficient of the optimizer.
+        schedule: "cosine" (linear warm-up for ``warmup_frac`` of the steps of ``max_epochs``,
+            then cosine decay to 0) or "constant".
+        warmup_frac: see ``schedule``.
+        class_weights: weight the loss by inverse training class frequency (single-label).
+        crop_seconds: train on random crops of this length (0 = whole clips); validation,
+            test and inference always see whole clips.
         grad_clip: max global gradient norm (0 = no clipping).
-        seed: seeds initialisation, shuffling, dropout and modality dropout.
+        seed: seeds initialisation, shuffling, crops, dropout and augmentation.
         num_threads: torch intra-op threads (0 = leave torch's setting alone).
     """
 
     lr: float = 1e-3
     batch_size: int = 64
-    max_epochs: int = 100
-    patience: int = 10
-    weight_decay: float = 0.0
+    max_epochs: int = 60
+    patience: int = 60
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-2
+    schedule: str = "cosine"
+    warmup_frac: float = 0.1
+    class_weights: bool = True
+    crop_seconds: float = 10.0
     grad_clip: float = 5.0
     seed: int = 0
     num_threads: int = 2
+
+
+#: values of the fields added with the dilated design, for configs stored before it existed
+LEGACY_TRAIN_DEFAULTS = {"optimizer": "adam", "schedule": "constant", "class_weights": False,
+                         "crop_seconds": 0.0, "warmup_frac": 0.0}

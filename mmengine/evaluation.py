@@ -17,24 +17,37 @@ import torch
 
 from ._ext import require
 from .checkpoint import atomic_write_json, load_checkpoint
-from .config import MODALITIES, ModelConfig, TrainConfig, to_dict
+from .config import (LEGACY_MODEL_DEFAULTS, LEGACY_TRAIN_DEFAULTS, MODALITIES, ModelConfig,
+                     TrainConfig, to_dict)
 from .errors import DataError
 from .metrics import classification_metrics
 from .models import batch_from_arrays
 from .training import decide, predict_logits, train, validate_feature_set
 
 SUMMARY_KEYS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1")
-#: model name -> how it is built from the experiment's base ``ModelConfig``
+#: the first fusion design (the paper's per-frame early fusion, strided stems, last step,
+#: constant Adam on whole clips), kept as a variant to measure what the default changed
+PAPER_MODEL = {**{k: v for k, v in LEGACY_MODEL_DEFAULTS.items() if k != "text_dropout"},
+               "text_dropout": ModelConfig().modality_dropout}
+PAPER_TRAIN = {**LEGACY_TRAIN_DEFAULTS, "weight_decay": 0.0, "patience": 10}
+#: model name -> how it is built from the experiment's base ``ModelConfig`` (and, for
+#: ``TRAIN_VARIANTS``, ``TrainConfig``)
 TORCH_VARIANTS = {
     "fusion": {},
-    "fusion_mean": {"pooling": "mean"},  # not in the default grid: mean over time, not last step
+    "fusion_paper": PAPER_MODEL,
+    "fusion_mean": {**PAPER_MODEL, "pooling": "mean"},  # the first design, mean over time
     "rnn": {"cell": "rnn"},
     "gru": {"cell": "gru"},
     "cnn": {"arch": "cnn"},
     **{f"only_{m}": {"modalities": (m,)} for m in MODALITIES},
+    "only_audio": {"modalities": ("mfcc", "mel")},
 }
-DEFAULT_MODELS = ("fusion", "svm", "rf", "cnn", "rnn", "only_mfcc", "only_mel", "only_text",
-                  "only_symbolic")
+TRAIN_VARIANTS = {"fusion_paper": PAPER_TRAIN, "fusion_mean": PAPER_TRAIN}
+#: scikit-learn baselines: name -> (kind, pooled features with the fusion model's streams)
+SKLEARN_VARIANTS = {"svm": ("svm", False), "rf": ("rf", False),
+                    "svm_streams": ("svm", True), "rf_streams": ("rf", True)}
+DEFAULT_MODELS = ("fusion", "svm", "rf", "svm_streams", "rf_streams", "cnn", "rnn",
+                  "only_audio", "only_text", "only_symbolic")
 
 
 # ------------------------------------------------------------------ scoring
@@ -259,15 +272,17 @@ def _available(fs) -> tuple:
     return tuple(m for m in MODALITIES if present[m])
 
 
-def _sklearn_run(kind: str, feature_set, seed: int, modalities, run_dir: Path,
+def _sklearn_run(name: str, feature_set, seed: int, modalities, run_dir: Path,
                  grid: Optional[dict] = None) -> dict:
     from .models import SklearnBaseline
 
     stored = run_dir / "test_metrics.json"
     if stored.exists():
         return json.loads(stored.read_text())
+    kind, streams = SKLEARN_VARIANTS[name]
     fs_tr, fs_va, fs_te = (feature_set.subset(s) for s in ("train", "val", "test"))
-    base = SklearnBaseline(kind, modalities=modalities, seed=seed, grid=grid).fit(fs_tr, fs_va)
+    base = SklearnBaseline(kind, modalities=modalities, seed=seed, grid=grid,
+                           streams=streams).fit(fs_tr, fs_va)
     C = len(feature_set.label_names)
     ml = feature_set.labels.ndim == 2
     val = classification_metrics(fs_va.labels, base.predict(fs_va), C, multilabel=ml)
@@ -308,15 +323,16 @@ def run_experiment(feature_set, out_dir, *, seeds: Iterable[int] = (0, 1, 2),
     out_dir = Path(out_dir)
     available = _available(feature_set)
     mods = tuple(m for m in model_cfg.modalities if m in available)
-    unknown = [m for m in models if m not in TORCH_VARIANTS and m not in ("svm", "rf")]
+    unknown = [m for m in models if m not in TORCH_VARIANTS and m not in SKLEARN_VARIANTS]
     if unknown:
         raise ValueError(f"unknown model name(s) {unknown}; valid: "
-                         f"{sorted(TORCH_VARIANTS) + ['rf', 'svm']}")
+                         f"{sorted(TORCH_VARIANTS) + sorted(SKLEARN_VARIANTS)}")
     results: Dict[str, dict] = {}
     skipped = {}
     incomplete: Dict[str, List[int]] = {}
     for name in models:
-        if name.startswith("only_") and name[5:] not in available:
+        if name.startswith("only_") and not set(TORCH_VARIANTS[name]["modalities"]) & \
+                set(available):
             skipped[name] = "modality absent from the data"
             continue
         runs = []
@@ -325,13 +341,14 @@ def run_experiment(feature_set, out_dir, *, seeds: Iterable[int] = (0, 1, 2),
             if not train_missing and not (run_dir / "test_metrics.json").exists():
                 incomplete.setdefault(name, []).append(seed)
                 continue
-            if name in ("svm", "rf"):
+            if name in SKLEARN_VARIANTS:
                 doc = _sklearn_run(name, feature_set, seed, mods, run_dir,
-                                   (baseline_grids or {}).get(name))
+                                   (baseline_grids or {}).get(SKLEARN_VARIANTS[name][0]))
             else:
                 cfg = dataclasses.replace(model_cfg, **TORCH_VARIANTS[name])
+                tcfg = dataclasses.replace(train_cfg, seed=seed, **TRAIN_VARIANTS.get(name, {}))
                 if not (run_dir / "test_metrics.json").exists():
-                    train(feature_set, cfg, dataclasses.replace(train_cfg, seed=seed), run_dir,
+                    train(feature_set, cfg, tcfg, run_dir,
                           progress=progress, resume=True, **checkpoint_meta)
                 doc = evaluate_run(run_dir, feature_set)
             runs.append({"seed": seed, "test": {k: doc["test"][k] for k in SUMMARY_KEYS},

@@ -33,7 +33,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .config import AudioConfig, FrontendConfig, ModelConfig, from_dict, to_dict
+from .config import (AudioConfig, FrontendConfig, from_dict, model_config_from_stored,
+                     to_dict)
 
 log = logging.getLogger("mmengine.export")
 
@@ -57,7 +58,8 @@ def model_spec(model) -> dict:
     return {"arch": cfg.arch, "config": to_dict(cfg), "dims": dict(model.dims),
             "modalities": list(model.modalities), "cell": cfg.cell, "pooling": cfg.pooling,
             "hidden_size": cfg.hidden_size, "num_layers": cfg.num_layers,
-            "stem_stages": cfg.stem_stages, "fused_dim": int(model.fused_dim)}
+            "stem": cfg.stem, "stem_stages": cfg.stem_stages, "pool_stride": cfg.pool_stride,
+            "fused_dim": int(model.fused_dim), "late_dim": int(model.classifier.late_dim)}
 
 
 def rebuild_model(spec: Mapping):
@@ -68,7 +70,7 @@ def rebuild_model(spec: Mapping):
     if spec.get("arch") != "fusion":
         raise ValueError(f"unsupported model architecture {spec.get('arch')!r} (engines hold "
                          "fusion models)")
-    return build_model(from_dict(ModelConfig, dict(spec["config"])), dict(spec["dims"])).eval()
+    return build_model(model_config_from_stored(dict(spec["config"])), dict(spec["dims"])).eval()
 
 
 def input_spec(model, frontend_cfg: FrontendConfig) -> List[dict]:
@@ -113,7 +115,8 @@ def example_inputs(inputs: Sequence[Mapping], batch: int, frames: int,
 # ----------------------------------------------------------------------------- ONNX export
 def classifier_module(model, names: Sequence[str]):
     """A torch module taking the inputs ``names`` positionally and returning logits (B, C):
-    ``model.classifier(model.frontend_features(batch))`` in eval mode (what ONNX traces)."""
+    ``model(batch)`` in eval mode: encode, recurrence, pooling, late features and head (what
+    ONNX traces)."""
     import torch
 
     class Classifier(torch.nn.Module):
@@ -123,14 +126,14 @@ def classifier_module(model, names: Sequence[str]):
 
         def forward(self, *args):
             batch = dict(zip(names, args))
-            return self.model.classifier(self.model.frontend_features(batch))
+            return self.model(batch)
 
     return Classifier().eval()
 
 
 def export_onnx(model, inputs: Sequence[Mapping], *, opset: int = ONNX_OPSET,
                 example_batch: int = 2, example_frames: int = 64) -> bytes:
-    """ONNX model of ``frontend_features`` + recurrent stack + pooling + head.
+    """ONNX model of ``encode`` + recurrent stack + pooling + late features + head.
 
     Uses the TorchScript exporter (``dynamo=False``: the dynamo exporter needs onnxscript),
     which turns ``nn.LSTM`` into one ONNX ``LSTM`` op per layer. Inputs are named as in

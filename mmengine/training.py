@@ -128,8 +128,59 @@ def _index(batch: Dict[str, torch.Tensor], idx: torch.Tensor) -> Dict[str, torch
     return {k: v[idx] for k, v in batch.items()}
 
 
-def loss_fn(multilabel: bool) -> nn.Module:
-    return nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
+def loss_fn(multilabel: bool, weight: Optional[torch.Tensor] = None) -> nn.Module:
+    """BCE-with-logits (multi-label) or cross-entropy, optionally with class weights."""
+    if multilabel:
+        return nn.BCEWithLogitsLoss()
+    return nn.CrossEntropyLoss(weight=weight)
+
+
+def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights ``n / (C · count_c)`` of single-label training labels (a class
+    absent from the training split gets weight 0)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(float)
+    w = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(w, dtype=torch.float32)
+
+
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) of ``total``: constant, or linear
+    warm-up for ``warmup_frac`` of the steps then cosine decay to 0."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    warm = max(1, int(round(cfg.warmup_frac * total)))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    t = (step - warm) / max(1, total - warm)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam (L2 penalty ``weight_decay``) or AdamW (decoupled decay)."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"optimizer must be 'adamw' or 'adam', got {cfg.optimizer!r}")
+
+
+def random_crops(batch: Dict[str, torch.Tensor], frames: int,
+                 gen: torch.Generator) -> Dict[str, torch.Tensor]:
+    """Each clip's own random window of ``frames`` frames from every time series of ``batch``
+    (keys whose last axis is the frame axis: mfcc, logmel, symbolic); other keys unchanged.
+    Clips of at most ``frames`` frames are returned whole."""
+    T = batch["logmel"].shape[-1] if "logmel" in batch else batch["mfcc"].shape[-1]
+    if frames <= 0 or frames >= T:
+        return batch
+    B = next(iter(batch.values())).shape[0]
+    start = torch.randint(0, T - frames + 1, (B,), generator=gen)
+    idx = start[:, None] + torch.arange(frames)[None, :]  # (B, frames)
+    out = dict(batch)
+    for k in ("mfcc", "logmel", "symbolic"):
+        if k in batch:
+            v = batch[k]
+            out[k] = torch.gather(v, 2, idx[:, None, :].expand(-1, v.shape[1], -1))
+    return out
 
 
 @torch.no_grad()
@@ -157,6 +208,13 @@ def decide(logits: torch.Tensor, multilabel: bool) -> np.ndarray:
 def _labels_tensor(labels: np.ndarray, multilabel: bool) -> torch.Tensor:
     t = torch.from_numpy(np.ascontiguousarray(labels))
     return t.float() if multilabel else t.long()
+
+
+def _frame_rate(frontend_config) -> float:
+    from .config import FrontendConfig
+
+    cfg = frontend_config if frontend_config is not None else FrontendConfig()
+    return cfg.sample_rate / cfg.hop_length
 
 
 # ------------------------------------------------------------------ state (resume)
@@ -271,20 +329,27 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
         gen = torch.Generator().manual_seed(train_cfg.seed + 1)
         model = build_model(model_cfg, dims)
         model.set_normalization(compute_norm_stats(fs_tr))
-        opt = torch.optim.Adam(model.parameters(), lr=train_cfg.lr,
-                               weight_decay=train_cfg.weight_decay)
+        opt = make_optimizer(model.parameters(), train_cfg)
         state = {"epoch": 0, "best_f1": -math.inf, "best_epoch": -1, "bad_epochs": 0,
                  "history": [], "best_val_metrics": {}}
         if resume and (out_dir / "last.safetensors").exists():
             state = _load_state(out_dir, model, opt, gen, fingerprint)
         x_tr, y_tr = batch_from_arrays(fs_tr), _labels_tensor(fs_tr.labels, multilabel)
         x_va, y_va = batch_from_arrays(fs_va), _labels_tensor(fs_va.labels, multilabel)
-        criterion = loss_fn(multilabel)
+        weight = (class_weights(fs_tr.labels, C) if train_cfg.class_weights and not multilabel
+                  else None)
+        criterion = loss_fn(multilabel, weight)
+        val_criterion = loss_fn(multilabel)
         n, bs = len(fs_tr.ids), train_cfg.batch_size
         n_batches = (n + bs - 1) // bs
+        total_steps = n_batches * train_cfg.max_epochs
+        crop = int(round(train_cfg.crop_seconds * _frame_rate(frontend_config)))
         common = dict(label_names=names, model_config=model_cfg, train_config=train_cfg,
                       audio_config=audio_config, frontend_config=frontend_config,
-                      text_vectorizer=text_vectorizer)
+                      text_vectorizer=text_vectorizer,
+                      # the record field the text came from, so an engine built from this
+                      # checkpoint reads the same field (folk: titles, not lyrics)
+                      extra={"text_field": getattr(feature_set, "text_field", None)})
 
         def finalize(interrupted: bool) -> Optional[Path]:
             best_path = out_dir / "best.safetensors"
@@ -312,7 +377,10 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
                            disable=not progress, leave=True, dynamic_ncols=True)
                 for b in range(n_batches):
                     idx = perm[b * bs:(b + 1) * bs]
-                    loss = criterion(model(_index(x_tr, idx)), y_tr[idx])
+                    for group in opt.param_groups:
+                        group["lr"] = lr_at(epoch * n_batches + b, total_steps, train_cfg)
+                    xb = random_crops(_index(x_tr, idx), crop, gen)
+                    loss = criterion(model(xb), y_tr[idx])
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if train_cfg.grad_clip > 0:
@@ -323,7 +391,7 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
                     bar.update(1)
                     bar.set_postfix(loss=f"{total / seen:.4f}")
                 logits = predict_logits(model, x_va)
-                val_loss = float(criterion(logits, y_va))
+                val_loss = float(val_criterion(logits, y_va))
                 vm = classification_metrics(fs_va.labels, decide(logits, multilabel), C,
                                             multilabel=multilabel, label_names=names)
                 f1 = vm["macro_f1"]

@@ -11,11 +11,12 @@ import torch
 
 from mmengine.checkpoint import (META_NAME, WEIGHTS_NAME, load_checkpoint, save_checkpoint)
 from mmengine.config import AudioConfig, FrontendConfig, ModelConfig, TextConfig, TrainConfig
+from mmengine.config import first_design
 from mmengine.errors import CheckpointError
 from mmengine.features.text import TextVectorizer
 from mmengine.models import build_model
 
-CFG = ModelConfig(hidden_size=10, num_layers=2, stem_stages=1, mfcc_channels=4, mel_channels=6,
+CFG = first_design(hidden_size=10, num_layers=2, stem_stages=1, mfcc_channels=4, mel_channels=6,
                   symbolic_channels=3, text_dim=4, cnn_channels=(4, 8), cnn_stride=(1, 2))
 DIMS = dict(n_mfcc=5, n_mels=8, text_dim=6, symbolic_dim=2, n_classes=3, multilabel=False)
 NAMES = ["reel", "jig", "hornpipe"]

@@ -112,3 +112,54 @@ def test_api_names_survive_submodule_imports():
     importlib.import_module("mmengine.evaluation")
     for name in ("train", "evaluate", "experiment", "build_engine", "classify", "benchmark"):
         assert getattr(mmengine, name).__module__ == "mmengine.api", name
+
+
+def test_engines_serve_the_checkpoint_on_real_clips(tiny_folk, tmp_path, monkeypatch):
+    """The default (dilated, late text, pitch head) model trained on real clips; every CPU
+    engine built from its checkpoint gives the checkpoint's probabilities on the same clips
+    from a manifest (fp32 ≤ 1e-4, bf16 ≤ 3e-2), with the text read from the field the model
+    was trained on (folk: the title), and the same labels as ``evaluate`` scores."""
+    import numpy as np
+    import torch
+
+    from mmengine.api import load_features
+    from mmengine.checkpoint import load_checkpoint
+    from mmengine.config import AudioConfig, FrontendConfig, ModelConfig, TrainConfig
+    from mmengine.export import build_engine
+    from mmengine.models import batch_from_arrays
+    from mmengine.runtime import Engine
+    from mmengine.training import train
+
+    monkeypatch.setenv("MMENGINE_DATA_DIR", str(tiny_folk))
+    fs, vec = load_features("folk", progress=False)
+    assert fs.text_field == "title"
+    cfg = ModelConfig(hidden_size=16, mfcc_channels=8, mel_channels=8, symbolic_channels=8,
+                      text_dim=8, dilations=(1, 2, 4), flux_bands=4, pitch_templates=4)
+    train(fs, cfg, TrainConfig(batch_size=8, max_epochs=3, lr=3e-3), tmp_path / "run",
+          progress=False, audio_config=AudioConfig(), frontend_config=FrontendConfig(),
+          text_vectorizer=vec)
+    model, meta = load_checkpoint(tmp_path / "run")
+    assert meta["extra"]["text_field"] == "title"
+    with torch.no_grad():
+        ref = model.predict_proba(batch_from_arrays(fs)).double().numpy()
+    root = tiny_folk / "folk"
+    rows = [json.loads(x) for x in (root / "manifest.jsonl").read_text().splitlines() if x]
+    by_id = {r["id"]: r for r in rows}
+    manifest = tmp_path / "clips.jsonl"
+    manifest.write_text("".join(json.dumps({
+        "id": i, "path": str(root / by_id[i]["path"]), "title": by_id[i]["title"],
+        "lyrics": "words the model never saw", "midi_path": str(root / by_id[i]["midi_path"])})
+        + "\n" for i in fs.ids))
+    for backend, dtype, tol in [("native", "fp32", 1e-4), ("onnx", "fp32", 1e-4),
+                                ("torch", "fp32", 1e-4), ("native", "bf16", 3e-2)]:
+        path = build_engine(tmp_path / "run", tmp_path / f"{backend}-{dtype}.mme",
+                            backend=backend, dtype=dtype)
+        eng = Engine.load(path, backend=backend, frontend="reference")
+        assert eng.header["text_field"] == "title"
+        res = eng.classify(manifest, top_k=len(eng.labels))
+        got = np.array([[dict(r.top_k)[name] for name in meta["label_names"]] for r in res])
+        assert [r.id for r in res] == fs.ids
+        err = np.abs(got - ref).max()
+        assert err <= tol, (backend, dtype, err)
+        if dtype == "fp32":
+            assert [r.label for r in res] == [meta["label_names"][i] for i in ref.argmax(1)]

@@ -13,6 +13,7 @@ import torch
 
 from mmengine import _ext
 from mmengine.config import AudioConfig, FrontendConfig, ModelConfig, TextConfig, to_dict
+from mmengine.config import first_design
 from mmengine.errors import (AudioNonFiniteError, BackendUnavailableError,
                              UnknownBackendError)
 from mmengine.export import build_engine_from_model
@@ -37,7 +38,7 @@ def vectorizer() -> TextVectorizer:
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(3)
-    cfg = ModelConfig(hidden_size=24, num_layers=2, stem_stages=1, mfcc_channels=6,
+    cfg = first_design(hidden_size=24, num_layers=2, stem_stages=1, mfcc_channels=6,
                       mel_channels=6, text_dim=5, pooling="mean",
                       modalities=("mfcc", "mel", "text"))
     m = build_model(cfg, dict(n_mfcc=7, n_mels=12, text_dim=len(VOCAB), symbolic_dim=0,
@@ -330,7 +331,7 @@ def test_symbolic_modality(tmp_path, audio_dir):
     from mmengine.features.symbolic import SYMBOLIC_DIM, symbolic_features
 
     torch.manual_seed(5)
-    cfg = ModelConfig(hidden_size=8, num_layers=1, stem_stages=1, mfcc_channels=4,
+    cfg = first_design(hidden_size=8, num_layers=1, stem_stages=1, mfcc_channels=4,
                       symbolic_channels=3, pooling="last", modalities=("mfcc", "symbolic"))
     model = build_model(cfg, dict(n_mfcc=7, n_mels=12, text_dim=0, symbolic_dim=SYMBOLIC_DIM,
                                   n_classes=len(LABELS), multilabel=False)).eval()

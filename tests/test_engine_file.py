@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mmengine.config import AudioConfig, FrontendConfig, ModelConfig
+from mmengine.config import first_design
 from mmengine.errors import EngineFileError
 from mmengine.runtime import engine_file as ef
 from mmengine.runtime import Engine
@@ -129,7 +130,7 @@ def native_or_torch_engine(tmp_path_factory):
     from mmengine.models import build_model
 
     torch.manual_seed(0)
-    cfg = ModelConfig(hidden_size=16, num_layers=1, stem_stages=1, mfcc_channels=4,
+    cfg = first_design(hidden_size=16, num_layers=1, stem_stages=1, mfcc_channels=4,
                       mel_channels=4, modalities=("mfcc", "mel"))
     model = build_model(cfg, dict(n_mfcc=6, n_mels=8, text_dim=0, symbolic_dim=0,
                                   n_classes=3, multilabel=False))
@@ -188,7 +189,7 @@ def test_build_from_checkpoint(tmp_path, backend):
     if backend not in registry.available_backends():
         pytest.skip(f"{backend} is not available here")
     torch.manual_seed(1)
-    cfg = ModelConfig(hidden_size=12, num_layers=2, stem_stages=1, mfcc_channels=4,
+    cfg = first_design(hidden_size=12, num_layers=2, stem_stages=1, mfcc_channels=4,
                       mel_channels=4, modalities=("mfcc", "mel"))
     model = build_model(cfg, dict(n_mfcc=6, n_mels=8, text_dim=0, symbolic_dim=0,
                                   n_classes=3, multilabel=False)).eval()
@@ -222,7 +223,7 @@ def test_native_file_with_stale_packing_is_repacked(tmp_path, caplog):
     if "native" not in registry.available_backends():
         pytest.skip("mmengine._C is not built")
     torch.manual_seed(2)
-    cfg = ModelConfig(hidden_size=20, num_layers=2, stem_stages=0, mfcc_channels=4,
+    cfg = first_design(hidden_size=20, num_layers=2, stem_stages=0, mfcc_channels=4,
                       mel_channels=4, modalities=("mfcc", "mel"), pooling="mean")
     model = build_model(cfg, dict(n_mfcc=6, n_mels=8, text_dim=0, symbolic_dim=0,
                                   n_classes=3, multilabel=False)).eval()

@@ -9,13 +9,14 @@ import pytest
 import torch
 
 from mmengine.config import ModelConfig
+from mmengine.config import first_design
 from mmengine.features.dataset import FeatureSet
 from mmengine.models import (FusionLSTM, MelCNN, PooledFeatures, SklearnBaseline,
                              batch_from_arrays, build_model, compute_norm_stats, dims_of)
 from mmengine.models.baselines import autocorrelation, rhythm_features
 from mmengine.models.reference import layers_from_torch, lstm_stack_ref, tolerance
 
-SMALL = ModelConfig(hidden_size=12, num_layers=2, stem_stages=1, mfcc_channels=6,
+SMALL = first_design(hidden_size=12, num_layers=2, stem_stages=1, mfcc_channels=6,
                     mel_channels=8, symbolic_channels=4, text_dim=5, cnn_channels=(4, 8))
 DIMS = dict(n_mfcc=7, n_mels=10, text_dim=13, symbolic_dim=3, n_classes=4, multilabel=False)
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mmengine.config import AudioConfig, FrontendConfig, ModelConfig
+from mmengine.config import first_design
 from mmengine.models import build_model
 from mmengine.models.reference import tolerance
 
@@ -36,13 +37,24 @@ def tfidf(vocabulary):
                                      "vocabulary": list(vocabulary), "idf": idf})
 
 
-def tiny_model(pooling: str, modalities, layers: int = 2, stages: int = 2, seed: int = 0,
+def tiny_model(pooling: str, modalities, layers: int = 2, stages=2, seed: int = 0,
                text_dim: int = 9):
+    """``stages``: strided stem stages (the first design), or "dilated" (the default design:
+    dilated stems, spectral flux, late text, pitch-class head on 15 symbolic rows)."""
     torch.manual_seed(seed)
-    cfg = ModelConfig(hidden_size=19, num_layers=layers, stem_stages=stages, mfcc_channels=5,
-                      mel_channels=6, symbolic_channels=3, text_dim=4, pooling=pooling,
-                      modalities=tuple(modalities))
-    model = build_model(cfg, dict(n_mfcc=7, n_mels=12, text_dim=text_dim, symbolic_dim=4,
+    if stages == "dilated":
+        cfg = ModelConfig(hidden_size=19, num_layers=layers, dilations=(1, 2, 4), flux_bands=3,
+                          pitch_templates=3, mfcc_channels=5, mel_channels=6,
+                          symbolic_channels=3, text_dim=4, pooling=pooling,
+                          modalities=tuple(modalities))
+        sym = 15
+    else:
+        cfg = first_design(hidden_size=19, num_layers=layers, stem_stages=stages,
+                          mfcc_channels=5, mel_channels=6, symbolic_channels=3, text_dim=4,
+                          pooling=pooling, modalities=tuple(modalities), text_fusion="early",
+                          pitch_templates=0, flux_bands=0)
+        sym = 4
+    model = build_model(cfg, dict(n_mfcc=7, n_mels=12, text_dim=text_dim, symbolic_dim=sym,
                                   n_classes=5, multilabel=False))
     # non-trivial normalisation statistics and BatchNorm running stats
     g = torch.Generator().manual_seed(seed + 1)
@@ -57,6 +69,8 @@ CASES = {
     "all-modalities-last": ("last", ("mfcc", "mel", "text", "symbolic"), 2, 2),
     "audio-mean-1layer": ("mean", ("mfcc", "mel"), 1, 0),
     "text-only-last": ("last", ("text",), 2, 1),
+    "dilated-all-meanmax": ("meanmax", ("mfcc", "mel", "text", "symbolic"), 2, "dilated"),
+    "dilated-mel-symbolic-mean": ("mean", ("mel", "symbolic"), 1, "dilated"),
 }
 
 
@@ -108,8 +122,8 @@ def _reference64(model, x) -> torch.Tensor:
 
     clf64 = copy.deepcopy(model.classifier).double().eval()
     with torch.no_grad():
-        feats = model.frontend_features({k: torch.from_numpy(v) for k, v in x.items()})
-        return clf64(feats.double())
+        seq, late = model.encode({k: torch.from_numpy(v) for k, v in x.items()})
+        return clf64(seq.double(), None if late is None else late.double())
 
 
 def test_engine_onnx_backend_matches_torch(tmp_path):

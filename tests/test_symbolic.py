@@ -88,3 +88,43 @@ def test_corpus_midi_is_aligned_with_its_audio(tmp_path):
     energy = np.sqrt(np.mean(frames ** 2, axis=1))
     for t in onset_frames:  # the audio is (near) silent before, loud after
         assert energy[t + 2] > 4 * energy[t - 2] + 1e-6, (t, energy[t - 2: t + 3])
+
+
+def test_relative_rows_are_tempo_and_transposition_free():
+    """Rows 15–17 (inter-onset interval over the median, ratio of successive intervals,
+    melodic step) do not change when the piece is played faster or transposed, and read a
+    dotted (3:1) rhythm and the steps of the melody."""
+    from mmengine.features.symbolic import notes_features
+
+    durs = np.tile([0.3, 0.1], 8)  # dotted: long-short
+    steps = np.tile([2, -1, 3, -4], 4)
+    pitch = 60 + np.concatenate([[0], np.cumsum(steps[:-1])])
+
+    def rows(scale, transpose):
+        starts = np.concatenate([[0.0], np.cumsum(durs[:-1])]) * scale + 0.2
+        f = notes_features(starts, starts + 0.05, pitch + transpose, 400, sr=SR, hop=HOP)
+        on = np.flatnonzero(f[12])
+        return f[15:, on]
+
+    a = rows(1.0, 0)
+    np.testing.assert_allclose(a, rows(0.8, 7), atol=0.02)  # ±1 frame of rounding
+    # 8 long and 7 short intervals: the median is the long one (0.3 s); short = 1/3 of it
+    np.testing.assert_allclose(a[0, :4] * 3, np.log2([1, 1 / 3, 1, 1 / 3]), atol=1e-6)
+    np.testing.assert_allclose(a[1, 1:4] * 3, np.log2([1 / 3, 3, 1 / 3]), atol=1e-6)
+    np.testing.assert_allclose(a[2, 1:5] * 12, steps[:4], atol=1e-6)
+    assert a[2, 0] == 0
+
+
+def test_engines_read_the_rows_their_model_has(tmp_path):
+    pm = pretty_midi.PrettyMIDI()
+    inst = pretty_midi.Instrument(program=0)
+    inst.notes = [pretty_midi.Note(velocity=90, pitch=60 + k, start=0.2 * k, end=0.2 * k + 0.1)
+                  for k in range(6)]
+    pm.instruments.append(inst)
+    path = tmp_path / "x.mid"
+    pm.write(str(path))
+    full = symbolic_features(path, 80, sr=SR, hop=HOP)
+    np.testing.assert_array_equal(symbolic_features(path, 80, sr=SR, hop=HOP, rows=15),
+                                  full[:15])
+    with pytest.raises(ValueError):
+        symbolic_features(path, 80, sr=SR, hop=HOP, rows=SYMBOLIC_DIM + 1)

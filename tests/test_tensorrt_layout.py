@@ -9,6 +9,7 @@ import torch
 
 from mmengine import _ext
 from mmengine.config import AudioConfig, FrontendConfig, ModelConfig
+from mmengine.config import first_design
 from mmengine.errors import BackendUnavailableError
 from mmengine.export import build_engine_from_model, engine_metadata, export_onnx, input_spec
 from mmengine.models import build_model
@@ -24,7 +25,7 @@ TRT11_FLAGS = ["REFIT", "DEBUG", "WEIGHT_STREAMING"]
 
 def tiny_model(modalities=("mfcc", "mel", "symbolic"), pooling="last"):
     torch.manual_seed(0)
-    cfg = ModelConfig(hidden_size=16, num_layers=2, stem_stages=2, mfcc_channels=4,
+    cfg = first_design(hidden_size=16, num_layers=2, stem_stages=2, mfcc_channels=4,
                       mel_channels=4, symbolic_channels=3, pooling=pooling,
                       modalities=tuple(modalities))
     return build_model(cfg, dict(n_mfcc=7, n_mels=12, text_dim=0, symbolic_dim=5,

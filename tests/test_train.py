@@ -11,16 +11,17 @@ import torch
 
 from mmengine.checkpoint import load_checkpoint, read_tensors
 from mmengine.config import ModelConfig, TrainConfig
+from mmengine.config import first_design
 from mmengine.errors import CheckpointError, DataError
 from mmengine.evaluation import evaluate_run, run_experiment
 from mmengine.features.dataset import FeatureSet
 from mmengine.models import batch_from_arrays
 from mmengine.training import decide, predict_logits, train
 
-TINY = ModelConfig(hidden_size=16, num_layers=1, stem_stages=1, mfcc_channels=8,
+TINY = first_design(hidden_size=16, num_layers=1, stem_stages=1, mfcc_channels=8,
                    mel_channels=8, symbolic_channels=4, text_dim=4, cnn_channels=(4, 8),
                    cnn_stride=(1, 2))
-FAST = TrainConfig(batch_size=16, max_epochs=4, patience=100, lr=3e-3)
+FAST = TrainConfig(batch_size=16, max_epochs=4, patience=100, lr=3e-3, schedule="constant")
 
 
 def feature_set(N=60, T=32, C=3, seed=0, text=True):
@@ -210,14 +211,20 @@ def test_run_experiment_table(tmp_path):
 
 
 def test_experiment_variant_changes_only_its_setting(tmp_path):
-    """``fusion_mean`` = the base configuration with mean pooling; nothing else differs."""
+    """``fusion_mean`` = the base configuration turned into the first design, with mean
+    pooling, trained as the first design was; nothing else differs."""
+    from mmengine.evaluation import PAPER_MODEL, PAPER_TRAIN
+
     fs = feature_set(text=False)
     run_experiment(fs, tmp_path, seeds=(0,), models=("fusion_mean",), model_cfg=TINY,
                    train_cfg=dataclasses.replace(FAST, max_epochs=1), progress=False)
     saved = json.loads((tmp_path / "fusion_mean" / "seed0" / "checkpoint.json").read_text())
-    expected = dataclasses.asdict(dataclasses.replace(TINY, pooling="mean"))
+    expected = dataclasses.asdict(dataclasses.replace(TINY, **{**PAPER_MODEL, "pooling": "mean"}))
     got = saved["model_config"]
     assert got["pooling"] == "mean" != TINY.pooling
+    train_cfg = saved["train_config"]
+    assert {k: train_cfg[k] for k in PAPER_TRAIN if k != "max_epochs"} == {
+        k: v for k, v in PAPER_TRAIN.items() if k != "max_epochs"}
     assert {k: v for k, v in got.items() if k != "modalities"} == {
         k: (list(v) if isinstance(v, tuple) else v) for k, v in expected.items()
         if k != "modalities"}

@@ -10,6 +10,12 @@ Pooled statistics (``PooledFeatures``), per clip:
     text      TF-IDF reduced by truncated SVD (fit on training rows with text) + present flag
     symbolic  mean, std and mean |Δ| over time of every feature, the same rhythm features
               computed from the symbolic rows' rectified flux (note onsets), + present flag
+With ``streams=True`` (the feature-matched baselines ``svm_streams`` / ``rf_streams``: the same
+cues the default fusion model gets), also:
+    mel       the beat-normalised rhythm features of each of the fusion model's flux bands
+              (``band_rhythm_features``)
+    symbolic  the transposition-invariant key features of the notes (``key_features``:
+              Krumhansl–Schmuckler correlations and the tonic-relative pitch-class profile)
 All columns are standardised with training-split statistics.
 """
 from __future__ import annotations
@@ -123,6 +129,38 @@ def rhythm_features(logmel: np.ndarray, frame_rate: float, max_lag_s: float = 3.
     return np.concatenate([binned, (beat / frame_rate)[:, None], strength[:, None], ratios], 1)
 
 
+def band_rhythm_features(logmel: np.ndarray, frame_rate: float, bands: int) -> np.ndarray:
+    """Per flux band (``streams.band_edges``): the dominant beat lag, its strength and the
+    autocorrelation at ``BEAT_RATIOS`` × beat lag of that band's onset envelope.
+    (N, n_mels, T) → (N, bands · (2 + len(BEAT_RATIOS)))."""
+    from .streams import band_edges
+
+    k = 2 + len(BEAT_RATIOS)
+    edges = band_edges(logmel.shape[1], bands)
+    return np.concatenate([rhythm_features(logmel[:, a:b], frame_rate)[:, -k:]
+                           for a, b in zip(edges, edges[1:])], axis=1)
+
+
+def key_features(symbolic: np.ndarray) -> np.ndarray:
+    """Transposition-invariant key features of the pitch-class rows (0–11) of (N, S, T)
+    symbolic features: the best Krumhansl–Kessler major and minor correlations over the 12
+    keys, their difference, and the standardised pitch-class profile rotated so that the
+    best-correlating key's tonic comes first. (N, 3 + 12); zeros for a clip without notes."""
+    from .streams import KK_MAJOR, KK_MINOR, _standardised
+
+    prof = np.asarray(symbolic, dtype=np.float64)[:, :12].mean(axis=2)
+    prof = prof - prof.mean(axis=1, keepdims=True)
+    z = prof / np.sqrt((prof * prof).mean(axis=1, keepdims=True) + 1e-8)
+    idx = (np.arange(12)[None, :] + np.arange(12)[:, None]) % 12  # rotation s: z[(j + s) % 12]
+    rot = z[:, idx]  # (N, 12 rotations, 12)
+    major = rot @ _standardised(KK_MAJOR) / 12.0
+    minor = rot @ _standardised(KK_MINOR) / 12.0
+    best = np.where(major.max(1) >= minor.max(1), major.argmax(1), minor.argmax(1))
+    tonic_first = rot[np.arange(len(z)), best]
+    return np.concatenate([major.max(1, keepdims=True), minor.max(1, keepdims=True),
+                           (major.max(1) - minor.max(1))[:, None], tonic_first], axis=1)
+
+
 def _series_stats(x: np.ndarray) -> np.ndarray:
     """(N, F, T) → (N, 3F): mean, std, mean |Δ| over time."""
     x = np.asarray(x, dtype=np.float64)
@@ -140,8 +178,11 @@ class PooledFeatures:
     """
 
     def __init__(self, modalities: Sequence[str] = MODALITIES,
-                 frame_rate: float = DEFAULT_FRAME_RATE, text_components: int = 64):
+                 frame_rate: float = DEFAULT_FRAME_RATE, text_components: int = 64,
+                 streams: bool = False, flux_bands: int = ModelConfig().flux_bands):
         self.modalities = tuple(m for m in MODALITIES if m in modalities)
+        self.streams = bool(streams)
+        self.flux_bands = int(flux_bands)
         self.frame_rate = frame_rate
         self.text_components = text_components
         self.svd = None
@@ -154,6 +195,8 @@ class PooledFeatures:
         if "mel" in self.modalities:
             mel = np.asarray(fs.logmel, dtype=np.float64)
             cols += [mel.mean(axis=2), mel.std(axis=2), rhythm_features(mel, self.frame_rate)]
+            if self.streams:
+                cols.append(band_rhythm_features(mel, self.frame_rate, self.flux_bands))
         if "text" in self.modalities and fs.text is not None and self.svd is not None:
             mask = _mask(fs.text_mask, len(fs.ids))
             z = self.svd.transform(np.asarray(fs.text, dtype=np.float64)) * mask[:, None]
@@ -162,6 +205,8 @@ class PooledFeatures:
             mask = _mask(fs.symbolic_mask, len(fs.ids))
             sym = np.nan_to_num(np.asarray(fs.symbolic, dtype=np.float64))
             stats = np.concatenate([_series_stats(sym), rhythm_features(sym, self.frame_rate)], 1)
+            if self.streams and sym.shape[1] >= 12:
+                stats = np.concatenate([stats, key_features(sym)], 1)
             cols += [stats * mask[:, None], mask[:, None].astype(np.float64)]
         if not cols:
             raise ValueError(f"no features: modalities {self.modalities} absent from the data")
@@ -214,20 +259,21 @@ class SklearnBaseline:
         seed: random forest seed.
         grid: override of ``SVM_GRID`` / ``RF_GRID`` (same keys). For the SVM, ``gamma`` is
             ``gamma_scale / n_features`` (1 = scikit-learn's "scale" on standardised data).
-        frame_rate: see ``PooledFeatures``.
+        frame_rate, streams: see ``PooledFeatures``.
     Attributes (after fit): ``best_params``, ``search`` (list of (params, val macro-F1)).
     """
 
     def __init__(self, kind: str, modalities: Sequence[str] = MODALITIES, seed: int = 0,
                  grid: Optional[Dict[str, Sequence]] = None,
-                 frame_rate: float = DEFAULT_FRAME_RATE, n_jobs: int = 2):
+                 frame_rate: float = DEFAULT_FRAME_RATE, n_jobs: int = 2,
+                 streams: bool = False):
         if kind not in ("svm", "rf"):
             raise ValueError(f"kind must be 'svm' or 'rf', got {kind!r}")
         self.kind = kind
         self.seed = seed
         self.n_jobs = n_jobs
         self.grid = dict(grid or (SVM_GRID if kind == "svm" else RF_GRID))
-        self.features = PooledFeatures(modalities, frame_rate)
+        self.features = PooledFeatures(modalities, frame_rate, streams=streams)
         self.model = None
         self.best_params: Optional[dict] = None
         self.search: List[Tuple[dict, float]] = []

@@ -34,10 +34,13 @@ import torch
 from torch import nn
 
 from ..config import MODALITIES, ModelConfig
+from .streams import PITCH_CLASS_ROWS, DilatedStem, PitchClassHead, SpectralFlux
 
 SERIES = {"mfcc": "mfcc", "mel": "logmel", "symbolic": "symbolic"}  # modality -> batch key
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
-POOLINGS = ("last", "mean")
+POOLINGS = ("last", "mean", "meanmax")
+STEMS = ("dilated", "strided")
+TEXT_FUSIONS = ("late", "early")
 STD_FLOOR = 1e-6
 
 
@@ -136,10 +139,12 @@ class SequenceClassifier(nn.Module):
 
     ``rnn`` is a unidirectional, batch_first ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (tanh) with
     zero initial state; ``pooling`` "last" takes the top layer's final hidden state, "mean" the
-    mean of the top layer's outputs over all T' steps; ``head`` is ``nn.Linear(H, C)``.
+    mean of the top layer's outputs over all T' steps, "meanmax" the mean and the maximum
+    (concatenated, 2H); ``late_dim`` clip-level features (``FusionLSTM.encode``) are
+    concatenated to the pooled vector; ``head`` is ``nn.Linear(pooled_dim + late_dim, C)``.
     """
 
-    def __init__(self, in_dim: int, n_classes: int, cfg: ModelConfig):
+    def __init__(self, in_dim: int, n_classes: int, cfg: ModelConfig, late_dim: int = 0):
         super().__init__()
         if cfg.cell not in CELLS:
             raise ValueError(f"cell must be one of {tuple(CELLS)}, got {cfg.cell!r}")
@@ -152,21 +157,41 @@ class SequenceClassifier(nn.Module):
             kwargs["nonlinearity"] = "tanh"
         self.cell = cfg.cell
         self.pooling = cfg.pooling
+        self.late_dim = int(late_dim)
         self.rnn = CELLS[cfg.cell](**kwargs)
         self.dropout = nn.Dropout(cfg.dropout)
-        self.head = nn.Linear(cfg.hidden_size, n_classes)
+        pooled = cfg.hidden_size * (2 if cfg.pooling == "meanmax" else 1)
+        self.head = nn.Linear(pooled + self.late_dim, n_classes)
+
+    @property
+    def needs_sequence(self) -> bool:
+        """True when pooling reads every step's output, not just the last."""
+        return self.pooling != "last"
 
     def pool(self, y: torch.Tensor) -> torch.Tensor:
-        """(B, T', H) top-layer outputs → (B, H)."""
-        return y[:, -1] if self.pooling == "last" else y.mean(dim=1)
+        """(B, T', H) top-layer outputs → (B, H) or (B, 2H) for "meanmax"."""
+        if self.pooling == "last":
+            return y[:, -1]
+        if self.pooling == "mean":
+            return y.mean(dim=1)
+        return torch.cat([y.mean(dim=1), y.amax(dim=1)], dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def head_logits(self, pooled: torch.Tensor, late: Optional[torch.Tensor] = None
+                    ) -> torch.Tensor:
+        """Logits from the pooled vector and the late features (None when ``late_dim`` is 0)."""
+        if self.late_dim:
+            pooled = torch.cat([pooled, late.to(pooled.dtype)], dim=1)
+        return self.head(self.dropout(pooled))
+
+    def forward(self, x: torch.Tensor, late: Optional[torch.Tensor] = None) -> torch.Tensor:
         y, _ = self.rnn(x)
-        return self.head(self.dropout(self.pool(y)))
+        return self.head_logits(self.pool(y), late)
 
 
 class FusionLSTM(nn.Module):
-    """Early feature-level fusion per frame → recurrent stack → head.
+    """Feature-level fusion per frame → recurrent stack → pooling (+ late clip-level streams)
+    → head. ``ModelConfig`` describes both stem designs ("dilated", the default, and the first
+    "strided" one).
 
     Args:
         cfg: ``ModelConfig`` (``arch`` must be "fusion"); ``cfg.cell`` picks LSTM/GRU/RNN.
@@ -181,6 +206,8 @@ class FusionLSTM(nn.Module):
             in ``MODALITIES`` order; this is also the order of the fused feature blocks.
         dims: constructor sizes (stored in checkpoints to rebuild the model).
         norm: ``FeatureNorm`` with the training statistics.
+        flux: ``SpectralFlux`` (rhythm stream) or None.
+        pitch: ``PitchClassHead`` (clip-level, late) or None.
         classifier: ``SequenceClassifier`` (the part an inference engine runs natively).
     """
 
@@ -192,8 +219,17 @@ class FusionLSTM(nn.Module):
             raise ValueError(f"unknown modalities {unknown}; valid: {MODALITIES}")
         if n_classes < 2 and not multilabel:
             raise ValueError(f"need at least 2 classes, got {n_classes}")
-        if not 0.0 <= cfg.modality_dropout < 1.0:
-            raise ValueError(f"modality_dropout must be in [0, 1), got {cfg.modality_dropout}")
+        for name in ("modality_dropout", "text_dropout"):
+            p = getattr(cfg, name)
+            if not 0.0 <= p < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {p}")
+        if cfg.stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, got {cfg.stem!r}")
+        if cfg.text_fusion not in TEXT_FUSIONS:
+            raise ValueError(f"text_fusion must be one of {TEXT_FUSIONS}, got {cfg.text_fusion!r}")
+        if cfg.pool_stride < 1 or cfg.stem == "dilated" and not cfg.dilations:
+            raise ValueError(f"the dilated stem needs pool_stride >= 1 and at least one "
+                             f"dilation, got {cfg.pool_stride}, {cfg.dilations}")
         sizes = {"mfcc": n_mfcc, "mel": n_mels, "text": text_dim, "symbolic": symbolic_dim}
         self.modalities = tuple(m for m in MODALITIES if m in cfg.modalities and sizes[m] > 0)
         if not self.modalities:
@@ -208,15 +244,36 @@ class FusionLSTM(nn.Module):
                                  if m in self.modalities})
         width = {"mfcc": cfg.mfcc_channels, "mel": cfg.mel_channels,
                  "symbolic": cfg.symbolic_channels, "text": cfg.text_dim}
+        dilated = cfg.stem == "dilated"
+        self.flux = (SpectralFlux(n_mels, cfg.flux_bands)
+                     if dilated and "mel" in self.modalities and cfg.flux_bands > 0 else None)
+        self.flux_norm = nn.BatchNorm1d(cfg.flux_bands) if self.flux is not None else None
+        self.late_text = "text" in self.modalities and cfg.text_fusion == "late"
+        self.pitch = (PitchClassHead(cfg.pitch_templates)
+                      if dilated and "symbolic" in self.modalities and cfg.pitch_templates > 0
+                      and symbolic_dim >= PITCH_CLASS_ROWS else None)
         self.stems = nn.ModuleDict()
         for m in self.modalities:
             if m == "text":
                 self.stems[m] = nn.Sequential(nn.Linear(text_dim, cfg.text_dim), nn.ReLU())
+            elif dilated:
+                extra = cfg.flux_bands if (m == "mel" and self.flux is not None) else 0
+                self.stems[m] = DilatedStem(sizes[m] + extra, width[m], cfg.dilations)
             else:
                 self.stems[m] = conv_stem(sizes[m], width[m], cfg.stem_stages)
-        self.block_widths = {m: width[m] for m in self.modalities}
-        self.fused_dim = sum(self.block_widths.values()) + len(self.modalities)
-        self.classifier = SequenceClassifier(self.fused_dim, n_classes, cfg)
+        self.sequence_modalities = tuple(m for m in self.modalities
+                                         if not (m == "text" and self.late_text))
+        self.block_widths = {m: width[m] for m in self.sequence_modalities}
+        self.fused_dim = sum(self.block_widths.values()) + len(self.sequence_modalities)
+        late_dim = (cfg.text_dim + 1 if self.late_text else 0) + \
+            (self.pitch.out_dim if self.pitch is not None else 0)
+        self.classifier = SequenceClassifier(self.fused_dim, n_classes, cfg, late_dim)
+
+    def out_frames(self, n_frames: int) -> int:
+        """Steps of the recurrence for ``n_frames`` input frames."""
+        if self.cfg.stem == "dilated":
+            return -(-n_frames // self.cfg.pool_stride)
+        return stem_frames(n_frames, self.cfg.stem_stages)
 
     # -- masks ----------------------------------------------------------------------------
     def modality_masks(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -236,53 +293,114 @@ class FusionLSTM(nn.Module):
 
     def drop_modalities(self, masks: torch.Tensor) -> torch.Tensor:
         """Training-time modality dropout on (B, M) masks: each present modality is dropped
-        with probability ``cfg.modality_dropout``; a clip that would lose all its present
-        modalities keeps one of them, chosen uniformly (uses the global torch RNG)."""
-        p = self.cfg.modality_dropout
-        if p <= 0 or masks.shape[1] < 2:
+        with probability ``cfg.modality_dropout`` (text: ``cfg.text_dropout``); a clip that
+        would lose all its present modalities keeps one of them, chosen uniformly (uses the
+        global torch RNG)."""
+        probs = torch.tensor([self.cfg.text_dropout if m == "text" else self.cfg.modality_dropout
+                              for m in self.modalities], device=masks.device)
+        if float(probs.max()) <= 0 or masks.shape[1] < 2:
             return masks
-        keep = masks * (torch.rand(masks.shape, device=masks.device) >= p).to(masks.dtype)
+        keep = masks * (torch.rand(masks.shape, device=masks.device) >= probs).to(masks.dtype)
         lost = (keep.sum(1) == 0) & (masks.sum(1) > 0)
         if lost.any():
             choice = torch.multinomial(masks[lost], 1).squeeze(1)
             keep[lost] = torch.nn.functional.one_hot(choice, masks.shape[1]).to(masks.dtype)
         return keep
 
+    # -- training-time augmentation ---------------------------------------------------------
+    def _augment_mel(self, x: torch.Tensor) -> torch.Tensor:
+        """SpecAugment: per clip, one run of up to ``spec_mask_bands`` normalised bands → 0."""
+        F = self.cfg.spec_mask_bands
+        if F <= 0:
+            return x
+        B, M, _ = x.shape
+        width = torch.randint(0, F + 1, (B, 1), device=x.device)
+        start = (torch.rand(B, 1, device=x.device) * (M - width + 1)).long()
+        band = torch.arange(M, device=x.device)[None, :]
+        keep = ~((band >= start) & (band < start + width))
+        return x * keep[:, :, None].to(x.dtype)
+
+    def _augment_symbolic(self, x: torch.Tensor) -> torch.Tensor:
+        """Transposition: roll each clip's 12 pitch-class rows by a random 0..11 semitones."""
+        if not self.cfg.pitch_rotation or x.shape[1] < PITCH_CLASS_ROWS:
+            return x
+        B = x.shape[0]
+        shift = torch.randint(0, PITCH_CLASS_ROWS, (B, 1), device=x.device)
+        idx = (torch.arange(PITCH_CLASS_ROWS, device=x.device)[None, :] - shift) % 12
+        roll = torch.gather(x[:, :PITCH_CLASS_ROWS], 1,
+                            idx[:, :, None].expand(-1, -1, x.shape[2]))
+        return torch.cat([roll, x[:, PITCH_CLASS_ROWS:]], dim=1)
+
     # -- forward --------------------------------------------------------------------------
-    def frontend_features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Everything before the recurrence: normalise, stems, mask, fuse per frame.
+    def encode(self, batch: Mapping[str, torch.Tensor]
+               ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Everything before the recurrence, and the clip-level (late) features.
 
         Returns:
-            (B, T', D) with ``T' = ceil(T / 2**stem_stages)`` and ``D = fused_dim``: for each
-            modality in ``self.modalities`` its block (zeroed when missing) followed by its
-            0/1 mask channel. A modality whose key is absent from ``batch`` is missing for
-            every clip (e.g. no lyrics at inference).
+            ``(seq, late)``: ``seq`` (B, T', D) with ``T' = out_frames(T)`` and
+            ``D = fused_dim``: for each modality of ``sequence_modalities`` its block (zeroed
+            when missing) followed by its 0/1 mask channel; ``late`` (B, late_dim) — the text
+            projection and its mask channel (late text fusion) and the pitch-class key scores
+            (zeroed without notes) — or None when the model has no late stream. A modality
+            whose key is absent from ``batch`` is missing for every clip (e.g. no lyrics at
+            inference).
         """
         masks = self.modality_masks(batch)
         if self.training:
             masks = self.drop_modalities(masks)
         ref = batch["logmel"] if "logmel" in batch else batch["mfcc"]
         B, T = ref.shape[0], ref.shape[-1]
-        Tp = stem_frames(T, self.cfg.stem_stages)
-        blocks = []
+        dilated = self.cfg.stem == "dilated"
+        Tz = T if dilated else stem_frames(T, self.cfg.stem_stages)
+        blocks, late = [], []
         for j, m in enumerate(self.modalities):
             mj = masks[:, j]
+            if m == "text" and self.late_text:
+                if "text" in batch:
+                    z = self.stems[m](batch["text"].float())
+                else:
+                    z = ref.new_zeros(B, self.cfg.text_dim)
+                late += [z * mj[:, None], mj[:, None]]
+                continue
             if SERIES.get(m, m) not in batch:
-                z = ref.new_zeros(B, Tp, self.block_widths[m])
+                z = ref.new_zeros(B, Tz, self.block_widths[m])
             elif m == "text":
-                z = self.stems[m](batch["text"].float())[:, None, :].expand(B, Tp, -1)
+                z = self.stems[m](batch["text"].float())[:, None, :].expand(B, Tz, -1)
             else:
-                x = batch[SERIES[m]].float()
+                raw = batch[SERIES[m]].float()
                 if m == "symbolic":
-                    x = torch.nan_to_num(x)
-                z = self.stems[m](self.norm(m, x)).transpose(1, 2)
+                    raw = torch.nan_to_num(raw)
+                    if self.training:
+                        raw = self._augment_symbolic(raw)
+                    if self.pitch is not None:
+                        late.append(self.pitch(raw) * mj[:, None])
+                x = self.norm(m, raw)
+                if m == "mel" and self.training:
+                    x = self._augment_mel(x)
+                if m == "mel" and self.flux is not None:
+                    x = torch.cat([x, self.flux_norm(self.flux(raw))], dim=1)
+                z = self.stems[m](x).transpose(1, 2)
             z = z * mj[:, None, None]
-            blocks += [z, mj[:, None, None].expand(B, Tp, 1)]
-        return torch.cat(blocks, dim=2)
+            blocks += [z, mj[:, None, None].expand(B, Tz, 1)]
+        if self.pitch is not None and "symbolic" in self.modalities and \
+                SERIES["symbolic"] not in batch:
+            late.append(ref.new_zeros(B, self.pitch.out_dim))
+        seq = torch.cat(blocks, dim=2)
+        if dilated and self.cfg.pool_stride > 1:
+            # ceil(T / stride) steps, a trailing partial window averaged over the frames it
+            # has (torch and ONNX Runtime's AveragePool agree: tests/test_onnx_export.py)
+            seq = nn.functional.avg_pool1d(seq.transpose(1, 2), self.cfg.pool_stride,
+                                           ceil_mode=True).transpose(1, 2)
+        return seq, (torch.cat(late, dim=1) if late else None)
+
+    def frontend_features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The (B, T', D) sequence the recurrence reads (``encode(batch)[0]``)."""
+        return self.encode(batch)[0]
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Logits (B, C)."""
-        return self.classifier(self.frontend_features(batch))
+        seq, late = self.encode(batch)
+        return self.classifier(seq, late)
 
     @torch.no_grad()
     def predict_proba(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:

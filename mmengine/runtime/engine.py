@@ -409,7 +409,8 @@ class Engine:
 
         total = cfg.n_frames(n_samples)
         full = np.asarray(symbolic_features(item.midi, total, sr=cfg.sample_rate,
-                                            hop=cfg.hop_length), dtype=np.float32)
+                                            hop=cfg.hop_length, rows=self._symbolic_dim),
+                          dtype=np.float32)
         if full.shape != (self._symbolic_dim, total):
             raise ValueError(f"{item.midi}: symbolic features have shape {full.shape}, "
                              f"expected ({self._symbolic_dim}, {total})")

@@ -1,6 +1,6 @@
-"""The native CPU backend: torch for ``frontend_features`` (small: normalisation, conv stems,
-fusion), the C++ kernels of ``mmengine._C`` for the LSTM stack (``mmengine.runtime.native``),
-numpy for pooling and the linear head.
+"""The native CPU backend: torch for ``model.encode`` (normalisation, conv stems, fusion, the
+clip-level late features), the C++ kernels of ``mmengine._C`` for the LSTM stack
+(``mmengine.runtime.native``), numpy for pooling and the linear head.
 
 Payload (``safetensors``, one blob): the model's state dict exactly as the torch backend stores
 it (so ``auto`` can fall back to torch from the same file when ``mmengine._C`` is missing) plus
@@ -47,8 +47,8 @@ class NativeRunner:
     """frontend (torch, float32) → ``NativeLSTM`` → pooling and head (numpy).
 
     Args:
-        model: the engine's model (eval, float32); only ``frontend_features`` and the head's
-            weights are used.
+        model: the engine's model (eval, float32); only ``encode`` and the head's weights are
+            used.
         lstm: a ``NativeLSTM``.
         threads: threads for the C++ kernels (0: OpenMP default).
     """
@@ -64,20 +64,29 @@ class NativeRunner:
         self.w = np.ascontiguousarray(head.weight.detach().float().numpy().T)  # (H, C)
         self.b = head.bias.detach().float().numpy().copy()  # (C,)
 
-    def features(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        """(B, T', D) float32 fused per-frame features (torch ``frontend_features``)."""
+    def features(self, inputs: Mapping[str, np.ndarray]):
+        """``(seq, late)``: (B, T', D) float32 fused per-frame features and the (B, late_dim)
+        clip-level features or None (torch ``model.encode``)."""
         import torch
 
         with torch.inference_mode():
             batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
-            return self.model.frontend_features(batch).float().numpy()
+            seq, late = self.model.encode(batch)
+            return seq.float().numpy(), None if late is None else late.float().numpy()
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """inputs: name -> array (see ``registry.Runner``). Returns logits (B, C) float32."""
-        x = self.features(inputs)
+        x, late = self.features(inputs)
         seq = self.pooling != "last"
         y = self.lstm.forward(x, return_sequence=seq, num_threads=self.threads)[0]
-        pooled = y.mean(axis=1) if seq else y
+        if self.pooling == "last":
+            pooled = y
+        elif self.pooling == "mean":
+            pooled = y.mean(axis=1)
+        else:
+            pooled = np.concatenate([y.mean(axis=1), y.max(axis=1)], axis=1)
+        if late is not None:
+            pooled = np.concatenate([pooled, late], axis=1)
         return (pooled @ self.w + self.b).astype(np.float32, copy=False)
 
 

@@ -5,9 +5,10 @@ the recurrent stack and head (``classifier.*``) are stored in bfloat16, everythi
 (normalisation statistics, stems, BatchNorm) in float32. A ``native`` payload adds ``native.*``
 arrays, which this backend ignores, so it can run a native file from the same weights.
 
-Run: ``frontend_features`` in float32 (torch), then the recurrence in the engine's dtype
-(``nn.LSTM``, or the GPU kernels of ``mmengine.runtime.gpu_lstm`` for ``cuda``/``triton``),
-pooling and the linear head.
+Run: ``model.encode`` in float32 (torch: normalisation, stems, fusion, and the clip-level late
+features), then the recurrence in the engine's dtype (``nn.LSTM``, or the GPU kernels of
+``mmengine.runtime.gpu_lstm`` for ``cuda``/``triton``), pooling and the linear head over the
+pooled vector and the late features.
 """
 from __future__ import annotations
 
@@ -114,7 +115,7 @@ class TorchRunner:
     @property
     def needs_sequence(self) -> bool:
         """True when pooling needs every step's output (``mean``), not just the last."""
-        return self.model.classifier.pooling != "last"
+        return self.model.classifier.needs_sequence
 
     #: ``__call__`` takes torch tensors as well as numpy arrays (no host round trip)
     accepts_torch = True
@@ -129,13 +130,14 @@ class TorchRunner:
             batch = {k: (v if isinstance(v, torch.Tensor)
                          else torch.from_numpy(np.ascontiguousarray(v))).to(self.device)
                      for k, v in inputs.items()}
-            x = self.model.frontend_features(batch).to(self.dtype)
+            seq, late = self.model.encode(batch)
+            x = seq.to(self.dtype)
             if self.recurrence is None:
                 pooled = clf.pool(clf.rnn(x)[0])
             else:
                 y = self.recurrence(x)
                 pooled = y if y.dim() == 2 else clf.pool(y)
-            logits = clf.head(pooled.to(self.dtype))
+            logits = clf.head_logits(pooled.to(self.dtype), late)
         return logits.float().cpu().numpy()
 
 
@@ -146,6 +148,12 @@ def load(ef: EngineFile, *, backend: str = "torch", device: Optional[str] = None
     model = load_model(ef)
     if backend == "torch":
         return TorchRunner(model, dtype=dtype, device=device or default_device())
+    return gpu_runner(model, backend, dtype)
+
+
+def gpu_runner(model, backend: str, dtype: torch.dtype = torch.float32) -> TorchRunner:
+    """A ``TorchRunner`` whose recurrence runs on the GPU kernels of ``backend`` ("cuda" or
+    "triton"): the last step for "last" pooling, every step otherwise."""
     from ..models.reference import layers_from_torch
     from . import gpu_lstm
 
