@@ -15,7 +15,7 @@ cues the default fusion model gets), also:
     mel       the beat-normalised rhythm features of each of the fusion model's flux bands
               (``band_rhythm_features``)
     symbolic  the transposition-invariant key features of the notes (``key_features``:
-              Krumhansl–Schmuckler correlations and the tonic-relative pitch-class profile)
+              key-profile correlations and the tonic-relative pitch-class profile)
 All columns are standardised with training-split statistics.
 """
 from __future__ import annotations
@@ -143,22 +143,27 @@ def band_rhythm_features(logmel: np.ndarray, frame_rate: float, bands: int) -> n
 
 def key_features(symbolic: np.ndarray) -> np.ndarray:
     """Transposition-invariant key features of the pitch-class rows (0–11) of (N, S, T)
-    symbolic features: the best Krumhansl–Kessler major and minor correlations over the 12
-    keys, their difference, and the standardised pitch-class profile rotated so that the
-    best-correlating key's tonic comes first. (N, 3 + 12); zeros for a clip without notes."""
-    from .streams import KK_MAJOR, KK_MINOR, _standardised
+    symbolic features, for the Krumhansl–Kessler and the Aarden–Essen profiles (the fusion
+    model's pitch head starts from both): the best major and minor correlations over the 12
+    keys and their difference, then the standardised pitch-class profile rotated so that the
+    best-correlating Aarden–Essen key's tonic comes first. (N, 6 + 12); zeros for a clip
+    without notes."""
+    from .streams import AE_MAJOR, AE_MINOR, KK_MAJOR, KK_MINOR, _standardised
 
     prof = np.asarray(symbolic, dtype=np.float64)[:, :12].mean(axis=2)
     prof = prof - prof.mean(axis=1, keepdims=True)
     z = prof / np.sqrt((prof * prof).mean(axis=1, keepdims=True) + 1e-8)
     idx = (np.arange(12)[None, :] + np.arange(12)[:, None]) % 12  # rotation s: z[(j + s) % 12]
     rot = z[:, idx]  # (N, 12 rotations, 12)
-    major = rot @ _standardised(KK_MAJOR) / 12.0
-    minor = rot @ _standardised(KK_MINOR) / 12.0
+    cols = []
+    for maj, mnr in ((KK_MAJOR, KK_MINOR), (AE_MAJOR, AE_MINOR)):
+        major = rot @ _standardised(maj) / 12.0
+        minor = rot @ _standardised(mnr) / 12.0
+        cols += [major.max(1, keepdims=True), minor.max(1, keepdims=True),
+                 (major.max(1) - minor.max(1))[:, None]]
     best = np.where(major.max(1) >= minor.max(1), major.argmax(1), minor.argmax(1))
-    tonic_first = rot[np.arange(len(z)), best]
-    return np.concatenate([major.max(1, keepdims=True), minor.max(1, keepdims=True),
-                           (major.max(1) - minor.max(1))[:, None], tonic_first], axis=1)
+    cols.append(rot[np.arange(len(z)), best])
+    return np.concatenate(cols, axis=1)
 
 
 def _series_stats(x: np.ndarray) -> np.ndarray:

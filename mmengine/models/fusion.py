@@ -178,10 +178,13 @@ class SequenceClassifier(nn.Module):
 
     def head_logits(self, pooled: torch.Tensor, late: Optional[torch.Tensor] = None
                     ) -> torch.Tensor:
-        """Logits from the pooled vector and the late features (None when ``late_dim`` is 0)."""
+        """Logits from the pooled vector (after dropout) and the late features (None when
+        ``late_dim`` is 0; they get no dropout here: the text has its own modality dropout,
+        and a key score dropped half the time is noise, not regularisation)."""
+        pooled = self.dropout(pooled)
         if self.late_dim:
             pooled = torch.cat([pooled, late.to(pooled.dtype)], dim=1)
-        return self.head(self.dropout(pooled))
+        return self.head(pooled)
 
     def forward(self, x: torch.Tensor, late: Optional[torch.Tensor] = None) -> torch.Tensor:
         y, _ = self.rnn(x)
@@ -252,6 +255,9 @@ class FusionLSTM(nn.Module):
         self.pitch = (PitchClassHead(cfg.pitch_templates)
                       if dilated and "symbolic" in self.modalities and cfg.pitch_templates > 0
                       and symbolic_dim >= PITCH_CLASS_ROWS else None)
+        # key scores are correlations in [-1, 1] with a small spread: standardised (running
+        # statistics, like every BatchNorm here) before they meet the pooled LSTM outputs
+        self.pitch_norm = nn.BatchNorm1d(cfg.pitch_templates) if self.pitch is not None else None
         self.stems = nn.ModuleDict()
         for m in self.modalities:
             if m == "text":
@@ -373,7 +379,7 @@ class FusionLSTM(nn.Module):
                     if self.training:
                         raw = self._augment_symbolic(raw)
                     if self.pitch is not None:
-                        late.append(self.pitch(raw) * mj[:, None])
+                        late.append(self.pitch_norm(self.pitch(raw)) * mj[:, None])
                 x = self.norm(m, raw)
                 if m == "mel" and self.training:
                     x = self._augment_mel(x)

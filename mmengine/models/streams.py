@@ -18,9 +18,9 @@ them with no change to any front end:
 * ``PitchClassHead`` — a transposition-invariant view of the notes: the clip's duration-weighted
   pitch-class profile (the mean of the 12 pitch-class rows), standardised, correlated circularly
   with ``K`` learnable templates over all 12 rotations, then the maximum over rotations. The
-  first two templates start as the Krumhansl–Kessler major and minor key profiles, so at
-  initialisation the head computes the Krumhansl–Schmuckler key-finding correlations; mode is
-  then a difference of two outputs, in every key at once.
+  first four templates start as the Krumhansl–Kessler and the Aarden–Essen major and minor key
+  profiles, so at initialisation the head computes the Krumhansl–Schmuckler key-finding
+  correlations; mode is then a difference of two outputs, in every key at once.
 """
 from __future__ import annotations
 
@@ -33,6 +33,11 @@ from torch import nn
 #: Krumhansl & Kessler (1982) probe-tone profiles, tonic first (C major / C minor)
 KK_MAJOR = (6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88)
 KK_MINOR = (6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17)
+#: Aarden–Essen profiles (music21's default key analysis, which labels ``vocal``)
+AE_MAJOR = (17.7661, 0.145624, 14.9265, 0.160186, 19.8049, 11.3587, 0.291248, 22.062,
+            0.145624, 8.15494, 0.232998, 4.95122)
+AE_MINOR = (18.2648, 0.737619, 14.0499, 16.8599, 0.702494, 14.4362, 0.702494, 18.6161,
+            4.56621, 1.93186, 7.37619, 1.75623)
 #: rows of the symbolic features holding the pitch-class roll (``features.symbolic``)
 PITCH_CLASS_ROWS = 12
 
@@ -124,8 +129,8 @@ class PitchClassHead(nn.Module):
         if templates < 2:
             raise ValueError(f"pitch templates must be >= 2, got {templates}")
         w = torch.randn(templates, PITCH_CLASS_ROWS) * 0.5
-        w[0] = torch.from_numpy(_standardised(KK_MAJOR)).float()
-        w[1] = torch.from_numpy(_standardised(KK_MINOR)).float()
+        for i, prof in enumerate((KK_MAJOR, KK_MINOR, AE_MAJOR, AE_MINOR)[:templates]):
+            w[i] = torch.from_numpy(_standardised(prof)).float()
         self.templates = nn.Parameter(w)
         # gather index: rotation s of the profile is z[(j + s) mod 12]
         idx = (torch.arange(12)[None, :] + torch.arange(12)[:, None]) % 12  # (s, j)

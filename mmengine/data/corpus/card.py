@@ -58,8 +58,8 @@ LEAKS = {
         "names are hashes and say nothing.",
     ],
     "vocal": [
-        "The label is music21's key analysis (Krumhansl-Schmuckler) of the whole score, not a "
-        "human annotation; chorales that modulate or end on a major chord after a minor "
+        "The label is music21's key analysis (Krumhansl-Schmuckler with Aarden-Essen "
+        "profiles) of the whole score, not a human annotation; chorales that modulate or end on a major chord after a minor "
         "body can be doubtful. Transposition changes the key, never the mode.",
         "Lyrics are German chorale texts; whether their words (lament, praise) carry the mode "
         "is what the lyrics baseline below measures. One hymn set by Bach several times "
@@ -167,6 +167,24 @@ def _baseline_section(out: Path, task: str) -> str:
                if b.get("test_groups") else ""))
 
 
+def _ceiling_section(out: Path, task: str) -> str:
+    """The label ceiling of ``vocal`` (``mmengine.data.corpus.ceiling``), when measured."""
+    if task != "vocal":
+        return ""
+    cmd = "python -m mmengine.data.corpus.ceiling vocal"
+    path = out / "ceiling.json"
+    if not path.exists():
+        return f"## Label ceiling\n\nNot measured for this build; run `{cmd}`.\n"
+    c = json.loads(path.read_text())
+    lines = [[s, c[s]["n"], c[s]["agree"], f"{c[s]['accuracy']:.3f}", f"{c[s]['macro_f1']:.3f}"]
+             for s in ("train", "val", "test") if s in c]
+    return ("## Label ceiling\n\nThe label is music21's key analysis of the whole chorale; the "
+            "same analysis run on each 30 s clip's own notes (its MIDI file) agrees with the "
+            "label on the share of clips below. Read as a classifier that sees the notes "
+            "perfectly, it bounds what a model can reach. Command: "
+            f"`{cmd}`.\n\n" + _table(["split", "clips", "agree", "accuracy", "macro-F1"], lines))
+
+
 def render_card(task: str, out: Path) -> Path:
     """Write ``out/DATA.md`` from what the folder holds. Returns its path."""
     from .build import TASKS
@@ -239,6 +257,7 @@ def render_card(task: str, out: Path) -> Path:
         "\n".join(f"- {x}" for x in LEAKS[task] + _measured_leaks(task, rows)) + "\n",
         "## Quick baselines\n",
         _baseline_section(out, task),
+        _ceiling_section(out, task),
         "## Files\n",
         "`manifest.jsonl` (one clip per line: `id`, `path`, `label`, `title` (folk), `lyrics` "
         "(vocal), `midi_path`, `group`, then provenance), `manifest.split.json`, "

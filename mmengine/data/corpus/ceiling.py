@@ -1,8 +1,8 @@
 """The label's own analysis run on each clip: how far any model can go on ``vocal``.
 
 The ``vocal`` label is the mode music21's key analysis (``Stream.analyze("key")``,
-Krumhansl–Schmuckler) gives the *whole* chorale. Each clip is a 30 s cut of it, rendered from
-the notes in the clip's MIDI file. Running the same analysis on the clip's own notes shows how
+Krumhansl–Schmuckler with its default Aarden–Essen profiles) gives the *whole* chorale. Each
+clip is a 30 s cut of it, rendered from the notes in the clip's MIDI file. Running the same analysis on the clip's own notes shows how
 often the clip still carries its label: a model that reads the notes perfectly cannot do much
 better than that agreement (a modulating chorale's 30 s cut can be in the other mode).
 

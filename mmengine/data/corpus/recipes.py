@@ -27,7 +27,8 @@ collections give as many clips. Titles lose type words, decorations, case and a 
 article ("Spotted Cow, The" -> "The Spotted Cow"), which all tell the collection apart.
 
 ``vocal``: the Bach chorales of the corpus with lyrics (German), labelled major / minor by
-music21's key analysis of the score (Krumhansl-Schmuckler).
+music21's key analysis of the score (Krumhansl-Schmuckler correlation with music21's
+default Aarden-Essen key profiles).
 
 Groups (tune identity, the unit of the split) join every item sharing a normalised title, a
 melody incipit (the first intervals of the top line, so a tune under two names or keys is one
