@@ -165,7 +165,8 @@ class ModelConfig:
     Attributes:
         arch: "fusion" (the paper's feature-level fusion RNN) or "cnn" (2D CNN on the log-Mel).
         modalities: subset of ``MODALITIES`` the model uses (ablations).
-        cell: recurrent cell, "lstm" (paper), "gru" or "rnn" (plain tanh RNN baseline).
+        cell: recurrent cell, "lstm" (paper), "gru", "rnn" (plain tanh RNN baseline) or
+            "none" (no recurrence: the feature-matched temporal-CNN baseline ``tcn``).
         hidden_size: recurrent units per layer (H).
         num_layers: stacked recurrent layers (L).
         dropout: dropout before the head (paper: 0.5).
@@ -273,8 +274,8 @@ class TrainConfig:
 
     lr: float = 1e-3
     batch_size: int = 64
-    max_epochs: int = 60
-    patience: int = 60
+    max_epochs: int = 40
+    patience: int = 15
     optimizer: str = "adamw"
     weight_decay: float = 1e-2
     schedule: str = "cosine"

@@ -39,14 +39,19 @@ TORCH_VARIANTS = {
     "rnn": {"cell": "rnn"},
     "gru": {"cell": "gru"},
     "cnn": {"arch": "cnn"},
+    # the feature-matched CNN: the fusion model's inputs, streams and dilated convolutions,
+    # pooled without the recurrence
+    "tcn": {"cell": "none"},
     **{f"only_{m}": {"modalities": (m,)} for m in MODALITIES},
+    # text alone has no sequence to fuse with: it is broadcast over the steps (early)
+    "only_text": {"modalities": ("text",), "text_fusion": "early"},
     "only_audio": {"modalities": ("mfcc", "mel")},
 }
 TRAIN_VARIANTS = {"fusion_paper": PAPER_TRAIN, "fusion_mean": PAPER_TRAIN}
 #: scikit-learn baselines: name -> (kind, pooled features with the fusion model's streams)
 SKLEARN_VARIANTS = {"svm": ("svm", False), "rf": ("rf", False),
                     "svm_streams": ("svm", True), "rf_streams": ("rf", True)}
-DEFAULT_MODELS = ("fusion", "svm", "rf", "svm_streams", "rf_streams", "cnn", "rnn",
+DEFAULT_MODELS = ("fusion", "svm", "rf", "svm_streams", "rf_streams", "cnn", "tcn", "rnn",
                   "only_audio", "only_text", "only_symbolic")
 
 
@@ -82,6 +87,61 @@ def score(model, fs, label_names: Sequence[str], batch: Optional[dict] = None) -
     C = len(label_names)
     return classification_metrics(y, decide(logits, model.multilabel), C,
                                   multilabel=model.multilabel, label_names=label_names)
+
+
+def _predictions(model, fs, label_names: Sequence[str]) -> Optional[dict]:
+    """Per-clip predictions (single-label only) for the paired bootstrap: ids, predicted
+    class names and true class names."""
+    if model.multilabel:
+        return None
+    pred = decide(predict_logits(model, batch_from_arrays(fs)), False)
+    return {"ids": list(fs.ids), "pred": [label_names[i] for i in pred],
+            "true": [fs.label_names[i] for i in np.asarray(fs.labels)]}
+
+
+def paired_bootstrap(a_runs: Sequence[dict], b_runs: Sequence[dict], groups: Dict[str, str],
+                     *, n: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Macro-F1 difference of model A minus model B on the test split, each the mean over its
+    seeds' runs, with a percentile interval from resampling the test *groups* (tunes, hymns)
+    with replacement, the same draw for both models (paired).
+
+    Args:
+        a_runs, b_runs: ``test_metrics.json["predictions"]`` of each seed of A and of B
+            (same clips).
+        groups: clip id -> group key.
+    Returns:
+        ``{"diff": observed difference, "low", "high", "n_groups", "n_boot"}``.
+    """
+    from sklearn.metrics import f1_score
+
+    ids = list(a_runs[0]["ids"])
+    for r in list(a_runs) + list(b_runs):
+        if list(r["ids"]) != ids:
+            raise ValueError("the runs were scored on different test clips")
+    names = sorted({x for r in a_runs for x in r["true"]})
+    idx = {k: i for i, k in enumerate(names)}
+    true = np.array([idx[x] for x in a_runs[0]["true"]])
+    preds_a = [np.array([idx.get(x, -1) for x in r["pred"]]) for r in a_runs]
+    preds_b = [np.array([idx.get(x, -1) for x in r["pred"]]) for r in b_runs]
+    keys = sorted({groups[i] for i in ids})
+    members = {k: [] for k in keys}
+    for j, i in enumerate(ids):
+        members[groups[i]].append(j)
+    members_list = [np.array(members[k]) for k in keys]
+
+    def stat(rows) -> float:
+        f = lambda ps: np.mean([f1_score(true[rows], p[rows], labels=range(len(names)),  # noqa: E731
+                                         average="macro", zero_division=0) for p in ps])
+        return float(f(preds_a) - f(preds_b))
+
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n):
+        pick = rng.integers(0, len(keys), len(keys))
+        diffs.append(stat(np.concatenate([members_list[k] for k in pick])))
+    lo, hi = np.quantile(diffs, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return {"diff": stat(np.arange(len(ids))), "low": float(lo), "high": float(hi),
+            "n_groups": len(keys), "n_boot": n}
 
 
 def modality_contributions(model, fs, label_names: Sequence[str], *, repeats: int = 3,
@@ -199,7 +259,8 @@ def test_once(run_dir: Path, feature_set, *, contributions: bool = True) -> dict
     validate_feature_set(feature_set, splits=("test",))
     fs = feature_set.subset("test")
     names = meta["label_names"]
-    doc = {"test": score(model, fs, names), "n_test": len(fs.ids)}
+    doc = {"test": score(model, fs, names), "n_test": len(fs.ids),
+           "predictions": _predictions(model, fs, names)}
     if contributions and len(model.modalities) > 1:
         doc["modality_contributions"] = modality_contributions(model, fs, names)
     atomic_write_json(stored, doc)
@@ -286,9 +347,15 @@ def _sklearn_run(name: str, feature_set, seed: int, modalities, run_dir: Path,
     C = len(feature_set.label_names)
     ml = feature_set.labels.ndim == 2
     val = classification_metrics(fs_va.labels, base.predict(fs_va), C, multilabel=ml)
-    test = classification_metrics(fs_te.labels, base.predict(fs_te), C, multilabel=ml,
+    test_pred = base.predict(fs_te)
+    test = classification_metrics(fs_te.labels, test_pred, C, multilabel=ml,
                                   label_names=feature_set.label_names)
+    names = feature_set.label_names
+    predictions = None if ml else {
+        "ids": list(fs_te.ids), "pred": [names[int(i)] for i in test_pred],
+        "true": [names[int(i)] for i in np.asarray(fs_te.labels)]}
     doc = {"test": test, "n_test": len(fs_te.ids), "validation": {"macro_f1": val["macro_f1"]},
+           "predictions": predictions,
            "best_params": base.best_params,
            "search": [{"params": p, "val_macro_f1": f} for p, f in base.search]}
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -351,15 +418,23 @@ def run_experiment(feature_set, out_dir, *, seeds: Iterable[int] = (0, 1, 2),
                     train(feature_set, cfg, tcfg, run_dir,
                           progress=progress, resume=True, **checkpoint_meta)
                 doc = evaluate_run(run_dir, feature_set)
+            stored = run_dir / "test_metrics.json"
+            preds = json.loads(stored.read_text()).get("predictions") if stored.exists() else None
             runs.append({"seed": seed, "test": {k: doc["test"][k] for k in SUMMARY_KEYS},
                          "val_macro_f1": (doc.get("validation") or {}).get(
                              "best_val_macro_f1", (doc.get("validation") or {}).get("macro_f1")),
-                         "modality_contributions": doc.get("modality_contributions")})
+                         "modality_contributions": doc.get("modality_contributions"),
+                         "predictions": preds})
         if not runs:
             skipped[name] = "no finished run yet"
             continue
         results[name] = {"runs": runs, **_mean_std(runs)}
+    bootstrap = _fusion_bootstrap(results, feature_set)
+    for r in results.values():
+        for run in r["runs"]:
+            run.pop("predictions", None)
     comparison = {"models": results, "skipped": skipped, "incomplete": incomplete,
+                  "bootstrap": bootstrap,
                   "seeds": list(seeds),
                   "modalities": list(mods), "model_config": to_dict(model_cfg),
                   "train_config": to_dict(train_cfg), "n_test": int(
@@ -373,6 +448,34 @@ def run_experiment(feature_set, out_dir, *, seeds: Iterable[int] = (0, 1, 2),
                   out_dir / "comparison.png", "test macro-F1 (mean ± std over seeds)",
                   "model comparison")
     return comparison
+
+
+#: the models "fusion" is compared with in the paired bootstrap: baselines, single modalities
+BASELINES = ("svm", "rf", "svm_streams", "rf_streams", "cnn", "tcn", "rnn", "fusion_paper")
+
+
+def _fusion_bootstrap(results: Dict[str, dict], feature_set) -> Dict[str, dict]:
+    """Paired group bootstrap of fusion against the best baseline and the best single
+    modality (by mean test macro-F1) among the models with stored predictions."""
+    groups = feature_set.groups
+    if "fusion" not in results or groups is None:
+        return {}
+    gmap = dict(zip(feature_set.ids, groups))
+
+    def preds(name):
+        p = [run.get("predictions") for run in results[name]["runs"]]
+        return p if p and all(x is not None for x in p) else None
+
+    fusion = preds("fusion")
+    out = {}
+    for kind, names in (("best baseline", BASELINES),
+                        ("best single modality", [n for n in results if n.startswith("only_")])):
+        cands = [n for n in names if n in results and preds(n) is not None]
+        if fusion is None or not cands:
+            continue
+        best = max(cands, key=lambda n: results[n]["mean"]["macro_f1"])
+        out[kind] = {"model": best, **paired_bootstrap(fusion, preds(best), gmap)}
+    return out
 
 
 def _mean_sd(values) -> Tuple[float, float]:
@@ -404,6 +507,13 @@ def _comparison_markdown(c: dict) -> str:
         cells += [f"{r['mean'][k]:.4f} ± {r['std'][k]:.4f}" for k in SUMMARY_KEYS]
         cells.append(ms(run.get("val_macro_f1") for run in r["runs"]))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if c.get("bootstrap"):
+        lines += ["", "Paired bootstrap over test groups (fusion minus the other model's "
+                  "test macro-F1, each averaged over its seeds; 95% interval of 2,000 "
+                  "resamplings of the test tunes/hymns):", ""]
+        for kind, b in c["bootstrap"].items():
+            lines.append(f"- vs {kind} `{b['model']}`: {b['diff']:+.4f} "
+                         f"[{b['low']:+.4f}, {b['high']:+.4f}] ({b['n_groups']} groups)")
     if c["skipped"]:
         lines += ["", "Skipped: " + ", ".join(f"{k} ({v})" for k, v in c["skipped"].items())]
     if c.get("incomplete"):

@@ -236,3 +236,40 @@ def test_pooled_features_modalities(rng):
 
 def test_fusion_is_a_fusion_lstm():
     assert isinstance(build_model(SMALL, DIMS), FusionLSTM)
+
+
+def test_stored_configs_without_the_new_fields_rebuild_the_first_design():
+    """A checkpoint or engine header written before the dilated design stores no ``stem``,
+    ``flux_bands``, ...: it must rebuild the design that wrote it, not today's default."""
+    import json
+
+    from mmengine.config import ModelConfig, first_design, model_config_from_stored, to_dict
+
+    old = {k: v for k, v in json.loads(json.dumps(to_dict(first_design()))).items()
+           if k not in ("stem", "pool_stride", "flux_bands", "text_fusion", "pitch_templates",
+                        "text_dropout", "spec_mask_bands", "pitch_rotation")}
+    old["pooling"] = "mean"  # a stored value wins over the legacy default
+    cfg = model_config_from_stored(old)
+    assert cfg.stem == "strided" and cfg.text_fusion == "early" and cfg.flux_bands == 0
+    assert cfg.pitch_templates == 0 and cfg.pooling == "mean"
+    assert cfg.text_dropout == cfg.modality_dropout
+    assert model_config_from_stored(to_dict(ModelConfig())) == ModelConfig()
+
+
+def test_feature_matched_cnn_and_text_alone_variants():
+    from mmengine.config import ModelConfig
+    from mmengine.evaluation import TORCH_VARIANTS
+
+    base = ModelConfig(hidden_size=6, mfcc_channels=4, mel_channels=4, symbolic_channels=4,
+                       text_dim=3, dilations=(1, 2), flux_bands=2, pitch_templates=2)
+    dims = dict(n_mfcc=7, n_mels=12, text_dim=9, symbolic_dim=18, n_classes=4,
+                multilabel=False)
+    rng = np.random.default_rng(0)
+    batch = make_batch(rng, T=20, dims=dims)
+    tcn = build_model(dataclasses.replace(base, **TORCH_VARIANTS["tcn"]), dims).eval()
+    assert not any(isinstance(m, torch.nn.LSTM) for m in tcn.modules())
+    assert tcn(batch).shape == (5, 4)
+    text = build_model(dataclasses.replace(base, **TORCH_VARIANTS["only_text"]), dims).eval()
+    assert text.sequence_modalities == ("text",) and text(batch).shape == (5, 4)
+    with pytest.raises(ValueError, match="no time series"):
+        build_model(dataclasses.replace(base, modalities=("text",)), dims)

@@ -228,3 +228,20 @@ def test_experiment_variant_changes_only_its_setting(tmp_path):
     assert {k: v for k, v in got.items() if k != "modalities"} == {
         k: (list(v) if isinstance(v, tuple) else v) for k, v in expected.items()
         if k != "modalities"}
+
+
+def test_paired_bootstrap_over_groups():
+    from mmengine.evaluation import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    ids = [f"c{i}" for i in range(60)]
+    true = [str(x) for x in rng.integers(0, 3, 60)]
+    groups = {i: f"g{k // 2}" for k, i in enumerate(ids)}  # two clips per group
+    perfect = {"ids": ids, "true": true, "pred": list(true)}
+    noisy = {"ids": ids, "true": true, "pred": [str(x) for x in rng.integers(0, 3, 60)]}
+    same = paired_bootstrap([perfect], [perfect], groups, n=200)
+    assert same["diff"] == same["low"] == same["high"] == 0.0 and same["n_groups"] == 30
+    better = paired_bootstrap([perfect, perfect], [noisy], groups, n=200)
+    assert better["low"] > 0.3 and better["low"] <= better["diff"] <= better["high"]
+    with pytest.raises(ValueError):
+        paired_bootstrap([perfect], [dict(noisy, ids=ids[::-1])], groups, n=10)

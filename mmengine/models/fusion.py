@@ -37,7 +37,20 @@ from ..config import MODALITIES, ModelConfig
 from .streams import PITCH_CLASS_ROWS, DilatedStem, PitchClassHead, SpectralFlux
 
 SERIES = {"mfcc": "mfcc", "mel": "logmel", "symbolic": "symbolic"}  # modality -> batch key
-CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+class NoRecurrence(nn.Module):
+    """``cell="none"``: the fused per-frame features go straight to pooling (the dilated stems
+    make this a temporal CNN on exactly the fusion model's inputs: the feature-matched CNN
+    baseline). Same call signature as ``nn.LSTM``."""
+
+    def __init__(self, input_size: int, **_):
+        super().__init__()
+        self.output_size = input_size
+
+    def forward(self, x: torch.Tensor):
+        return x, None
+
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN, "none": NoRecurrence}
 POOLINGS = ("last", "mean", "meanmax")
 STEMS = ("dilated", "strided")
 TEXT_FUSIONS = ("late", "early")
@@ -160,7 +173,8 @@ class SequenceClassifier(nn.Module):
         self.late_dim = int(late_dim)
         self.rnn = CELLS[cfg.cell](**kwargs)
         self.dropout = nn.Dropout(cfg.dropout)
-        pooled = cfg.hidden_size * (2 if cfg.pooling == "meanmax" else 1)
+        width = in_dim if cfg.cell == "none" else cfg.hidden_size
+        pooled = width * (2 if cfg.pooling == "meanmax" else 1)
         self.head = nn.Linear(pooled + self.late_dim, n_classes)
 
     @property
@@ -269,6 +283,9 @@ class FusionLSTM(nn.Module):
                 self.stems[m] = conv_stem(sizes[m], width[m], cfg.stem_stages)
         self.sequence_modalities = tuple(m for m in self.modalities
                                          if not (m == "text" and self.late_text))
+        if not self.sequence_modalities:
+            raise ValueError("the model has no time series to run the recurrence on (text "
+                             "alone needs text_fusion='early')")
         self.block_widths = {m: width[m] for m in self.sequence_modalities}
         self.fused_dim = sum(self.block_widths.values()) + len(self.sequence_modalities)
         late_dim = (cfg.text_dim + 1 if self.late_text else 0) + \

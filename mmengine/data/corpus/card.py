@@ -181,7 +181,8 @@ def _ceiling_section(out: Path, task: str) -> str:
     return ("## Label ceiling\n\nThe label is music21's key analysis of the whole chorale; the "
             "same analysis run on each 30 s clip's own notes (its MIDI file) agrees with the "
             "label on the share of clips below. Read as a classifier that sees the notes "
-            "perfectly, it bounds what a model can reach. Command: "
+            "perfectly and reasons as the labeller does, it is the practical ceiling (a model "
+            "can pass it only through cues other than the clip's own pitch content). Command: "
             f"`{cmd}`.\n\n" + _table(["split", "clips", "agree", "accuracy", "macro-F1"], lines))
 
 
