@@ -69,9 +69,10 @@ def _relative_rows(out: np.ndarray, starts: np.ndarray, pitch: np.ndarray, fps: 
         return
     order = np.argsort(starts, kind="stable")
     starts, pitch = starts[order], pitch[order]
-    group = np.concatenate([[0], np.cumsum(np.diff(starts) > CHORD_S)])  # onset index of note
-    onset_t = np.array([starts[group == g][0] for g in range(group[-1] + 1)])
-    top = np.array([pitch[group == g].max() for g in range(group[-1] + 1)], np.float64)
+    # first note of each onset (chord): one pass with reduceat, not a mask per onset
+    first = np.flatnonzero(np.concatenate([[True], np.diff(starts) > CHORD_S]))
+    onset_t = starts[first]
+    top = np.maximum.reduceat(pitch, first).astype(np.float64)
     frames = np.floor(onset_t * fps + 0.5).astype(np.int64)
     ioi = np.round(np.diff(onset_t), 3)  # to the millisecond: equal intervals stay equal
     n = out.shape[1]
