@@ -152,8 +152,9 @@ class ModelConfig:
       from the log-Mel); the per-frame blocks and one 0/1 mask channel per modality are
       concatenated (feature-level fusion) and average-pooled by ``pool_stride`` into the
       recurrence. Clip-level streams join after the recurrence's pooling ("late"): the TF-IDF
-      projection (``text_fusion="late"``) and the transposition-invariant pitch-class key
-      scores of the notes (``pitch_templates``).
+      projection (``text_fusion="late"``), the transposition-invariant pitch-class key
+      scores of the notes (``pitch_templates``) and the notes' tempo-free meter profile
+      (``meter_profile``).
     * ``stem="strided"`` (the first design, the paper's per-frame early fusion): one Conv1d stem
       of ``stem_stages`` stride-2 stages per modality (``T' = ceil(T / 2**stem_stages)``), the
       TF-IDF vector broadcast over every step. Checkpoints written before the dilated design
@@ -190,6 +191,10 @@ class ModelConfig:
             per clip set to the training mean (0 = off).
         pitch_rotation: training-time transposition: the 12 pitch-class rows of the notes are
             rolled by a random number of semitones per clip.
+        meter_profile: the notes' meter profile (symbolic rows 18–65: tempo-free melodic
+            and rhythmic self-similarity at 1–24 steps of the median inter-onset interval)
+            joins the late streams (standardised); the symbolic stem then reads only the
+            time-varying rows 0–17.
         cnn_channels: channels of the CNN baseline's conv blocks (each block halves both axes).
         cnn_stride: (frequency, time) stride of the CNN's first convolution.
     """
@@ -217,6 +222,7 @@ class ModelConfig:
     text_dropout: float = 0.5
     spec_mask_bands: int = 16
     pitch_rotation: bool = True
+    meter_profile: bool = True
     cnn_channels: Tuple[int, ...] = (16, 32, 64, 64)
     cnn_stride: Tuple[int, int] = (2, 4)
 
@@ -225,7 +231,7 @@ class ModelConfig:
 LEGACY_MODEL_DEFAULTS = {"stem": "strided", "pool_stride": 1, "flux_bands": 0,
                          "text_fusion": "early", "pitch_templates": 0, "text_dropout": None,
                          "spec_mask_bands": 0, "pitch_rotation": False, "pooling": "last",
-                         "symbolic_channels": 16}
+                         "symbolic_channels": 16, "meter_profile": False}
 
 
 def first_design(**overrides) -> ModelConfig:
@@ -268,6 +274,13 @@ class TrainConfig:
         crop_seconds: train on random crops of this length (0 = whole clips); validation,
             test and inference always see whole clips.
         grad_clip: max global gradient norm (0 = no clipping).
+        aux_weight: weight of the per-stream auxiliary losses (training only): each stream of
+            the fusion model (every time-series stem's mean/max summary, the key scores, the
+            late text) gets its own dropout + linear head, and the mean of their losses over
+            the clips that have the stream is added to the fused head's loss with this weight
+            (0 = off). The heads are not part of the model: engines never see them.
+        ema_decay: keep an exponential moving average of the weights (decay per step; 0 =
+            off); validation scores, best-epoch selection and the checkpoint use the average.
         seed: seeds initialisation, shuffling, crops, dropout and augmentation.
         num_threads: torch intra-op threads (0 = leave torch's setting alone).
     """
@@ -283,6 +296,8 @@ class TrainConfig:
     class_weights: bool = True
     crop_seconds: float = 10.0
     grad_clip: float = 5.0
+    aux_weight: float = 0.0
+    ema_decay: float = 0.0
     seed: int = 0
     num_threads: int = 2
 

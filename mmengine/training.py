@@ -29,6 +29,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .checkpoint import (atomic_save_tensors, atomic_write_json, read_tensors,
                          save_checkpoint)
@@ -143,6 +144,40 @@ def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
+def aux_heads(model: nn.Module, n_classes: int, dropout: float = 0.5) -> nn.ModuleDict:
+    """One dropout + linear head per stream of a fusion model (``model.stream_dims()``), for
+    the auxiliary losses of ``TrainConfig.aux_weight``; empty for models without streams."""
+    dims = model.stream_dims() if hasattr(model, "stream_dims") else {}
+    return nn.ModuleDict({name: nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, n_classes))
+                          for name, dim in dims.items()})
+
+
+def aux_loss(heads: nn.ModuleDict, parts: Dict[str, tuple], y: torch.Tensor,
+             multilabel: bool, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean over streams of each stream head's loss on the clips that have the stream (its
+    mask after modality dropout); a stream no clip of the batch has is skipped. Cross-entropy
+    with the class ``weight`` normalised like ``nn.CrossEntropyLoss``'s weighted mean, or
+    BCE-with-logits averaged over classes (multi-label)."""
+    losses = []
+    for name, head in heads.items():
+        if name not in parts:
+            continue
+        summary, mask = parts[name]
+        logits = head(summary)
+        if multilabel:
+            per = nn.functional.binary_cross_entropy_with_logits(
+                logits, y, reduction="none").mean(dim=1)
+            norm = mask.sum()
+        else:
+            per = nn.functional.cross_entropy(logits, y, weight=weight, reduction="none")
+            norm = (mask * (weight[y] if weight is not None else 1.0)).sum()
+        if float(norm) > 0:
+            losses.append((per * mask).sum() / norm)
+    if not losses:
+        return y.new_zeros((), dtype=torch.float32)
+    return torch.stack(losses).mean()
+
+
 def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     """Learning rate of optimizer step ``step`` (0-based) of ``total``: constant, or linear
     warm-up for ``warmup_frac`` of the steps then cosine decay to 0."""
@@ -249,8 +284,13 @@ def _fingerprint(fs_train, model_cfg: ModelConfig, train_cfg: TrainConfig, dims:
             "dims": dims, "train_ids_sha256": hashlib.sha256(ids).hexdigest()}
 
 
-def _save_state(out_dir: Path, model, opt, gen: torch.Generator, doc: dict) -> None:
+def _save_state(out_dir: Path, model, opt, gen: torch.Generator, doc: dict,
+                extras: Optional[Dict[str, nn.Module]] = None) -> None:
+    """``extras``: training-only modules (auxiliary heads, the weight average) saved under
+    their name as prefix."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    for name, module in (extras or {}).items():
+        tensors.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
     opt_tensors, opt_doc = _optimizer_tensors(opt)
     tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
@@ -261,7 +301,8 @@ def _save_state(out_dir: Path, model, opt, gen: torch.Generator, doc: dict) -> N
     atomic_write_json(out_dir / "last.json", doc)
 
 
-def _load_state(out_dir: Path, model, opt, gen: torch.Generator, fingerprint: dict) -> dict:
+def _load_state(out_dir: Path, model, opt, gen: torch.Generator, fingerprint: dict,
+                extras: Optional[Dict[str, nn.Module]] = None) -> dict:
     path = out_dir / "last.safetensors"
     tensors, meta = read_tensors(path)
     try:
@@ -277,6 +318,9 @@ def _load_state(out_dir: Path, model, opt, gen: torch.Generator, fingerprint: di
     model_sd = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(model_sd, strict=True)
+        for name, module in (extras or {}).items():
+            module.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items()
+                                    if k.startswith(name + ".")}, strict=True)
         opt.load_state_dict(_optimizer_state(tensors, doc["optimizer"]))
     except (RuntimeError, KeyError, ValueError) as exc:
         raise CheckpointError(f"{path}: training state does not fit the model ({exc})") from exc
@@ -329,11 +373,18 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
         gen = torch.Generator().manual_seed(train_cfg.seed + 1)
         model = build_model(model_cfg, dims)
         model.set_normalization(compute_norm_stats(fs_tr))
-        opt = make_optimizer(model.parameters(), train_cfg)
+        aux = aux_heads(model, C) if train_cfg.aux_weight > 0 else None
+        params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
+        opt = make_optimizer(params, train_cfg)
+        ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(train_cfg.ema_decay),
+                             use_buffers=True) if train_cfg.ema_decay > 0 else None)
+        extras = {name: mod for name, mod in (("aux", aux), ("ema", ema)) if mod is not None}
+        # the weights validated, kept as best and stored: the running average when there is one
+        scored = ema.module if ema is not None else model
         state = {"epoch": 0, "best_f1": -math.inf, "best_epoch": -1, "bad_epochs": 0,
                  "history": [], "best_val_metrics": {}}
         if resume and (out_dir / "last.safetensors").exists():
-            state = _load_state(out_dir, model, opt, gen, fingerprint)
+            state = _load_state(out_dir, model, opt, gen, fingerprint, extras)
         x_tr, y_tr = batch_from_arrays(fs_tr), _labels_tensor(fs_tr.labels, multilabel)
         x_va, y_va = batch_from_arrays(fs_va), _labels_tensor(fs_va.labels, multilabel)
         weight = (class_weights(fs_tr.labels, C) if train_cfg.class_weights and not multilabel
@@ -371,6 +422,8 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
                 epoch = state["epoch"]
                 t0 = time.perf_counter()
                 model.train()
+                if aux is not None:
+                    aux.train()
                 perm = torch.randperm(n, generator=gen)
                 total, seen = 0.0, 0
                 bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{train_cfg.max_epochs}",
@@ -380,17 +433,26 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
                     for group in opt.param_groups:
                         group["lr"] = lr_at(epoch * n_batches + b, total_steps, train_cfg)
                     xb = random_crops(_index(x_tr, idx), crop, gen)
-                    loss = criterion(model(xb), y_tr[idx])
+                    if aux is None:
+                        loss = criterion(model(xb), y_tr[idx])
+                    else:
+                        parts: Dict[str, tuple] = {}
+                        seq, late = model.encode(xb, parts=parts)
+                        loss = criterion(model.classifier(seq, late), y_tr[idx]) + \
+                            train_cfg.aux_weight * aux_loss(aux, parts, y_tr[idx], multilabel,
+                                                            weight)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     if train_cfg.grad_clip > 0:
-                        nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+                        nn.utils.clip_grad_norm_(params, train_cfg.grad_clip)
                     opt.step()
+                    if ema is not None:
+                        ema.update_parameters(model)
                     total += loss.item() * len(idx)
                     seen += len(idx)
                     bar.update(1)
                     bar.set_postfix(loss=f"{total / seen:.4f}")
-                logits = predict_logits(model, x_va)
+                logits = predict_logits(scored, x_va)
                 val_loss = float(val_criterion(logits, y_va))
                 vm = classification_metrics(fs_va.labels, decide(logits, multilabel), C,
                                             multilabel=multilabel, label_names=names)
@@ -405,11 +467,11 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
                 if f1 > state["best_f1"]:
                     state.update(best_f1=f1, best_epoch=epoch + 1, bad_epochs=0,
                                  best_val_metrics=vm)
-                    atomic_save_tensors(out_dir / "best.safetensors", model.state_dict())
+                    atomic_save_tensors(out_dir / "best.safetensors", scored.state_dict())
                 else:
                     state["bad_epochs"] += 1
                 state["fingerprint"] = fingerprint
-                _save_state(out_dir, model, opt, gen, state)
+                _save_state(out_dir, model, opt, gen, state, extras)
                 if callback is not None:
                     callback(epoch + 1, record)
         except KeyboardInterrupt:

@@ -10,6 +10,7 @@ import torch
 from mmengine.config import AudioConfig, FrontendConfig, ModelConfig
 from mmengine.config import first_design
 from mmengine.models import build_model
+from mmengine.features.symbolic import SYMBOLIC_DIM
 from mmengine.models.reference import tolerance
 
 onnx = pytest.importorskip("onnx")
@@ -40,14 +41,16 @@ def tfidf(vocabulary):
 def tiny_model(pooling: str, modalities, layers: int = 2, stages=2, seed: int = 0,
                text_dim: int = 9):
     """``stages``: strided stem stages (the first design), or "dilated" (the default design:
-    dilated stems, spectral flux, late text, pitch-class head on 15 symbolic rows)."""
+    dilated stems, spectral flux, late text, pitch-class head, meter profile)."""
     torch.manual_seed(seed)
     if stages == "dilated":
         cfg = ModelConfig(hidden_size=19, num_layers=layers, dilations=(1, 2, 4), flux_bands=3,
                           pitch_templates=3, mfcc_channels=5, mel_channels=6,
                           symbolic_channels=3, text_dim=4, pooling=pooling,
                           modalities=tuple(modalities))
-        sym = 15
+        # all modalities: today's 66 symbolic rows (meter profile late); otherwise the 15 rows
+        # of an engine built before rows 15-65 existed
+        sym = SYMBOLIC_DIM if len(modalities) == 4 else 15
     else:
         cfg = first_design(hidden_size=19, num_layers=layers, stem_stages=stages,
                           mfcc_channels=5, mel_channels=6, symbolic_channels=3, text_dim=4,

@@ -1,5 +1,7 @@
 """The model's rhythm and pitch streams: spectral flux against librosa's onset strength, the
 dilated stem's receptive field, and the pitch-class head's transposition invariance."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -138,3 +140,43 @@ def test_training_augmentation_only_in_train_mode():
     model.eval()
     b = _batch(T=20)
     torch.testing.assert_close(model(b), model(b))
+
+
+def test_meter_profile_joins_late_and_stays_out_of_the_stem():
+    """With the 66 symbolic rows, the meter rows (18–65, constant over time) reach the head
+    as their standardised mean: the symbolic stem reads rows 0–17 only, and a clip without
+    notes gets zeros there whatever its rows hold."""
+    from mmengine.features.symbolic import METER_START, SYMBOLIC_DIM
+
+    cfg = ModelConfig(hidden_size=8, mel_channels=8, mfcc_channels=4, symbolic_channels=4,
+                      dilations=(1, 2), flux_bands=4, pitch_templates=3, text_dim=5)
+    dims = dict(n_mfcc=20, n_mels=16, text_dim=10, symbolic_dim=SYMBOLIC_DIM, n_classes=3,
+                multilabel=False)
+    model = build_model(cfg, dims).eval()
+    meter = SYMBOLIC_DIM - METER_START
+    assert model.meter_rows == meter and model.stream_dims()["meter"] == meter
+    assert model.stems["symbolic"].inp[0].in_channels == METER_START
+    g = torch.Generator().manual_seed(1)
+    b = _batch()
+    prof = torch.rand(3, meter, 1, generator=g).expand(-1, -1, 64)
+    b["symbolic"] = torch.cat([(torch.rand(3, METER_START, 64, generator=g) > 0.7).float(),
+                               prof], 1)
+    seq, late = model.encode(b)
+    assert late.shape == (3, 5 + 1 + 3 + meter) == (3, model.classifier.late_dim)
+    bn = model.meter_norm
+    want = (prof[:, :, 0] - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps)
+    torch.testing.assert_close(late[:, -meter:], want * bn.weight + bn.bias)
+    # other meter rows: same sequence, other late features and logits
+    b2 = dict(b, symbolic=torch.cat([b["symbolic"][:, :METER_START],
+                                     torch.rand(3, meter, 1, generator=g).expand(-1, -1, 64)], 1))
+    seq2, late2 = model.encode(b2)
+    torch.testing.assert_close(seq, seq2)
+    assert not torch.allclose(late[:, -meter:], late2[:, -meter:])
+    # no notes: zero key scores and meter features
+    nm = dict(b, symbolic_mask=torch.tensor([True, False, True]))
+    assert torch.all(model.encode(nm)[1][1, 6:] == 0)
+    no_sym = {k: v for k, v in b.items() if not k.startswith("symbolic")}
+    assert torch.all(model.encode(no_sym)[1][:, 6:] == 0)
+    # a model stored before the meter rows existed reads its 18 rows in the stem as before
+    old = build_model(dataclasses.replace(cfg, meter_profile=False), dims)
+    assert old.meter_rows == 0 and old.classifier.late_dim == 5 + 1 + 3

@@ -245,3 +245,86 @@ def test_paired_bootstrap_over_groups():
     assert better["low"] > 0.3 and better["low"] <= better["diff"] <= better["high"]
     with pytest.raises(ValueError):
         paired_bootstrap([perfect], [dict(noisy, ids=ids[::-1])], groups, n=10)
+
+
+DILATED = ModelConfig(hidden_size=16, num_layers=1, mfcc_channels=8, mel_channels=8,
+                      symbolic_channels=4, text_dim=4, dilations=(1, 2), flux_bands=2,
+                      spec_mask_bands=2)
+AUX = dataclasses.replace(FAST, aux_weight=1.0, crop_seconds=0.0, ema_decay=0.9)
+
+
+def test_aux_losses_and_weight_average_resume_and_stay_out_of_the_model(tmp_path):
+    """Per-stream auxiliary heads and the weight average: the run resumes bit-exactly (heads,
+    their optimiser state and the average travel in last.safetensors), and the checkpoint
+    holds exactly the tensors of a model trained without heads (engines never see them)."""
+    fs = feature_set()
+    full = train(fs, DILATED, AUX, tmp_path / "full", progress=False)
+    plain = train(fs, DILATED, dataclasses.replace(AUX, aux_weight=0.0), tmp_path / "plain",
+                  progress=False)
+    last = _weights(tmp_path / "full" / "last.safetensors")
+    assert any(k.startswith("aux.mel.") for k in last) and any(k.startswith("aux.text.")
+                                                              for k in last)
+    assert "ema.n_averaged" in last and int(last["ema.n_averaged"]) == 4 * 3  # 36 clips / 16
+    # the average is not the raw weights, and the checkpoint is the model that was scored
+    assert not all(torch.equal(last["model." + k[len("ema.module."):]], v)
+                   for k, v in last.items() if k.startswith("ema.module.") and v.is_floating_point())
+    from mmengine.metrics import classification_metrics
+    model, _ = load_checkpoint(tmp_path / "full")
+    va = fs.subset("val")
+    f1 = classification_metrics(va.labels, decide(predict_logits(model, batch_from_arrays(va)),
+                                                  False), 3)["macro_f1"]
+    assert f1 == pytest.approx(full.best_val_f1)
+    ckpt, plain_ckpt = (_weights(tmp_path / d / "checkpoint.safetensors")
+                        for d in ("full", "plain"))
+    assert ckpt.keys() == plain_ckpt.keys()
+    # the auxiliary losses change the training (same seed, other weights)
+    assert not all(torch.equal(ckpt[k], plain_ckpt[k]) for k in ckpt)
+
+    def stop_after_2(epoch, record):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(fs, DILATED, AUX, tmp_path / "cut", progress=False, callback=stop_after_2)
+    resumed = train(fs, DILATED, AUX, tmp_path / "cut", progress=False, resume=True)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+    cut = _weights(tmp_path / "cut" / "last.safetensors")
+    for k in last:
+        assert torch.equal(last[k], cut[k]), k
+
+
+@torch.no_grad()
+def test_aux_loss_reads_only_clips_that_have_the_stream():
+    from mmengine.models import build_model
+    from mmengine.training import aux_heads, aux_loss
+
+    fs = feature_set(N=10)
+    dims = dict(n_mfcc=5, n_mels=10, text_dim=7, symbolic_dim=2, n_classes=3, multilabel=False)
+    model = build_model(DILATED, dims).eval()
+    batch = batch_from_arrays(fs)
+    batch["text_mask"] = torch.tensor([True] * 5 + [False] * 5)
+    parts = {}
+    model.encode(batch, parts=parts)
+    assert set(parts) == set(model.stream_dims()) == {"mfcc", "mel", "symbolic", "text"}
+    for name, (summary, mask) in parts.items():
+        assert summary.shape == (10, model.stream_dims()[name])
+    assert parts["text"][1].tolist() == [1.0] * 5 + [0.0] * 5
+    heads = aux_heads(model, 3).eval()
+    y = torch.as_tensor(fs.labels)
+    w = torch.tensor([1.0, 2.0, 0.5])
+    base = aux_loss(heads, parts, y, False, w)
+    # a clip without text cannot move the text head's loss
+    text, mask = parts["text"]
+    moved = dict(parts, text=(text + 100.0 * (1 - mask)[:, None], mask))
+    assert torch.allclose(aux_loss(heads, moved, y, False, w), base)
+    # a stream that no clip has is skipped, not averaged in as 0
+    only_text = {"text": parts["text"]}
+    gone = {"text": (text, torch.zeros(10))}
+    assert float(aux_loss(heads, gone, y, False, w)) == 0.0
+    assert float(aux_loss(heads, dict(only_text, mel=(parts["mel"][0], torch.zeros(10))),
+                          y, False, w)) == pytest.approx(float(aux_loss(heads, only_text, y,
+                                                                        False, w)))
+    # weighted mean as nn.CrossEntropyLoss computes it, on the clips with text
+    keep = mask.bool()
+    ref = torch.nn.functional.cross_entropy(heads["text"](text[keep]), y[keep], weight=w)
+    assert float(aux_loss(heads, only_text, y, False, w)) == pytest.approx(float(ref), rel=1e-5)

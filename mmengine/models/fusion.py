@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..config import MODALITIES, ModelConfig
+from ..features.symbolic import METER_START
 from .streams import PITCH_CLASS_ROWS, DilatedStem, PitchClassHead, SpectralFlux
 
 SERIES = {"mfcc": "mfcc", "mel": "logmel", "symbolic": "symbolic"}  # modality -> batch key
@@ -225,6 +226,8 @@ class FusionLSTM(nn.Module):
         norm: ``FeatureNorm`` with the training statistics.
         flux: ``SpectralFlux`` (rhythm stream) or None.
         pitch: ``PitchClassHead`` (clip-level, late) or None.
+        meter_rows: symbolic rows of the meter profile read late (0 = none; the symbolic
+            stem then reads all rows), standardised by ``meter_norm``.
         classifier: ``SequenceClassifier`` (the part an inference engine runs natively).
     """
 
@@ -272,15 +275,22 @@ class FusionLSTM(nn.Module):
         # key scores are correlations in [-1, 1] with a small spread: standardised (running
         # statistics, like every BatchNorm here) before they meet the pooled LSTM outputs
         self.pitch_norm = nn.BatchNorm1d(cfg.pitch_templates) if self.pitch is not None else None
+        # the meter profile (clip-level symbolic rows, the same on every frame): its mean over
+        # time, standardised, joins late; the symbolic stem reads the time-varying rows only
+        self.meter_rows = (symbolic_dim - METER_START
+                           if cfg.meter_profile and "symbolic" in self.modalities
+                           and symbolic_dim > METER_START else 0)
+        self.meter_norm = nn.BatchNorm1d(self.meter_rows) if self.meter_rows else None
+        stem_rows = dict(sizes, symbolic=METER_START if self.meter_rows else symbolic_dim)
         self.stems = nn.ModuleDict()
         for m in self.modalities:
             if m == "text":
                 self.stems[m] = nn.Sequential(nn.Linear(text_dim, cfg.text_dim), nn.ReLU())
             elif dilated:
                 extra = cfg.flux_bands if (m == "mel" and self.flux is not None) else 0
-                self.stems[m] = DilatedStem(sizes[m] + extra, width[m], cfg.dilations)
+                self.stems[m] = DilatedStem(stem_rows[m] + extra, width[m], cfg.dilations)
             else:
-                self.stems[m] = conv_stem(sizes[m], width[m], cfg.stem_stages)
+                self.stems[m] = conv_stem(stem_rows[m], width[m], cfg.stem_stages)
         self.sequence_modalities = tuple(m for m in self.modalities
                                          if not (m == "text" and self.late_text))
         if not self.sequence_modalities:
@@ -289,7 +299,7 @@ class FusionLSTM(nn.Module):
         self.block_widths = {m: width[m] for m in self.sequence_modalities}
         self.fused_dim = sum(self.block_widths.values()) + len(self.sequence_modalities)
         late_dim = (cfg.text_dim + 1 if self.late_text else 0) + \
-            (self.pitch.out_dim if self.pitch is not None else 0)
+            (self.pitch.out_dim if self.pitch is not None else 0) + self.meter_rows
         self.classifier = SequenceClassifier(self.fused_dim, n_classes, cfg, late_dim)
 
     def out_frames(self, n_frames: int) -> int:
@@ -355,7 +365,20 @@ class FusionLSTM(nn.Module):
         return torch.cat([roll, x[:, PITCH_CLASS_ROWS:]], dim=1)
 
     # -- forward --------------------------------------------------------------------------
-    def encode(self, batch: Mapping[str, torch.Tensor]
+    def stream_dims(self) -> Dict[str, int]:
+        """Width of each stream's clip summary that ``encode(..., parts=)`` collects: a
+        time-series stem's mean and max over time (2W), the pitch head's key scores, the late
+        text projection."""
+        dims = {m: 2 * w for m, w in self.block_widths.items() if m != "text"}
+        if self.pitch is not None:
+            dims["pitch"] = self.pitch.out_dim
+        if self.meter_rows:
+            dims["meter"] = self.meter_rows
+        if self.late_text:
+            dims["text"] = self.cfg.text_dim
+        return dims
+
+    def encode(self, batch: Mapping[str, torch.Tensor], parts: Optional[dict] = None
                ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Everything before the recurrence, and the clip-level (late) features.
 
@@ -363,10 +386,14 @@ class FusionLSTM(nn.Module):
             ``(seq, late)``: ``seq`` (B, T', D) with ``T' = out_frames(T)`` and
             ``D = fused_dim``: for each modality of ``sequence_modalities`` its block (zeroed
             when missing) followed by its 0/1 mask channel; ``late`` (B, late_dim) — the text
-            projection and its mask channel (late text fusion) and the pitch-class key scores
-            (zeroed without notes) — or None when the model has no late stream. A modality
+            projection and its mask channel (late text fusion), the pitch-class key scores and
+            the standardised meter profile (both zeroed without notes) — or None when the model has no late stream. A modality
             whose key is absent from ``batch`` is missing for every clip (e.g. no lyrics at
             inference).
+
+        ``parts``: when a dict is given, each stream of ``stream_dims()`` present in ``batch``
+        adds ``parts[name] = (summary (B, dim), mask (B,))``, the mask after modality dropout
+        (training uses them for per-stream auxiliary losses; inference never reads them).
         """
         masks = self.modality_masks(batch)
         if self.training:
@@ -384,6 +411,8 @@ class FusionLSTM(nn.Module):
                 else:
                     z = ref.new_zeros(B, self.cfg.text_dim)
                 late += [z * mj[:, None], mj[:, None]]
+                if parts is not None and "text" in batch:
+                    parts["text"] = (z, mj)
                 continue
             if SERIES.get(m, m) not in batch:
                 z = ref.new_zeros(B, Tz, self.block_widths[m])
@@ -396,18 +425,30 @@ class FusionLSTM(nn.Module):
                     if self.training:
                         raw = self._augment_symbolic(raw)
                     if self.pitch is not None:
-                        late.append(self.pitch_norm(self.pitch(raw)) * mj[:, None])
+                        keys = self.pitch_norm(self.pitch(raw))
+                        late.append(keys * mj[:, None])
+                        if parts is not None:
+                            parts["pitch"] = (keys, mj)
+                    if self.meter_rows:
+                        meter = self.meter_norm(raw[:, METER_START:].mean(dim=2))
+                        late.append(meter * mj[:, None])
+                        if parts is not None:
+                            parts["meter"] = (meter, mj)
                 x = self.norm(m, raw)
+                if m == "symbolic" and self.meter_rows:
+                    x = x[:, :METER_START]
                 if m == "mel" and self.training:
                     x = self._augment_mel(x)
                 if m == "mel" and self.flux is not None:
                     x = torch.cat([x, self.flux_norm(self.flux(raw))], dim=1)
                 z = self.stems[m](x).transpose(1, 2)
+                if parts is not None:
+                    parts[m] = (torch.cat([z.mean(dim=1), z.amax(dim=1)], dim=1), mj)
             z = z * mj[:, None, None]
             blocks += [z, mj[:, None, None].expand(B, Tz, 1)]
-        if self.pitch is not None and "symbolic" in self.modalities and \
-                SERIES["symbolic"] not in batch:
-            late.append(ref.new_zeros(B, self.pitch.out_dim))
+        if "symbolic" in self.modalities and SERIES["symbolic"] not in batch:
+            late.append(ref.new_zeros(B, (self.pitch.out_dim if self.pitch is not None else 0)
+                                      + self.meter_rows))
         seq = torch.cat(blocks, dim=2)
         if dilated and self.cfg.pool_stride > 1:
             # ceil(T / stride) steps, a trailing partial window averaged over the frames it

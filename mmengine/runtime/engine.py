@@ -405,18 +405,15 @@ class Engine:
         out = np.zeros((n_win, self._symbolic_dim, T), np.float32)
         if item.midi is None:
             return out, False
-        from ..features.symbolic import symbolic_features
+        from ..features.symbolic import symbolic_windows
 
         total = cfg.n_frames(n_samples)
-        full = np.asarray(symbolic_features(item.midi, total, sr=cfg.sample_rate,
-                                            hop=cfg.hop_length, rows=self._symbolic_dim),
-                          dtype=np.float32)
-        if full.shape != (self._symbolic_dim, total):
-            raise ValueError(f"{item.midi}: symbolic features have shape {full.shape}, "
-                             f"expected ({self._symbolic_dim}, {total})")
-        for w in range(n_win):
-            start = int(round(w * self.window / cfg.hop_length))  # window w's first frame
-            out[w] = full[:, (start + np.arange(T)) % total]
+        first = [int(round(w * self.window / cfg.hop_length)) for w in range(n_win)]
+        out = symbolic_windows(item.midi, total, first, T, sr=cfg.sample_rate,
+                               hop=cfg.hop_length, rows=self._symbolic_dim)
+        if out.shape != (n_win, self._symbolic_dim, T):
+            raise ValueError(f"{item.midi}: symbolic features have shape {out.shape}, "
+                             f"expected ({n_win}, {self._symbolic_dim}, {T})")
         return out, True
 
     def _run(self, items: Sequence[_Item], *, top_k: int, batch_size: int,
