@@ -80,8 +80,39 @@ def _features(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- train / eval
+def _settings(args, cls) -> dict:
+    """``--set FIELD=VALUE`` pairs that name fields of ``cls``, parsed by the field's type
+    (booleans: true/false/1/0; tuples: comma-separated)."""
+    out = {}
+    known = {f.name: f for f in dataclasses.fields(ModelConfig) + dataclasses.fields(TrainConfig)}
+    for item in getattr(args, "set", None) or []:
+        name, sep, text = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in known:
+            raise MMEngineError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of "
+                                f"{', '.join(sorted(known))}")
+        if name not in {f.name for f in dataclasses.fields(cls)}:
+            continue
+        default = getattr(cls(), name)
+        try:
+            if isinstance(default, bool):
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(text)
+                value = text.lower() in ("true", "1")
+            elif isinstance(default, tuple):
+                kind = type(default[0]) if default else str
+                value = tuple(kind(v) for v in text.split(",") if v.strip())
+            else:
+                value = type(default)(text)
+        except ValueError:
+            raise MMEngineError(f"--set {item!r}: {text!r} is not a valid "
+                                f"{type(default).__name__}") from None
+        out[name] = value
+    return out
+
+
 def _model_cfg(args) -> ModelConfig:
-    kw = {}
+    kw = _settings(args, ModelConfig)
     if args.modalities:
         kw["modalities"] = tuple(args.modalities.split(","))
     if args.arch:
@@ -92,8 +123,9 @@ def _model_cfg(args) -> ModelConfig:
 
 
 def _train_cfg(args) -> TrainConfig:
-    kw = {k: getattr(args, k) for k in ("max_epochs", "seed", "num_threads")
-          if getattr(args, k, None) is not None}
+    kw = _settings(args, TrainConfig)
+    kw.update({k: getattr(args, k) for k in ("max_epochs", "seed", "num_threads")
+               if getattr(args, k, None) is not None})
     return dataclasses.replace(TrainConfig(), **kw)
 
 
@@ -127,6 +159,7 @@ def _experiment(args: argparse.Namespace) -> int:
     seeds = [int(x) for x in args.seeds.split(",")]
     models = args.models.split(",") if args.models else None
     comp = experiment(args.data, args.out, seeds=seeds, models=models,
+                      model_cfg=dataclasses.replace(ModelConfig(), **_settings(args, ModelConfig)),
                       train_cfg=_train_cfg(args), progress=not args.quiet,
                       report_only=args.report_only)
     for name, r in comp["models"].items():
@@ -223,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", dest="num_threads", type=int,
                    help="torch threads (default from TrainConfig: 2)")
     t.add_argument("--seed", type=int, help="training seed (default from TrainConfig)")
+    t.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="any ModelConfig or TrainConfig field, e.g. --set modality_dropout=0.5 "
+                        "--set aux_weight=1 --set modalities=mel,symbolic (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(handler="train")
@@ -240,13 +276,17 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", help="output folder (default runs/<data>-experiment)")
     x.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     x.add_argument("--models", help="comma-separated (default: fusion, svm, rf, "
-                   "svm_streams, rf_streams (the feature-matched baselines), cnn, rnn, "
+                   "svm_streams, rf_streams (the feature-matched baselines), cnn, tcn (the "
+                   "fusion model without its recurrence: the feature-matched CNN), rnn, "
                    "only_audio, only_text, only_symbolic; also available: fusion_paper (the "
                    "first, paper-style design), fusion_mean (it with mean pooling), gru, "
                    "only_mfcc, only_mel)")
     x.add_argument("--max-epochs", dest="max_epochs", type=int, help="default from TrainConfig")
     x.add_argument("--threads", dest="num_threads", type=int,
                    help="torch threads per training (default from TrainConfig: 2)")
+    x.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="a ModelConfig or TrainConfig field of the base settings every model "
+                        "starts from (repeatable; see 'mmengine train --help')")
     x.add_argument("--report-only", dest="report_only", action="store_true",
                    help="train nothing: summarise the runs that finished (e.g. while it runs)")
     x.add_argument("--seed", type=int, help=argparse.SUPPRESS)

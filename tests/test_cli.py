@@ -34,6 +34,23 @@ def test_unknown_data_is_a_clear_error(capsys, tmp_path):
     assert "neither an existing manifest" in capsys.readouterr().err
 
 
+def test_set_parses_config_fields_by_type():
+    from mmengine.cli import _model_cfg, _train_cfg
+    from mmengine.errors import MMEngineError
+
+    args = build_parser().parse_args([
+        "train", "--set", "modality_dropout=0.5", "--set", "aux-weight=1",
+        "--set", "modalities=mel,symbolic", "--set", "meter_profile=false",
+        "--set", "dilations=1,2", "--max-epochs", "3"])
+    m, t = _model_cfg(args), _train_cfg(args)
+    assert (m.modality_dropout, m.modalities, m.meter_profile, m.dilations) == \
+        (0.5, ("mel", "symbolic"), False, (1, 2))
+    assert (t.aux_weight, t.max_epochs) == (1.0, 3)
+    for bad in ("nope=1", "modality_dropout", "meter_profile=maybe", "hidden_size=1.5"):
+        with pytest.raises(MMEngineError, match="--set"):
+            _model_cfg(build_parser().parse_args(["train", "--set", bad]))
+
+
 @pytest.fixture(scope="module")
 def tiny_folk(tmp_path_factory):
     """A real 16-clip build of the folk task (rendered from the music21 corpus), shared."""
