@@ -54,6 +54,11 @@ def symbolic_dim() -> int:
     return SYMBOLIC_DIM
 
 
+def _frames(t, fps: float) -> np.ndarray:
+    """Frame of each time ``t`` (seconds): the nearest frame centre, ``floor(t * fps + 0.5)``."""
+    return np.floor(np.asarray(t, np.float64) * fps + 0.5).astype(np.int64)
+
+
 def notes_features(starts, ends, pitch, n_frames: int, *, sr: int, hop: int) -> np.ndarray:
     """Features from note arrays (start s, end s, MIDI pitch), each ``(n_notes,)``
     -> ``(SYMBOLIC_DIM, n_frames)`` float32 (the meter profile from the notes that start
@@ -81,7 +86,7 @@ def notes_features(starts, ends, pitch, n_frames: int, *, sr: int, hop: int) -> 
     starts = np.asarray(starts, np.float64)
     pitch = np.asarray(pitch, np.int64)
     _relative_rows(out, starts, pitch, fps)
-    inside = np.floor(starts * fps + 0.5) < n_frames
+    inside = _frames(starts, fps) < n_frames
     out[METER_START:] = meter_profile(starts[inside], pitch[inside])[:, None]
     return out
 
@@ -138,7 +143,7 @@ def _relative_rows(out: np.ndarray, starts: np.ndarray, pitch: np.ndarray, fps: 
     # first note of each onset (chord): one pass with reduceat, not a mask per onset
     onset_t, top = _onsets(starts, pitch)
     top = top.astype(np.float64)
-    frames = np.floor(onset_t * fps + 0.5).astype(np.int64)
+    frames = _frames(onset_t, fps)
     ioi = np.round(np.diff(onset_t), 3)  # to the millisecond: equal intervals stay equal
     n = out.shape[1]
     if len(ioi):
@@ -212,7 +217,7 @@ def symbolic_windows(midi_path, total: int, first_frames, n_frames: int, *, sr: 
     full = notes_features(starts, ends, pitch, total, sr=sr, hop=hop)[:rows]
     first_frames = np.asarray(first_frames, np.int64)
     out = np.empty((len(first_frames), rows, n_frames), np.float32)
-    note_frame = np.floor(starts * sr / hop + 0.5).astype(np.int64)
+    note_frame = _frames(starts, sr / hop)
     for w, a in enumerate(first_frames):
         out[w] = full[:, (a + np.arange(n_frames)) % total]
         if rows > METER_START:

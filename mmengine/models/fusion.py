@@ -387,9 +387,9 @@ class FusionLSTM(nn.Module):
             ``D = fused_dim``: for each modality of ``sequence_modalities`` its block (zeroed
             when missing) followed by its 0/1 mask channel; ``late`` (B, late_dim) — the text
             projection and its mask channel (late text fusion), the pitch-class key scores and
-            the standardised meter profile (both zeroed without notes) — or None when the model has no late stream. A modality
-            whose key is absent from ``batch`` is missing for every clip (e.g. no lyrics at
-            inference).
+            the standardised meter profile (both zeroed without notes) — or None when the
+            model has no late stream. A modality whose key is absent from ``batch`` is missing
+            for every clip (e.g. no lyrics at inference).
 
         ``parts``: when a dict is given, each stream of ``stream_dims()`` present in ``batch``
         adds ``parts[name] = (summary (B, dim), mask (B,))``, the mask after modality dropout
