@@ -35,9 +35,10 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .. import _ext
 from ..config import AudioConfig, FrontendConfig, from_dict
 from ..errors import AudioError, AudioNonFiniteError, AudioTooLongError, AudioZeroLengthError
-from ..errors import EngineFileError, ManifestError, MMEngineError
+from ..errors import BackendUnavailableError, EngineFileError, ManifestError, MMEngineError
 from . import engine_file
 from .registry import BACKENDS, select_backend
 
@@ -223,9 +224,10 @@ class Engine:
                 or a name from ``registry.BACKENDS``.
             frontend: feature front end: "auto" (native C++ when built, else the numpy
                 reference; logged), "native", "reference", "torch" or "dali".
-            frontend_device: "cpu" or "gpu" for the "dali" front end (default "cpu"). With
-                a backend that takes torch tensors (torch, cuda, triton), DALI's output goes to
-                the classifier as torch tensors through DLPack: on the GPU, no host round trip.
+            frontend_device: "cpu" or "gpu" for the "dali" and "torch" front ends (default
+                "cpu"). With a backend that takes torch tensors (torch, cuda, triton), DALI's
+                output goes to the classifier as torch tensors through DLPack: on the GPU, no
+                host round trip.
             options: ``threads`` (native, onnx, and the native front end), ``device`` (torch), ``providers`` (onnx);
                 options another backend does not take are ignored.
         Raises:
@@ -510,8 +512,17 @@ def _make_frontend(name: str, cfg: FrontendConfig, threads: Optional[int],
         name = auto_frontend(cfg)
     kw = {"num_threads": int(threads)} if name in ("native", "dali") and threads else {}
     if device is not None:
-        if name != "dali":
-            raise ValueError(f"frontend_device applies to the 'dali' front end, not {name!r}")
+        if name not in ("dali", "torch"):
+            raise ValueError(f"frontend_device applies to the 'dali' and 'torch' front ends, "
+                             f"not {name!r}")
+        if device not in ("cpu", "gpu"):
+            raise ValueError(f"frontend_device must be 'cpu' or 'gpu', not {device!r}")
+        if name == "torch" and device == "gpu":
+            if not _ext.cuda_available():
+                raise BackendUnavailableError(
+                    "frontend_device='gpu' needs a CUDA GPU, and torch sees none "
+                    "(torch.cuda.is_available() is False); use frontend_device='cpu'")
+            device = "cuda"  # DALI names its devices "cpu"/"gpu"; torch's GPU is "cuda"
         kw["device"] = device
     return get_frontend(name, cfg, **kw)
 

@@ -2,17 +2,25 @@
 
 Backends, fastest first (the order ``auto`` walks)::
 
-    GPU machine (torch sees CUDA):  tensorrt > cuda > triton > native > onnx > torch
+    GPU machine (torch sees CUDA):  tensorrt > cuda > triton > torch > native > onnx
     CPU machine:                    native > onnx > torch
+
+On a GPU machine ``torch`` runs on the GPU (cuDNN), ahead of the CPU backends.
+
+``auto`` picks only a backend verified on the hardware class it would run on here ("cpu" or
+"gpu", ``hardware_class``): ``VERIFIED`` records, per backend, the hardware classes where a run
+passed its tests, with the date and the evidence. Until a GPU run has passed their tests, the
+``cuda``, ``triton`` and ``tensorrt`` backends (and ONNX Runtime's CUDA provider) are opt-in:
+``backend="cuda"`` loads them, ``auto`` passes over them (logged) and uses ``torch`` on a GPU.
 
 ``available_backends()`` lists the backends that import and can run here; ``get_backend(name)``
 returns a backend's description or fails: ``UnknownBackendError`` listing the valid names, or
 ``BackendUnavailableError`` saying why and which command fixes it. ``select_backend`` resolves
 ``"auto"`` for an engine file: it skips backends that cannot run the file's payload (an ONNX
 payload runs only on ``onnx``, a TensorRT plan only on ``tensorrt``, safetensors weights on
-``native``/``cuda``/``triton``/``torch``), logs its choice at INFO, and logs a WARNING naming the
-reason whenever it does not use the backend the file was built for because that one is
-unavailable (never a silent fallback).
+``native``/``cuda``/``triton``/``torch``) and unverified ones, logs its choice at INFO, and logs a
+WARNING naming the reason whenever it does not use the backend the file was built for (never a
+silent fallback).
 
 Every probe is lazy: nothing here imports a GPU-only module at import time.
 """
@@ -31,8 +39,9 @@ from ..errors import BackendUnavailableError, UnknownBackendError
 
 log = logging.getLogger("mmengine.runtime")
 
-PREFERENCE_GPU = ("tensorrt", "cuda", "triton", "native", "onnx", "torch")
+PREFERENCE_GPU = ("tensorrt", "cuda", "triton", "torch", "native", "onnx")
 PREFERENCE_CPU = ("native", "onnx", "torch")
+HARDWARE_CLASSES = ("cpu", "gpu")
 
 
 class Runner(Protocol):
@@ -103,6 +112,46 @@ BACKENDS: Dict[str, BackendInfo] = {
     "torch": BackendInfo(
         "torch", "PyTorch eager (reference)", ("safetensors",), "safetensors",
         ("fp32", "bf16"), "mmengine.runtime.torch_backend", False, "pip install torch"),
+}
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A run that passed a backend's tests on one hardware class.
+
+    Attributes:
+        date: when (ISO date).
+        evidence: what ran and passed, where (tests, machine, command).
+    """
+
+    date: str
+    evidence: str
+
+
+_CI = "the CI tests (`.ci/run` -> `make test`, 2-core x86-64 CPU, no GPU)"
+
+#: backend -> hardware class ("cpu"/"gpu") -> the run that verified it there. ``auto`` picks a
+#: backend only where its entry holds the hardware class it would run on (``hardware_class``);
+#: any backend still loads when named. Add an entry only after a run on that hardware class
+#: passed the backend's tests (for a GPU: ``bench/gpu/run.sh``, its summary.json as evidence).
+VERIFIED: Dict[str, Dict[str, Verification]] = {
+    "native": {"cpu": Verification("2026-12-07", f"{_CI}: tests/test_native_lstm.py, "
+                                   "test_frontend_native.py, test_engine.py against the float64 "
+                                   "reference, every ISA forced, fp32 and bf16")},
+    "onnx": {"cpu": Verification("2026-12-07", f"{_CI}: tests/test_onnx_export.py, "
+                                 "test_engine.py, ONNX Runtime's CPU provider against torch")},
+    "torch": {
+        "cpu": Verification("2026-12-07", f"{_CI}: the reference path of every engine test"),
+        # the issue's rule (#17): on a GPU, auto uses torch's own cuDNN path until the GPU
+        # backends have passed their tests there; this package's torch code has not yet run
+        # on a GPU here (bench/gpu/run.sh checks it: tests/test_backend_verified.py)
+        "gpu": Verification("2026-12-07", "PyTorch's own CUDA/cuDNN kernels (tested upstream); "
+                            "the model code is device-agnostic and tested on the CPU; not yet "
+                            "run on a GPU here"),
+    },
+    "cuda": {},  # compiled by nvcc and emulated on the CPU in CI; never run on a GPU yet
+    "triton": {},  # run in Triton's interpreter and compiled in CI; never run on a GPU yet
+    "tensorrt": {},  # never run: TensorRT is not installable here
 }
 
 
@@ -191,6 +240,39 @@ def _why(name: str) -> Optional[str]:
     return f"{reason}; fix: {fix or BACKENDS[name].install}"
 
 
+def _onnx_uses_gpu() -> bool:
+    """True when an ONNX engine would run on ONNX Runtime's CUDA provider here."""
+    if not (_ext.cuda_available() and _ext.has("onnxruntime")):
+        return False
+    from .onnx_backend import CUDA, default_providers
+
+    return CUDA in default_providers()
+
+
+def hardware_class(name: str) -> str:
+    """Where backend ``name`` runs on this machine: "gpu" or "cpu" (``torch`` runs on the GPU
+    when torch sees one, ``onnx`` when its CUDA provider would be used)."""
+    info = _check_name(name)
+    if info.gpu:
+        return "gpu"
+    if name == "torch":
+        return "gpu" if _ext.cuda_available() else "cpu"
+    if name == "onnx":
+        return "gpu" if _onnx_uses_gpu() else "cpu"
+    return "cpu"
+
+
+def unverified_reason(name: str) -> Optional[str]:
+    """None when backend ``name`` is verified on the hardware class it would run on here
+    (``VERIFIED``), else why ``auto`` passes over it (it still loads when named)."""
+    hw = hardware_class(name)
+    if hw in VERIFIED.get(name, {}):
+        return None
+    return (f"not verified on {hw} yet (no {hw} run has passed its tests; see "
+            f"registry.VERIFIED), so 'auto' does not pick it; name it to use it: "
+            f"backend={name!r}")
+
+
 def unavailable_reason(name: str) -> Optional[str]:
     """None when backend ``name`` can run here, else why not (one sentence)."""
     _check_name(name)
@@ -203,8 +285,10 @@ def preference_order() -> Tuple[str, ...]:
 
 
 def available_backends() -> List[str]:
-    """Backends that can run here, fastest first."""
-    return [n for n in PREFERENCE_GPU if _PROBES[n]() is None]
+    """Backends that can run here, fastest first (verified or not)."""
+    order = preference_order()
+    order += tuple(n for n in PREFERENCE_GPU if n not in order)
+    return [n for n in order if _PROBES[n]() is None]
 
 
 def _check_name(name: str) -> BackendInfo:
@@ -270,12 +354,16 @@ def select_backend(header: Mapping, requested: str = "auto") -> str:
     fmt = header.get("payload_format")
     able = _able(fmt)
     skipped: List[str] = []
+    unverified: List[str] = []  # could run the file here, but not verified on this hardware
     for name in order:
         if name not in able:
             continue
         why = _accepts(BACKENDS[name], header) or _why(name)
         if why is None:
-            break
+            why = unverified_reason(name)
+            if why is None:
+                break
+            unverified.append(name)
         skipped.append(f"{name}: {why}")
     else:
         skipped += [f"{n}: {_why(n) or 'not used without a GPU'}" for n in able if n not in order]
@@ -286,9 +374,13 @@ def select_backend(header: Mapping, requested: str = "auto") -> str:
             " with `mmengine build CHECKPOINT --backend NAME`")
     log.info("engine backend: %s (auto, order %s; file built for %s)", name,
              " > ".join(order), built_for)
+    if unverified:
+        log.info("auto passed over %s: not verified on this hardware (registry.VERIFIED); "
+                 "name one with backend= to use it", ", ".join(unverified))
     reason = None
     if built_for != name and built_for in BACKENDS:
-        reason = _accepts(BACKENDS[built_for], header) or _why(built_for)
+        reason = (_accepts(BACKENDS[built_for], header) or _why(built_for)
+                  or unverified_reason(built_for))
     if reason:
         log.warning("engine built for %r runs on %r instead, from the same weights: %s",
                     built_for, name, reason)
