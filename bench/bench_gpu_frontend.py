@@ -27,6 +27,16 @@ probabilities (softmax, copied to the host: (B, C) floats). Classifier: the fusi
   triton or the CUDA extension is missing.
 * ``e2e-host``: like ``e2e-torch`` but the features go GPU → host numpy → cuda (no DLPack).
 
+Suite ``engine`` (clips/s; no DALI needed): B audio files → ``Engine.classify`` → predictions,
+through the engine as users run it: one ``.mme`` file (``make_engine``: the fusion model above,
+audio only, fp32, torch payload) loaded with ``frontend="torch", frontend_device="gpu"`` (the
+torch front end on cuda: decode on the CPU, log-Mel/MFCC on the GPU) and ``batch_size=B``:
+
+* ``engine-torch``: ``backend="torch"`` on cuda (cuDNN LSTM), the baseline.
+* ``engine-cuda`` / ``engine-triton``: ``backend="cuda"`` / ``"triton"`` (the persistent
+  kernels; named, since ``auto`` picks only verified backends); absent, with the reason, when
+  the CUDA extension or triton is missing.
+
 Method: ``bench/harness.py``'s, as the CPU peer suites: every contender runs warm in its own
 spawned process (its own DALI thread pool and CUDA context; built and called twice per batch
 before timing), contenders interleaved round by round in rotating order; reported per batch:
@@ -34,7 +44,11 @@ the median over rounds of each round's best call, clips/s, p50/p99, peak RSS and
 every other contender of the suite (the target reads "x vs dali-cpu" of dali-gpu). Without a
 CUDA device it prints "no GPU: skipped" and exits 0.
 
-    python bench/bench_gpu_frontend.py [--suite frontend|e2e|all] [--rounds 5]
+The DALI suites need DALI (``pip install 'mmengine-music[dali]'``): ``--suite all`` without it
+runs ``engine`` alone and names the suites it left out; ``--suite frontend`` or ``e2e`` without
+it is an error (exit 2).
+
+    python bench/bench_gpu_frontend.py [--suite frontend|e2e|engine|all] [--rounds 5]
         [--batches 1 8 64 256] [--threads N] [--source files|arrays] [--format flac|wav]
         [--json out.json]
 """
@@ -45,6 +59,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -54,7 +69,9 @@ SR, SECONDS, N_CLASSES = 22050, 30.0, 4
 SUITES = {
     "frontend": ["dali-cpu", "dali-gpu", "dali-gpu-host"],
     "e2e": ["e2e-torch", "e2e-triton", "e2e-cuda", "e2e-host"],
+    "engine": ["engine-torch", "engine-cuda", "engine-triton"],
 }
+DALI_SUITES = ("frontend", "e2e")
 TARGET = ("dali-gpu", "dali-cpu", 20.0)  # contender, baseline, minimum clips/s ratio
 
 
@@ -66,6 +83,19 @@ def gpu_missing_reason():
         return f"torch is not importable ({exc})"
     if not torch.cuda.is_available():
         return f"torch {torch.__version__} sees no CUDA device"
+    return None
+
+
+def dali_missing_reason():
+    """None when DALI imports and sees a CUDA device, else why the DALI suites cannot run."""
+    try:
+        import nvidia.dali  # noqa: F401
+
+        from mmengine.features.dali import _dali_gpu_count
+    except ImportError as exc:
+        return f"DALI is not installed ({exc}); pip install 'mmengine-music[dali]'"
+    if _dali_gpu_count() == 0:
+        return "DALI sees no CUDA device"
     return None
 
 
@@ -132,15 +162,11 @@ def e2e_contender(threads: int, kind: str, paths: list, source: str = "files"):
     import numpy as np
     import torch
 
-    from mmengine.config import FrontendConfig, ModelConfig
+    from mmengine.config import FrontendConfig
     from mmengine.features.dali import DaliFrontend
-    from mmengine.models import build_model
 
-    torch.manual_seed(0)
     cfg = FrontendConfig()
-    dims = dict(n_mfcc=cfg.n_mfcc, n_mels=cfg.n_mels, text_dim=0, symbolic_dim=0,
-                n_classes=N_CLASSES, multilabel=False)
-    model = build_model(ModelConfig(), dims).cuda().eval()
+    model = fusion_model().cuda()
     info = f"fusion model {tuple(model.modalities)}, torch {torch.__version__} (cuDNN)"
     classify = lambda batch: torch.softmax(model(batch), dim=1)  # noqa: E731
     if kind in ("e2e-triton", "e2e-cuda"):
@@ -172,12 +198,62 @@ def e2e_contender(threads: int, kind: str, paths: list, source: str = "files"):
     return info + f"; DALI gpu, {threads} threads", make
 
 
-def run_suite(suite: str, batches, rounds: int, threads: int, paths: list, source: str) -> dict:
-    """One suite through ``bench.harness.run_interleaved`` (its result dict)."""
+def fusion_model():
+    """The classifier of the e2e and engine suites: ``ModelConfig()`` on the two audio streams,
+    ``N_CLASSES`` classes, seeded random weights, eval mode, on the CPU."""
+    import torch
+
+    from mmengine.config import FrontendConfig, ModelConfig
+    from mmengine.models import build_model
+
+    torch.manual_seed(0)
+    cfg = FrontendConfig()
+    dims = dict(n_mfcc=cfg.n_mfcc, n_mels=cfg.n_mels, text_dim=0, symbolic_dim=0,
+                n_classes=N_CLASSES, multilabel=False)
+    return build_model(ModelConfig(), dims).eval()
+
+
+def make_engine(folder: Path) -> Path:
+    """``folder/engine.mme``: ``fusion_model()`` as an fp32 engine with a torch payload (the
+    payload the torch, cuda and triton backends run); 30 s windows at 22,050 Hz."""
+    from mmengine.config import AudioConfig, FrontendConfig
+    from mmengine.export import build_engine_from_model
+
+    return build_engine_from_model(fusion_model(), Path(folder) / "engine.mme", backend="torch",
+                                   labels=[f"class{i}" for i in range(N_CLASSES)],
+                                   audio_cfg=AudioConfig(clip_seconds=SECONDS, sample_rate=SR),
+                                   frontend_cfg=FrontendConfig(sample_rate=SR))
+
+
+def engine_contender(threads: int, kind: str, paths: list, engine: str, source: str = "files"):
+    """An engine contender: ``engine-torch``, ``engine-cuda`` or ``engine-triton``: the engine
+    file on that backend, the torch front end on the GPU, ``classify`` of B files."""
+    from mmengine.runtime import Engine, ErrorEntry
+
+    backend = kind.split("-", 1)[1]
+    eng = Engine.load(engine, backend=backend, frontend="torch", frontend_device="gpu")
+
+    def make(params, batch):
+        data = [paths[i % len(paths)] for i in range(batch)]
+        errors = [r for r in eng.classify(data, batch_size=batch, workers=threads)
+                  if isinstance(r, ErrorEntry)]
+        if errors:  # a call that fails on its inputs must not be timed as a fast one
+            raise RuntimeError(f"{kind}: {len(errors)} of {batch} files failed: {errors[0]}")
+        return lambda: eng.classify(data, batch_size=batch, workers=threads)
+
+    return (f"Engine backend {backend} ({eng.header['dtype']}), torch front end on "
+            f"{eng.frontend.device}, {threads} decode threads"), make
+
+
+def run_suite(suite: str, batches, rounds: int, threads: int, paths: list, source: str,
+              engine: Optional[Path] = None) -> dict:
+    """One suite through ``bench.harness.run_interleaved`` (its result dict); ``engine``: the
+    engine file of the ``engine`` suite."""
     from bench.harness import Contender, Workload, run_interleaved
 
-    factory = f"bench.bench_gpu_frontend:{'frontend' if suite == 'frontend' else 'e2e'}_contender"
-    contenders = [Contender(k, factory, {"kind": k, "paths": paths, "source": source})
+    factory = f"bench.bench_gpu_frontend:{suite}_contender"
+    extra = {"engine": str(engine)} if suite == "engine" else {}
+    contenders = [Contender(k, factory, {"kind": k, "paths": paths, "source": source, **extra})
                   for k in SUITES[suite]]
     workload = Workload(f"{SECONDS:.0f} s clips", {"source": source}, unit="clips")
     return run_interleaved(contenders, [workload], batches, rounds=rounds, threads=threads,
@@ -187,7 +263,7 @@ def run_suite(suite: str, batches, rounds: int, threads: int, paths: list, sourc
 def main(argv=None) -> int:
     """Run the chosen suites and print their tables; 0 also when skipped for want of a GPU."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--suite", choices=["frontend", "e2e", "all"], default="all")
+    ap.add_argument("--suite", choices=[*SUITES, "all"], default="all")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8, 64, 256])
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2,
@@ -202,26 +278,25 @@ def main(argv=None) -> int:
     if reason:
         print(f"bench_gpu_frontend: no GPU: skipped ({reason})")
         return 0
-    try:
-        from mmengine.features.dali import _dali_gpu_count
-        import nvidia.dali  # noqa: F401
-    except ImportError as exc:
-        print(f"bench_gpu_frontend: DALI is not installed ({exc}); pip install "
-              "'mmengine-music[dali]'", file=sys.stderr)
-        return 2
-    if _dali_gpu_count() == 0:
-        print("bench_gpu_frontend: no GPU: skipped (DALI sees no CUDA device)")
-        return 0
+    suites = list(SUITES) if args.suite == "all" else [args.suite]
+    dali_missing = dali_missing_reason() if set(suites) & set(DALI_SUITES) else None
+    if dali_missing:
+        left_out = [s for s in suites if s in DALI_SUITES]
+        suites = [s for s in suites if s not in DALI_SUITES]
+        print(f"bench_gpu_frontend: suites {', '.join(left_out)} skipped: {dali_missing}",
+              file=sys.stderr if not suites else sys.stdout, flush=True)
+        if not suites:
+            return 2
 
     from bench.harness import write_outputs
 
     results = []
     with tempfile.TemporaryDirectory(prefix="mmengine-gpu-bench-") as tmp:
         paths = make_audio(Path(tmp), args.distinct, args.format)
-        suites = ["frontend", "e2e"] if args.suite == "all" else [args.suite]
+        engine = make_engine(Path(tmp)) if "engine" in suites else None
         for suite in suites:
             results.append(run_suite(suite, args.batches, args.rounds, args.threads, paths,
-                                     args.source if suite == "frontend" else "files"))
+                                     args.source if suite == "frontend" else "files", engine))
     print(write_outputs(results, json_path=args.json))
     fast, base, need = TARGET
     got = {r["batch"]: r["ratios"].get(base) for res in results for r in res["results"]

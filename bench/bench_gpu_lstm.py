@@ -17,9 +17,15 @@ one ONNX ``LSTM`` op per layer, dynamic batch and frames) and compiled by
 ``execute_async_v3`` on torch's current stream, torch CUDA tensors as buffers. Skipped, with the
 reason, when tensorrt is not importable (or the build fails); ``--no-tensorrt`` skips it.
 
+``--model-shape``: the LSTM of the default fusion model instead (``model_shape()``:
+``ModelConfig()`` with every modality, on one window of ``AudioConfig().clip_seconds``; input
+131, hidden 128, 2 layers, T = 646 when this was written), in place of ``--input-size``,
+``--hidden``, ``--layers`` and ``--steps``.
+
 Needs a CUDA GPU; without one it prints "no GPU: skipped" and exits 0:
 
     python bench/bench_gpu_lstm.py                  # full grid, 7 rounds
+    python bench/bench_gpu_lstm.py --model-shape    # the default model's LSTM
     python bench/bench_gpu_lstm.py --batches 1 64 --steps 646 --rounds 5
 Writes JSON (--json) and a markdown table (--markdown).
 """
@@ -52,6 +58,26 @@ def lstm_flops(input_size: int, hidden: int, layers: int, steps: int) -> int:
         total += 2 * 4 * hidden * (d + hidden) * steps
         d = hidden
     return total
+
+
+def model_shape() -> dict:
+    """The recurrence of the default fusion model (``ModelConfig()``, every modality present)
+    on one window of ``AudioConfig().clip_seconds``: ``input_size``, ``hidden``, ``layers``
+    and ``steps`` (frames after the stems' pooling). Built on the CPU, random weights."""
+    from mmengine.config import AudioConfig, FrontendConfig, ModelConfig
+    from mmengine.features.symbolic import SYMBOLIC_DIM
+    from mmengine.models import build_model
+    from mmengine.runtime.tensorrt_backend import window_frames
+
+    fe = FrontendConfig()
+    model = build_model(ModelConfig(), dict(n_mfcc=fe.n_mfcc, n_mels=fe.n_mels, text_dim=64,
+                                            symbolic_dim=SYMBOLIC_DIM, n_classes=4,
+                                            multilabel=False))
+    rnn = model.classifier.rnn
+    if not isinstance(rnn, torch.nn.LSTM):
+        raise ValueError(f"the default model's recurrence is {type(rnn).__name__}, not an LSTM")
+    return {"input_size": rnn.input_size, "hidden": rnn.hidden_size, "layers": rnn.num_layers,
+            "steps": model.out_frames(window_frames(AudioConfig(), fe))}
 
 
 class _LastOutput(torch.nn.Module):
@@ -217,9 +243,20 @@ def main(argv=None) -> int:
                     help="opt batch of the TensorRT profile (capped at max(--batches))")
     ap.add_argument("--cudnn-tf32", action="store_true",
                     help="let cuDNN use TF32 for fp32 (off by default: the kernels compute fp32)")
+    ap.add_argument("--model-shape", action="store_true",
+                    help="the default fusion model's LSTM (input, hidden, layers, T) instead of "
+                         "--input-size/--hidden/--layers/--steps")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "gpu_lstm_results.json")
     ap.add_argument("--markdown", type=Path, default=ROOT / "bench" / "gpu_lstm_results.md")
     args = ap.parse_args(argv)
+    shape = "standard"
+    if args.model_shape:
+        shape = "model"
+        m = model_shape()
+        args.input_size, args.hidden, args.layers, args.steps = (
+            m["input_size"], m["hidden"], m["layers"], [m["steps"]])
+    print(f"bench_gpu_lstm: {shape} shape: {args.layers}-layer LSTM {args.input_size}->"
+          f"{args.hidden}, T {args.steps}", flush=True)
     if not torch.cuda.is_available():
         print(f"bench_gpu_lstm: no GPU: skipped (torch {torch.__version__} sees no CUDA device)")
         return 0
@@ -258,7 +295,8 @@ def main(argv=None) -> int:
         "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
         "python": platform.python_version(), "rounds": args.rounds,
         "cudnn_tf32": args.cudnn_tf32,
-        "workload": {"input_size": args.input_size, "hidden": args.hidden, "layers": args.layers},
+        "workload": {"shape": shape, "input_size": args.input_size, "hidden": args.hidden,
+                     "layers": args.layers},
         "flops_formula": "sum over layers of 2*4H*(D+H)*T per sequence",
         "absent": absent_all,
     }
@@ -267,7 +305,8 @@ def main(argv=None) -> int:
     lines = [f"# GPU LSTM: persistent kernels vs cuDNN ({meta['device']})", "",
              f"torch {meta['torch']}, CUDA {meta['cuda']}, cuDNN {meta['cudnn']} "
              f"(TF32 {'on' if args.cudnn_tf32 else 'off'}); "
-             f"{args.layers}-layer LSTM {args.input_size}->{args.hidden}; median of "
+             f"{args.layers}-layer LSTM {args.input_size}->{args.hidden} ({shape} shape); "
+             "median of "
              f"{args.rounds} interleaved rounds; FLOPs = {meta['flops_formula']}.", "",
              "| dtype | T | batch | contender | median ms | seq/s | GFLOP/s | vs cuDNN | "
              "max diff vs cuDNN |", "|---|---|---|---|---|---|---|---|---|"]
