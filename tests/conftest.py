@@ -12,27 +12,32 @@ import numpy as np
 import pytest
 
 
+def _require_gpu() -> bool:
+    return os.environ.get("MMENGINE_REQUIRE_GPU") == "1"
+
+
 def pytest_collection_modifyitems(config, items):
     # the marker itself: "gpu" in it.keywords would also match a parameter id "gpu"
     gpu_items = [it for it in items if it.get_closest_marker("gpu") is not None]
-    if not gpu_items:
+    if not gpu_items or _require_gpu():
         return
     from mmengine._ext import cuda_available
 
     if cuda_available():
-        return
-    if os.environ.get("MMENGINE_REQUIRE_GPU") == "1":
-        for it in gpu_items:
-            it.add_marker(pytest.mark.usefixtures("_fail_no_gpu"))
         return
     skip = pytest.mark.skip(reason="needs a CUDA GPU (set MMENGINE_REQUIRE_GPU=1 to fail instead)")
     for it in gpu_items:
         it.add_marker(skip)
 
 
-@pytest.fixture
-def _fail_no_gpu():
-    pytest.fail("MMENGINE_REQUIRE_GPU=1 but no CUDA device is visible")
+def pytest_runtest_setup(item):
+    """With MMENGINE_REQUIRE_GPU=1, a gpu test fails before its fixtures and body when no GPU
+    is visible (a fixture added by a marker after collection would never run)."""
+    if _require_gpu() and item.get_closest_marker("gpu") is not None:
+        from mmengine._ext import cuda_available
+
+        if not cuda_available():
+            pytest.fail("MMENGINE_REQUIRE_GPU=1 but no CUDA device is visible", pytrace=False)
 
 
 @pytest.fixture

@@ -195,6 +195,9 @@ step_tests() {
     fi
     "$PYTHON" -c 'import pytest_timeout' 2> /dev/null \
         && extra=(--timeout=150 --timeout-method=thread)  # a hung kernel must not eat the run
+    # Triton compiles each kernel variant on the CPU: a few workers share the GPU meanwhile
+    "$PYTHON" -c 'import xdist' 2> /dev/null && (( $(nproc) >= 8 )) \
+        && extra+=(-n "$(( $(nproc) / 4 ))")
     MMENGINE_REQUIRE_GPU=1 "$PYTHON" -m pytest -v -rs -p no:cacheprovider -m gpu "${extra[@]}" \
         --junitxml="$OUT/pytest-gpu.xml" "${files[@]}"
 }
