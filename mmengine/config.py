@@ -281,6 +281,17 @@ class TrainConfig:
             (0 = off). The heads are not part of the model: engines never see them.
         ema_decay: keep an exponential moving average of the weights (decay per step; 0 =
             off); validation scores, best-epoch selection and the checkpoint use the average.
+        stage1_frac: train in two stages (0 = one stage): the first
+            ``round(stage1_frac * max_epochs)`` epochs see only ``stage1_modalities`` (the
+            clips that have one of them; the other modalities are left out of the batches, so
+            their stems cost nothing), then the weights through which the other modalities
+            reach the logits are zeroed (``FusionLSTM.close_streams``: the model's outputs are
+            unchanged) and the rest of the epochs train on every modality with a fresh
+            optimizer and schedule. Best-epoch selection and early stopping start at the
+            switch: the model kept is always a model of every modality. No effect on models
+            whose modalities are all (or none) in ``stage1_modalities``.
+        stage1_modalities: the modalities of stage 1.
+        stage2_lr: peak learning rate of stage 2 (0 = ``lr``).
         seed: seeds initialisation, shuffling, crops, dropout and augmentation.
         num_threads: torch intra-op threads (0 = leave torch's setting alone).
     """
@@ -298,6 +309,9 @@ class TrainConfig:
     grad_clip: float = 5.0
     aux_weight: float = 0.0
     ema_decay: float = 0.0
+    stage1_frac: float = 0.0
+    stage1_modalities: Tuple[str, ...] = ("symbolic",)
+    stage2_lr: float = 0.0
     seed: int = 0
     num_threads: int = 2
 

@@ -178,16 +178,72 @@ def aux_loss(heads: nn.ModuleDict, parts: Dict[str, tuple], y: torch.Tensor,
     return torch.stack(losses).mean()
 
 
-def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, total: int, cfg: TrainConfig, peak: Optional[float] = None) -> float:
     """Learning rate of optimizer step ``step`` (0-based) of ``total``: constant, or linear
-    warm-up for ``warmup_frac`` of the steps then cosine decay to 0."""
+    warm-up for ``warmup_frac`` of the steps then cosine decay to 0; ``peak`` defaults to
+    ``cfg.lr``."""
+    peak = cfg.lr if peak is None else peak
     if cfg.schedule == "constant":
-        return cfg.lr
+        return peak
     warm = max(1, int(round(cfg.warmup_frac * total)))
     if step < warm:
-        return cfg.lr * (step + 1) / warm
+        return peak * (step + 1) / warm
     t = (step - warm) / max(1, total - warm)
-    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+#: batch keys of each modality (``batch_from_arrays``)
+MODALITY_KEYS = {"mfcc": ("mfcc",), "mel": ("logmel",), "text": ("text", "text_mask"),
+                 "symbolic": ("symbolic", "symbolic_mask")}
+
+
+def stage_plan(model: nn.Module, cfg: TrainConfig) -> Tuple[int, Tuple[str, ...]]:
+    """``(epochs of stage 1, modalities of stage 1)`` for ``TrainConfig.stage1_frac``, or
+    ``(0, ())`` when the run has one stage: staging off, a model without the modalities of
+    stage 1 or with nothing else, or fewer than 2 epochs."""
+    mods = tuple(getattr(model, "modalities", ()))
+    kept = tuple(m for m in mods if m in cfg.stage1_modalities)
+    if (cfg.stage1_frac <= 0 or not kept or len(kept) == len(mods) or cfg.max_epochs < 2
+            or not hasattr(model, "close_streams")):
+        return 0, ()
+    epochs = min(max(int(round(cfg.stage1_frac * cfg.max_epochs)), 1), cfg.max_epochs - 1)
+    return epochs, kept
+
+
+def stage_batch(batch: Dict[str, torch.Tensor], kept: Tuple[str, ...]
+                ) -> Dict[str, torch.Tensor]:
+    """``batch`` without the keys of the modalities outside ``kept`` (they are then missing
+    for every clip, and their stems are not run)."""
+    drop = {k for m, keys in MODALITY_KEYS.items() if m not in kept for k in keys}
+    return {k: v for k, v in batch.items() if k not in drop}
+
+
+def stage_rows(batch: Dict[str, torch.Tensor], kept: Tuple[str, ...]) -> torch.Tensor:
+    """Indices of the clips that have at least one modality of ``kept``."""
+    n = next(iter(batch.values())).shape[0]
+    has = torch.zeros(n, dtype=torch.bool)
+    for m in kept:
+        series = MODALITY_KEYS[m][0]
+        if series not in batch:
+            continue
+        mask = batch.get(f"{m}_mask")
+        has |= torch.ones(n, dtype=torch.bool) if mask is None else mask.reshape(n).bool()
+    return torch.nonzero(has).reshape(-1)
+
+
+def _check_train_config(cfg: TrainConfig) -> None:
+    from .config import MODALITIES
+
+    if not 0.0 <= cfg.stage1_frac < 1.0:
+        raise ValueError(f"stage1_frac must be in [0, 1), got {cfg.stage1_frac}")
+    unknown = [m for m in cfg.stage1_modalities if m not in MODALITIES]
+    if unknown:
+        raise ValueError(f"unknown stage1_modalities {unknown}; valid: {MODALITIES}")
+    if cfg.stage2_lr < 0:
+        raise ValueError(f"stage2_lr must be >= 0, got {cfg.stage2_lr}")
+    if cfg.stage1_frac > 0 and cfg.ema_decay > 0:
+        raise ValueError("stage1_frac and ema_decay cannot be combined (the average would mix "
+                         "the two stages' weights)")
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -280,7 +336,8 @@ def _optimizer_state(tensors: Dict[str, torch.Tensor], doc: dict) -> dict:
 def _fingerprint(fs_train, model_cfg: ModelConfig, train_cfg: TrainConfig, dims: dict) -> dict:
     tc = {k: v for k, v in to_dict(train_cfg).items() if k not in RESUMABLE_CHANGES}
     ids = "\n".join(fs_train.ids).encode()
-    return {"model_config": json.loads(json.dumps(to_dict(model_cfg))), "train_config": tc,
+    return {"model_config": json.loads(json.dumps(to_dict(model_cfg))),
+            "train_config": json.loads(json.dumps(tc)),
             "dims": dims, "train_ids_sha256": hashlib.sha256(ids).hexdigest()}
 
 
@@ -355,6 +412,7 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
     from tqdm.auto import tqdm
 
     validate_feature_set(feature_set)
+    _check_train_config(train_cfg)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if not resume:  # a fresh run never mixes with an earlier run's state in the same folder
@@ -394,6 +452,12 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
         n, bs = len(fs_tr.ids), train_cfg.batch_size
         n_batches = (n + bs - 1) // bs
         total_steps = n_batches * train_cfg.max_epochs
+        K, kept = stage_plan(model, train_cfg)
+        rows1 = stage_rows(x_tr, kept) if K else None
+        if K and len(rows1) == 0:
+            raise DataError(f"no training clip has any of stage1_modalities {kept}")
+        n1 = len(rows1) if K else 0
+        n_batches1 = (n1 + bs - 1) // bs
         crop = int(round(train_cfg.crop_seconds * _frame_rate(frontend_config)))
         common = dict(label_names=names, model_config=model_cfg, train_config=train_cfg,
                       audio_config=audio_config, frontend_config=frontend_config,
@@ -424,15 +488,30 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
                 model.train()
                 if aux is not None:
                     aux.train()
-                perm = torch.randperm(n, generator=gen)
+                stage1 = epoch < K
+                if stage1:
+                    perm, nb = rows1[torch.randperm(n1, generator=gen)], n_batches1
+                else:
+                    perm, nb = torch.randperm(n, generator=gen), n_batches
                 total, seen = 0.0, 0
-                bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{train_cfg.max_epochs}",
-                           disable=not progress, leave=True, dynamic_ncols=True)
-                for b in range(n_batches):
+                desc = f"epoch {epoch + 1}/{train_cfg.max_epochs}" + \
+                    (f" (stage 1: {'+'.join(kept)})" if stage1 else "")
+                bar = tqdm(total=nb, desc=desc, disable=not progress, leave=True,
+                           dynamic_ncols=True)
+                for b in range(nb):
                     idx = perm[b * bs:(b + 1) * bs]
+                    if stage1:
+                        lr = lr_at(epoch * nb + b, K * nb, train_cfg)
+                    elif K:
+                        lr = lr_at((epoch - K) * nb + b, (train_cfg.max_epochs - K) * nb,
+                                   train_cfg, train_cfg.stage2_lr or train_cfg.lr)
+                    else:
+                        lr = lr_at(epoch * nb + b, total_steps, train_cfg)
                     for group in opt.param_groups:
-                        group["lr"] = lr_at(epoch * n_batches + b, total_steps, train_cfg)
+                        group["lr"] = lr
                     xb = random_crops(_index(x_tr, idx), crop, gen)
+                    if stage1:
+                        xb = stage_batch(xb, kept)
                     if aux is None:
                         loss = criterion(model(xb), y_tr[idx])
                     else:
@@ -452,7 +531,13 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
                     seen += len(idx)
                     bar.update(1)
                     bar.set_postfix(loss=f"{total / seen:.4f}")
-                logits = predict_logits(scored, x_va)
+                if K and epoch + 1 == K:
+                    # the switch: the model (now exactly as good with every modality present)
+                    # goes on to stage 2 with a fresh optimizer; from here on it is scored
+                    model.close_streams(kept)
+                    opt = make_optimizer(params, train_cfg)
+                    stage1 = False
+                logits = predict_logits(scored, stage_batch(x_va, kept) if stage1 else x_va)
                 val_loss = float(val_criterion(logits, y_va))
                 vm = classification_metrics(fs_va.labels, decide(logits, multilabel), C,
                                             multilabel=multilabel, label_names=names)
@@ -462,9 +547,13 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
                 record = {"epoch": epoch + 1, "train_loss": total / seen, "val_loss": val_loss,
                           "val_accuracy": vm["accuracy"], "val_macro_f1": f1,
                           "seconds": time.perf_counter() - t0}
+                if K:
+                    record["stage"] = 1 if epoch + 1 < K else 2
                 state["history"].append(record)
                 state["epoch"] = epoch + 1
-                if f1 > state["best_f1"]:
+                if stage1:
+                    pass  # a model of the stage-1 modalities only: never kept as the best
+                elif f1 > state["best_f1"]:
                     state.update(best_f1=f1, best_epoch=epoch + 1, bad_epochs=0,
                                  best_val_metrics=vm)
                     atomic_save_tensors(out_dir / "best.safetensors", scored.state_dict())

@@ -328,3 +328,88 @@ def test_aux_loss_reads_only_clips_that_have_the_stream():
     keep = mask.bool()
     ref = torch.nn.functional.cross_entropy(heads["text"](text[keep]), y[keep], weight=w)
     assert float(aux_loss(heads, only_text, y, False, w)) == pytest.approx(float(ref), rel=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "none"])
+@torch.no_grad()
+def test_close_streams_keeps_the_outputs_of_the_notes_alone(cell):
+    """After ``close_streams(("symbolic",))`` the model gives, with every modality present,
+    exactly what it gave on the notes alone (late text, key scores and meter profile in)."""
+    from mmengine.features.symbolic import SYMBOLIC_DIM
+    from mmengine.models import build_model
+    from mmengine.training import stage_batch
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(DILATED, cell=cell, pitch_templates=4, meter_profile=True)
+    dims = dict(n_mfcc=5, n_mels=10, text_dim=7, symbolic_dim=SYMBOLIC_DIM, n_classes=3,
+                multilabel=False)
+    model = build_model(cfg, dims).eval()
+    assert model.pitch is not None and model.meter_rows > 0 and model.late_text
+    B, T = 6, 24
+    batch = {"mfcc": torch.randn(B, 5, T), "logmel": torch.randn(B, 10, T),
+             "text": torch.rand(B, 7), "text_mask": torch.ones(B, dtype=torch.bool),
+             "symbolic": torch.rand(B, SYMBOLIC_DIM, T),
+             "symbolic_mask": torch.ones(B, dtype=torch.bool)}
+    notes = model(stage_batch(batch, ("symbolic",)))
+    assert not torch.allclose(model(batch), notes)  # every stream counts before ...
+    model.close_streams(("symbolic",))
+    assert torch.equal(model(batch), notes)          # ... and none but the notes after
+    assert torch.equal(model(stage_batch(batch, ("symbolic",))), notes)
+
+
+STAGED = dataclasses.replace(FAST, max_epochs=5, stage1_frac=0.4, crop_seconds=0.0)
+
+
+def test_two_stage_training_selects_among_full_models_and_resumes_exactly(tmp_path):
+    """Stage 1 trains on the notes alone (the audio and text stems are not touched), the
+    switch keeps the outputs, only stage-2 epochs are candidates for the best epoch, and an
+    interruption on either side of the switch resumes bit for bit."""
+    fs = feature_set()
+    res = train(fs, DILATED, STAGED, tmp_path / "full", progress=False)
+    assert [h["stage"] for h in res.history] == [1, 2, 2, 2, 2]
+    assert res.best_epoch >= 2
+    last = _weights(tmp_path / "full" / "last.safetensors")
+    # the audio stems moved only in stage 2: a run stopped in stage 1 left them at their init
+    def stop_after(n):
+        def cb(epoch, record):
+            if epoch == n:
+                raise KeyboardInterrupt
+        return cb
+
+    with pytest.raises(KeyboardInterrupt):
+        train(fs, DILATED, STAGED, tmp_path / "s1", progress=False, callback=stop_after(1))
+    torch.manual_seed(STAGED.seed)
+    from mmengine.models import build_model, dims_of
+    fresh = build_model(DILATED, dims_of(fs)).state_dict()
+    s1 = _weights(tmp_path / "s1" / "last.safetensors")
+    assert all(torch.equal(s1["model." + k], v) for k, v in fresh.items()
+               if k.startswith("stems.mel.") or k.startswith("stems.text."))
+    assert not all(torch.equal(s1["model." + k], v) for k, v in fresh.items()
+                   if k.startswith("stems.symbolic."))
+    for n in (1, 2):
+        out = tmp_path / f"cut{n}"
+        with pytest.raises(KeyboardInterrupt):
+            train(fs, DILATED, STAGED, out, progress=False, callback=stop_after(n))
+        resumed = train(fs, DILATED, STAGED, out, progress=False, resume=True)
+        assert [h["train_loss"] for h in resumed.history] == \
+            [h["train_loss"] for h in res.history]
+        cut = _weights(out / "last.safetensors")
+        for k in last:
+            assert torch.equal(last[k], cut[k]), (n, k)
+
+
+def test_two_stage_settings_are_checked_and_skipped_where_moot(tmp_path):
+    fs = feature_set()
+    with pytest.raises(ValueError, match="stage1_frac"):
+        train(fs, DILATED, dataclasses.replace(STAGED, stage1_frac=1.0), tmp_path,
+              progress=False)
+    with pytest.raises(ValueError, match="stage1_modalities"):
+        train(fs, DILATED, dataclasses.replace(STAGED, stage1_modalities=("notes",)), tmp_path,
+              progress=False)
+    with pytest.raises(ValueError, match="ema_decay"):
+        train(fs, DILATED, dataclasses.replace(STAGED, ema_decay=0.9), tmp_path,
+              progress=False)
+    # a model of the notes alone has nothing to add in stage 2: one stage
+    alone = train(fs, dataclasses.replace(DILATED, modalities=("symbolic",)), STAGED,
+                  tmp_path / "alone", progress=False)
+    assert all("stage" not in h for h in alone.history)

@@ -38,6 +38,15 @@ from ..features.symbolic import METER_START
 from .streams import PITCH_CLASS_ROWS, DilatedStem, PitchClassHead, SpectralFlux
 
 SERIES = {"mfcc": "mfcc", "mel": "logmel", "symbolic": "symbolic"}  # modality -> batch key
+def _reference(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """A (B, rows, T) time series of ``batch`` that gives the batch size and frame count: the
+    log-Mel, else the MFCC, else the notes (training stage 1 runs on the notes alone)."""
+    for key in ("logmel", "mfcc", "symbolic"):
+        if key in batch:
+            return batch[key]
+    raise KeyError("the batch holds no time series (logmel, mfcc or symbolic)")
+
+
 class NoRecurrence(nn.Module):
     """``cell="none"``: the fused per-frame features go straight to pooling (the dilated stems
     make this a temporal CNN on exactly the fusion model's inputs: the feature-matched CNN
@@ -311,7 +320,7 @@ class FusionLSTM(nn.Module):
     # -- masks ----------------------------------------------------------------------------
     def modality_masks(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """(B, M) float 0/1: which of ``self.modalities`` each clip has (before dropout)."""
-        ref = batch["logmel"] if "logmel" in batch else batch["mfcc"]
+        ref = _reference(batch)
         B = ref.shape[0]
         cols = []
         for m in self.modalities:
@@ -339,6 +348,47 @@ class FusionLSTM(nn.Module):
             choice = torch.multinomial(masks[lost], 1).squeeze(1)
             keep[lost] = torch.nn.functional.one_hot(choice, masks.shape[1]).to(masks.dtype)
         return keep
+
+    @torch.no_grad()
+    def close_streams(self, kept: Tuple[str, ...]) -> None:
+        """Zero every weight through which a modality outside ``kept`` reaches the logits: its
+        block and mask channel in the first layer of the recurrence (with ``cell="none"``,
+        their mean and max in the head), and the late text in the head.
+
+        After a model has been trained on ``kept`` alone (the other modalities missing), this
+        makes it give exactly the same outputs when they are present, so that training on
+        every modality starts from the single-stream model (``TrainConfig.stage1_frac``). The
+        stems of the other modalities keep their weights; gradients reach them again as soon
+        as the zeroed weights move."""
+        cls = self.classifier
+        closed, col = [], 0
+        for m in self.sequence_modalities:
+            width = self.block_widths[m] + 1
+            if m not in kept:
+                closed.append((col, col + width))
+            col += width
+        D = col
+        if cls.cell == "none":
+            for a, b in closed:
+                cls.head.weight[:, a:b] = 0
+                if cls.pooling == "meanmax":
+                    cls.head.weight[:, D + a:D + b] = 0
+        else:
+            w = cls.rnn.weight_ih_l0
+            for a, b in closed:
+                w[:, a:b] = 0
+        if self.late_text and "text" not in kept:
+            start = cls.head.in_features - cls.late_dim
+            # late order follows self.modalities: the text's (W + 1) columns come before the
+            # notes' key scores and meter profile ("text" precedes "symbolic")
+            late_col = start
+            for m in self.modalities:
+                if m == "text":
+                    cls.head.weight[:, late_col:late_col + self.cfg.text_dim + 1] = 0
+                    break
+                if m == "symbolic":
+                    late_col += (self.pitch.out_dim if self.pitch is not None else 0) + \
+                        self.meter_rows
 
     # -- training-time augmentation ---------------------------------------------------------
     def _augment_mel(self, x: torch.Tensor) -> torch.Tensor:
@@ -398,7 +448,7 @@ class FusionLSTM(nn.Module):
         masks = self.modality_masks(batch)
         if self.training:
             masks = self.drop_modalities(masks)
-        ref = batch["logmel"] if "logmel" in batch else batch["mfcc"]
+        ref = _reference(batch)
         B, T = ref.shape[0], ref.shape[-1]
         dilated = self.cfg.stem == "dilated"
         Tz = T if dilated else stem_frames(T, self.cfg.stem_stages)
