@@ -27,8 +27,10 @@ from .training import decide, predict_logits, train, validate_feature_set
 SUMMARY_KEYS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1")
 #: the first fusion design (the paper's per-frame early fusion, strided stems, last step,
 #: constant Adam on whole clips), kept as a variant to measure what the default changed
-PAPER_MODEL = {**{k: v for k, v in LEGACY_MODEL_DEFAULTS.items() if k != "text_dropout"},
-               "text_dropout": ModelConfig().modality_dropout}
+PAPER_MODEL = {**{k: v for k, v in LEGACY_MODEL_DEFAULTS.items()
+                  if k not in ("text_dropout", "symbolic_dropout")},
+               "text_dropout": ModelConfig().modality_dropout,
+               "symbolic_dropout": ModelConfig().modality_dropout}
 PAPER_TRAIN = {**LEGACY_TRAIN_DEFAULTS, "weight_decay": 0.0, "patience": 10}
 #: model name -> how it is built from the experiment's base ``ModelConfig`` (and, for
 #: ``TRAIN_VARIANTS``, ``TrainConfig``)

@@ -431,6 +431,9 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
         gen = torch.Generator().manual_seed(train_cfg.seed + 1)
         model = build_model(model_cfg, dims)
         model.set_normalization(compute_norm_stats(fs_tr))
+        K, kept = stage_plan(model, train_cfg)
+        if K:  # max_epochs may change on resumption, but not where the switch falls
+            fingerprint["stage1_epochs"] = K
         aux = aux_heads(model, C) if train_cfg.aux_weight > 0 else None
         params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
         opt = make_optimizer(params, train_cfg)
@@ -452,7 +455,6 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
         n, bs = len(fs_tr.ids), train_cfg.batch_size
         n_batches = (n + bs - 1) // bs
         total_steps = n_batches * train_cfg.max_epochs
-        K, kept = stage_plan(model, train_cfg)
         rows1 = stage_rows(x_tr, kept) if K else None
         if K and len(rows1) == 0:
             raise DataError(f"no training clip has any of stage1_modalities {kept}")

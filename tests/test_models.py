@@ -247,12 +247,13 @@ def test_stored_configs_without_the_new_fields_rebuild_the_first_design():
 
     old = {k: v for k, v in json.loads(json.dumps(to_dict(first_design()))).items()
            if k not in ("stem", "pool_stride", "flux_bands", "text_fusion", "pitch_templates",
-                        "text_dropout", "spec_mask_bands", "pitch_rotation")}
+                        "text_dropout", "spec_mask_bands", "pitch_rotation",
+                        "symbolic_dropout")}
     old["pooling"] = "mean"  # a stored value wins over the legacy default
     cfg = model_config_from_stored(old)
     assert cfg.stem == "strided" and cfg.text_fusion == "early" and cfg.flux_bands == 0
     assert cfg.pitch_templates == 0 and cfg.pooling == "mean"
-    assert cfg.text_dropout == cfg.modality_dropout
+    assert cfg.text_dropout == cfg.symbolic_dropout == cfg.modality_dropout
     assert model_config_from_stored(to_dict(ModelConfig())) == ModelConfig()
 
 

@@ -21,7 +21,8 @@ from mmengine.training import decide, predict_logits, train
 TINY = first_design(hidden_size=16, num_layers=1, stem_stages=1, mfcc_channels=8,
                    mel_channels=8, symbolic_channels=4, text_dim=4, cnn_channels=(4, 8),
                    cnn_stride=(1, 2))
-FAST = TrainConfig(batch_size=16, max_epochs=4, patience=100, lr=3e-3, schedule="constant")
+FAST = TrainConfig(batch_size=16, max_epochs=4, patience=100, lr=3e-3, schedule="constant",
+                   stage1_frac=0.0)
 
 
 def feature_set(N=60, T=32, C=3, seed=0, text=True):
@@ -413,3 +414,16 @@ def test_two_stage_settings_are_checked_and_skipped_where_moot(tmp_path):
     alone = train(fs, dataclasses.replace(DILATED, modalities=("symbolic",)), STAGED,
                   tmp_path / "alone", progress=False)
     assert all("stage" not in h for h in alone.history)
+
+
+
+def test_two_stage_resume_refuses_another_switch_epoch(tmp_path):
+    """max_epochs may change on resumption as long as the switch stays at the same epoch."""
+    fs = feature_set()
+    train(fs, DILATED, STAGED, tmp_path, progress=False)  # 5 epochs, switch after 2
+    with pytest.raises(CheckpointError, match="stage1_epochs"):
+        train(fs, DILATED, dataclasses.replace(STAGED, max_epochs=10), tmp_path,
+              progress=False, resume=True)
+    more = train(fs, DILATED, dataclasses.replace(STAGED, max_epochs=6), tmp_path,
+                 progress=False, resume=True)  # round(0.4 * 6) = 2: the same switch
+    assert more.epochs_run == 6 and more.history[-1]["stage"] == 2

@@ -248,7 +248,7 @@ class FusionLSTM(nn.Module):
             raise ValueError(f"unknown modalities {unknown}; valid: {MODALITIES}")
         if n_classes < 2 and not multilabel:
             raise ValueError(f"need at least 2 classes, got {n_classes}")
-        for name in ("modality_dropout", "text_dropout"):
+        for name in ("modality_dropout", "text_dropout", "symbolic_dropout"):
             p = getattr(cfg, name)
             if not 0.0 <= p < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {p}")
@@ -335,11 +335,13 @@ class FusionLSTM(nn.Module):
 
     def drop_modalities(self, masks: torch.Tensor) -> torch.Tensor:
         """Training-time modality dropout on (B, M) masks: each present modality is dropped
-        with probability ``cfg.modality_dropout`` (text: ``cfg.text_dropout``); a clip that
+        with probability ``cfg.modality_dropout`` (text: ``cfg.text_dropout``, notes:
+        ``cfg.symbolic_dropout``); a clip that
         would lose all its present modalities keeps one of them, chosen uniformly (uses the
         global torch RNG)."""
-        probs = torch.tensor([self.cfg.text_dropout if m == "text" else self.cfg.modality_dropout
-                              for m in self.modalities], device=masks.device)
+        special = {"text": self.cfg.text_dropout, "symbolic": self.cfg.symbolic_dropout}
+        probs = torch.tensor([special.get(m, self.cfg.modality_dropout) for m in self.modalities],
+                             device=masks.device)
         if float(probs.max()) <= 0 or masks.shape[1] < 2:
             return masks
         keep = masks * (torch.rand(masks.shape, device=masks.device) >= probs).to(masks.dtype)
