@@ -22,6 +22,7 @@ from .config import (LEGACY_MODEL_DEFAULTS, LEGACY_TRAIN_DEFAULTS, MODALITIES, M
 from .errors import DataError
 from .metrics import classification_metrics
 from .models import batch_from_arrays
+from .models.fusion import batch_keys
 from .training import decide, predict_logits, train, validate_feature_set
 
 SUMMARY_KEYS = ("accuracy", "macro_precision", "macro_recall", "macro_f1", "weighted_f1")
@@ -152,13 +153,11 @@ def modality_contributions(model, fs, label_names: Sequence[str], *, repeats: in
     across clips (mean over ``repeats`` permutations). Positive = the modality helps."""
     full = batch_from_arrays(fs)
     base = score(model, fs, label_names, full)["macro_f1"]
-    keys = {"mfcc": ("mfcc", "mfcc_mask"), "mel": ("logmel", "mel_mask"),
-            "text": ("text", "text_mask"), "symbolic": ("symbolic", "symbolic_mask")}
     n = len(fs.ids)
     rng = np.random.default_rng(seed)
     out = {}
     for m in model.modalities:
-        data_key, mask_key = keys[m]
+        data_key, mask_key = batch_keys(m)
         if data_key not in full:
             continue
         dropped = dict(full)

@@ -33,10 +33,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .checkpoint import (atomic_save_tensors, atomic_write_json, read_tensors,
                          save_checkpoint)
-from .config import ModelConfig, TrainConfig, to_dict
+from .config import MODALITIES, ModelConfig, TrainConfig, to_dict
 from .errors import CheckpointError, DataError
 from .metrics import classification_metrics
 from .models import batch_from_arrays, build_model, compute_norm_stats, dims_of
+from .models.fusion import batch_keys
 
 STATE_FORMAT = "mmengine-train-state/1"
 #: TrainConfig fields that may change between an interrupted run and its resumption
@@ -192,11 +193,6 @@ def lr_at(step: int, total: int, cfg: TrainConfig, peak: Optional[float] = None)
     return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
-#: batch keys of each modality (``batch_from_arrays``)
-MODALITY_KEYS = {"mfcc": ("mfcc",), "mel": ("logmel",), "text": ("text", "text_mask"),
-                 "symbolic": ("symbolic", "symbolic_mask")}
-
-
 def stage_plan(model: nn.Module, cfg: TrainConfig) -> Tuple[int, Tuple[str, ...]]:
     """``(epochs of stage 1, modalities of stage 1)`` for ``TrainConfig.stage1_frac``, or
     ``(0, ())`` when the run has one stage: staging off, a model without the modalities of
@@ -214,7 +210,7 @@ def stage_batch(batch: Dict[str, torch.Tensor], kept: Tuple[str, ...]
                 ) -> Dict[str, torch.Tensor]:
     """``batch`` without the keys of the modalities outside ``kept`` (they are then missing
     for every clip, and their stems are not run)."""
-    drop = {k for m, keys in MODALITY_KEYS.items() if m not in kept for k in keys}
+    drop = {k for m in MODALITIES if m not in kept for k in batch_keys(m)}
     return {k: v for k, v in batch.items() if k not in drop}
 
 
@@ -223,17 +219,15 @@ def stage_rows(batch: Dict[str, torch.Tensor], kept: Tuple[str, ...]) -> torch.T
     n = next(iter(batch.values())).shape[0]
     has = torch.zeros(n, dtype=torch.bool)
     for m in kept:
-        series = MODALITY_KEYS[m][0]
+        series, mask_key = batch_keys(m)
         if series not in batch:
             continue
-        mask = batch.get(f"{m}_mask")
+        mask = batch.get(mask_key)
         has |= torch.ones(n, dtype=torch.bool) if mask is None else mask.reshape(n).bool()
     return torch.nonzero(has).reshape(-1)
 
 
 def _check_train_config(cfg: TrainConfig) -> None:
-    from .config import MODALITIES
-
     if not 0.0 <= cfg.stage1_frac < 1.0:
         raise ValueError(f"stage1_frac must be in [0, 1), got {cfg.stage1_frac}")
     unknown = [m for m in cfg.stage1_modalities if m not in MODALITIES]

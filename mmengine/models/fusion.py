@@ -38,6 +38,13 @@ from ..features.symbolic import METER_START
 from .streams import PITCH_CLASS_ROWS, DilatedStem, PitchClassHead, SpectralFlux
 
 SERIES = {"mfcc": "mfcc", "mel": "logmel", "symbolic": "symbolic"}  # modality -> batch key
+
+
+def batch_keys(modality: str) -> Tuple[str, str]:
+    """``(data key, mask key)`` of a modality in a batch dict (``batch_from_arrays``)."""
+    return SERIES.get(modality, modality), f"{modality}_mask"
+
+
 def _reference(batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
     """A (B, rows, T) time series of ``batch`` that gives the batch size and frame count: the
     log-Mel, else the MFCC, else the notes (training stage 1 runs on the notes alone)."""
@@ -380,17 +387,10 @@ class FusionLSTM(nn.Module):
             for a, b in closed:
                 w[:, a:b] = 0
         if self.late_text and "text" not in kept:
+            # encode() appends the late features in MODALITIES order, where "text" precedes
+            # "symbolic": the text's (W + 1) columns open the late block
             start = cls.head.in_features - cls.late_dim
-            # late order follows self.modalities: the text's (W + 1) columns come before the
-            # notes' key scores and meter profile ("text" precedes "symbolic")
-            late_col = start
-            for m in self.modalities:
-                if m == "text":
-                    cls.head.weight[:, late_col:late_col + self.cfg.text_dim + 1] = 0
-                    break
-                if m == "symbolic":
-                    late_col += (self.pitch.out_dim if self.pitch is not None else 0) + \
-                        self.meter_rows
+            cls.head.weight[:, start:start + self.cfg.text_dim + 1] = 0
 
     # -- training-time augmentation ---------------------------------------------------------
     def _augment_mel(self, x: torch.Tensor) -> torch.Tensor:
