@@ -214,7 +214,9 @@ PYBIND11_MODULE(_C, m) {
   m.def("tanh", [](const F32Array& x) { return elementwise(x, true); }, py::arg("x"),
         "Elementwise tanh with the selected ISA's kernel (float32).");
 
-  m.def("decode_flac", [](py::buffer data) {
+  py::register_exception<mmengine::audio::FlacLimitError>(m, "FlacLimitError",
+                                                         PyExc_ValueError);
+  m.def("decode_flac", [](py::buffer data, py::object max_frames) {
     // bytes, bytearray, memoryview or a contiguous uint8 array
     py::buffer_info b = data.request();
     if (b.itemsize != 1 || (b.ndim > 1) || (b.ndim == 1 && b.strides[0] != 1))
@@ -222,28 +224,30 @@ PYBIND11_MODULE(_C, m) {
     const auto* p = static_cast<const uint8_t*>(b.ptr);
     const size_t n = size_t(b.size);
     namespace au = mmengine::audio;
-    const au::FlacInfo info = au::flac_parse_info(p, n);
+    const uint64_t limit = max_frames.is_none() ? au::kNoLimit : max_frames.cast<uint64_t>();
+    au::FlacInfo info = au::flac_parse_info(p, n);
     const py::ssize_t ch = py::ssize_t(info.channels);
-    if (info.total_samples) {
-      py::array_t<float> out({py::ssize_t(info.total_samples), ch});
-      float* dst = out.mutable_data();
-      {
-        py::gil_scoped_release release;
-        au::flac_decode_into(p, n, info, dst);
-      }
-      return py::make_tuple(out, info.sample_rate);
-    }
-    std::vector<float> v;  // unknown length (STREAMINFO total 0): grown while decoding
-    {
+    if (info.total_samples == 0) {  // unknown length: counted frame by frame against the limit
       py::gil_scoped_release release;
-      v = au::flac_decode(p, n, info);
+      info.total_samples = au::flac_count_samples(p, n, info, limit);
     }
-    py::array_t<float> out({py::ssize_t(v.size() / size_t(ch)), ch});
-    if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(float));
+    if (info.total_samples > limit)
+      throw au::FlacLimitError("FLAC: STREAMINFO declares " +
+                               std::to_string(info.total_samples) + " samples, more than " +
+                               std::to_string(limit));
+    py::array_t<float> out({py::ssize_t(info.total_samples), ch});
+    if (info.total_samples) {
+      float* dst = out.mutable_data();
+      py::gil_scoped_release release;
+      au::flac_decode_into(p, n, info, dst);
+    }
     return py::make_tuple(out, info.sample_rate);
-  }, py::arg("data"),
+  }, py::arg("data"), py::arg("max_frames") = py::none(),
         "FLAC file bytes -> (float32 array (frames, channels) scaled by 1/2^(bits-1), "
-        "sample_rate). RuntimeError on malformed, truncated or unsupported input.");
+        "sample_rate). A stream of unknown length (STREAMINFO total 0) is counted frame by "
+        "frame first. FlacLimitError (a ValueError) when it holds more than max_frames "
+        "samples (checked before the output is allocated); RuntimeError on malformed, "
+        "truncated or unsupported input.");
 
   py::class_<lstm::Model, std::unique_ptr<lstm::Model>>(m, "LSTM", py::module_local(),
       "Packed LSTM stack (see mmengine.runtime.native for the layout).")

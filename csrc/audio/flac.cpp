@@ -737,20 +737,34 @@ void flac_decode_into(const uint8_t* data, size_t size, const FlacInfo& info, fl
                 [&](uint64_t done, uint32_t) { return out + size_t(done) * nch; });
 }
 
-std::vector<float> flac_decode(const uint8_t* data, size_t size, const FlacInfo& info) {
-  std::vector<float> out;
-  if (info.total_samples) {
-    out.resize(size_t(info.total_samples) * info.channels);
-    flac_decode_into(data, size, info, out.data());
-    return out;
-  }
+uint64_t flac_count_samples(const uint8_t* data, size_t size, const FlacInfo& info,
+                            uint64_t max_samples) {
+  std::vector<float> scratch;
   const uint32_t nch = info.channels;
+  uint64_t count = 0;
   decode_frames(data, size, info, [&](uint64_t done, uint32_t bs) {
-    const size_t need = size_t(done + bs) * nch;
-    if (out.capacity() < need) out.reserve(std::max(need, out.capacity() * 2));
-    out.resize(need);
-    return out.data() + size_t(done) * nch;
+    if (done + bs > max_samples)
+      throw FlacLimitError("FLAC: stream holds more than " + std::to_string(max_samples) +
+                           " samples");
+    count = done + bs;
+    if (scratch.size() < size_t(bs) * nch) scratch.resize(size_t(bs) * nch);
+    return scratch.data();
   });
+  return count;
+}
+
+std::vector<float> flac_decode(const uint8_t* data, size_t size, const FlacInfo& info,
+                               uint64_t max_samples) {
+  FlacInfo known = info;
+  if (known.total_samples == 0)
+    known.total_samples = flac_count_samples(data, size, info, max_samples);
+  if (known.total_samples > max_samples)
+    throw FlacLimitError("FLAC: STREAMINFO declares " + std::to_string(known.total_samples) +
+                         " samples, more than " + std::to_string(max_samples));
+  std::vector<float> out;
+  if (known.total_samples == 0) return out;
+  out.resize(size_t(known.total_samples) * known.channels);
+  flac_decode_into(data, size, known, out.data());
   return out;
 }
 

@@ -9,6 +9,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
+#include <stdexcept>
 #include <vector>
 
 namespace mmengine::audio {
@@ -21,6 +23,14 @@ struct FlacInfo {
   size_t audio_offset = 0;     // byte offset of the first frame
 };
 
+// Thrown when a stream holds more samples than the caller's limit (max_samples below): the
+// stream may be valid, it is refused by policy (mmengine.config.InputLimits).
+struct FlacLimitError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
+
 // Parses the stream marker and the metadata blocks (STREAMINFO is read, the others skipped).
 FlacInfo flac_parse_info(const uint8_t* data, size_t size);
 
@@ -29,8 +39,18 @@ FlacInfo flac_parse_info(const uint8_t* data, size_t size);
 // from flac_parse_info on the same data.
 void flac_decode_into(const uint8_t* data, size_t size, const FlacInfo& info, float* out);
 
-// Decodes every frame, growing the output as needed (for streams of unknown length too).
-// Returns frames x channels floats, interleaved. info as for flac_decode_into.
-std::vector<float> flac_decode(const uint8_t* data, size_t size, const FlacInfo& info);
+// Decodes every frame into one frame-sized scratch buffer and returns the number of
+// inter-channel samples the stream holds; throws FlacLimitError as soon as that exceeds
+// max_samples (nothing proportional to the stream's length is allocated).
+uint64_t flac_count_samples(const uint8_t* data, size_t size, const FlacInfo& info,
+                            uint64_t max_samples = kNoLimit);
+
+// Decodes every frame (streams of unknown length too: counted first with
+// flac_count_samples, then decoded into an output of exactly that size). Returns frames x
+// channels floats, interleaved. Throws FlacLimitError when the stream holds more than
+// max_samples samples (a known length is checked before anything is decoded). info as for
+// flac_decode_into.
+std::vector<float> flac_decode(const uint8_t* data, size_t size, const FlacInfo& info,
+                               uint64_t max_samples = kNoLimit);
 
 }  // namespace mmengine::audio
