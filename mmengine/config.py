@@ -50,6 +50,82 @@ class AudioConfig:
 
 
 @dataclass(frozen=True)
+class InputLimits:
+    """What an input may ask of the machine: every parser checks these before it allocates.
+
+    Audio is checked from the file's size and its container header before decoding (a FLAC
+    whose STREAMINFO gives no length is counted frame by frame against ``max_seconds``);
+    MIDI files are walked event by event before mido or pretty_midi see them; JSON (engine
+    headers, ``checkpoint.json``) is size- and depth-checked; manifests and the files they
+    name must be regular files under the byte limits (a FIFO or ``/dev/zero`` is refused, not
+    read). Every violation raises a typed error naming the file and the field
+    (``mmengine.errors.InputLimitError`` and its subclasses, or ``EngineFileError`` /
+    ``CheckpointError`` / ``ManifestError`` for those files).
+
+    Stored in engine headers (``"limits"``) and used by ``Engine``; a header's values must lie
+    within ``LIMIT_CEILINGS`` (an engine file cannot lift them beyond that), and
+    ``Engine.load(..., limits=...)`` overrides them.
+
+    Attributes:
+        max_file_bytes: size of one audio file.
+        max_seconds: audio duration (the smaller of this and ``AudioConfig.max_duration_s``
+            applies).
+        min_sample_rate, max_sample_rate: a file's own rate, Hz (0 is always refused).
+        max_channels: channels of an audio file.
+        max_decoded_bytes: float32 samples of one file at its own rate and channel count
+            (frames x channels x 4) held while decoding.
+        max_text_bytes: UTF-8 bytes of one text (lyrics, title, ``lyrics_path`` file).
+        max_midi_bytes: size of one MIDI file.
+        max_midi_events: events (all tracks) of one MIDI file.
+        max_midi_ticks: the last event's tick in any track.
+        max_midi_beats: ticks / ticks-per-beat of the last event (length in beats: with
+            ``max_midi_ticks`` it bounds pretty_midi's per-tick time table, which is built
+            at a resolution of at most ``mmengine.features.symbolic.PRETTY_MIDI_TICKS``).
+        max_json_bytes: an engine header or ``checkpoint.json``.
+        max_json_depth: nesting of objects and arrays in such JSON.
+        max_manifest_bytes: a manifest file.
+        max_engine_bytes: an engine file (header + payload).
+    """
+
+    max_file_bytes: int = 1 << 30
+    max_seconds: float = 900.0
+    min_sample_rate: int = 1000
+    max_sample_rate: int = 384000
+    max_channels: int = 8
+    max_decoded_bytes: int = 1 << 30
+    max_text_bytes: int = 1 << 20
+    max_midi_bytes: int = 4 << 20
+    max_midi_events: int = 200_000
+    max_midi_ticks: int = 1 << 31
+    max_midi_beats: int = 100_000
+    max_json_bytes: int = 64 << 20
+    max_json_depth: int = 32
+    max_manifest_bytes: int = 64 << 20
+    max_engine_bytes: int = 4 << 30
+
+    def __post_init__(self):
+        for f in fields(self):
+            v = getattr(self, f.name)
+            top = LIMIT_CEILINGS[f.name]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= top:
+                raise ValueError(f"InputLimits.{f.name} must be a number in (0, {top:g}], "
+                                 f"got {v!r}")
+        if self.min_sample_rate > self.max_sample_rate:
+            raise ValueError("InputLimits.min_sample_rate exceeds max_sample_rate")
+
+
+#: the largest value any ``InputLimits`` field may take (also when read from a file)
+LIMIT_CEILINGS = {
+    "max_file_bytes": float(1 << 40), "max_seconds": 86400.0, "min_sample_rate": 768000,
+    "max_sample_rate": 768000, "max_channels": 256, "max_decoded_bytes": float(1 << 40),
+    "max_text_bytes": float(1 << 30), "max_midi_bytes": float(1 << 30),
+    "max_midi_events": 100_000_000, "max_midi_ticks": float(1 << 40),
+    "max_midi_beats": 10_000_000, "max_json_bytes": float(1 << 31), "max_json_depth": 256,
+    "max_manifest_bytes": float(1 << 36), "max_engine_bytes": float(1 << 40),
+}
+
+
+@dataclass(frozen=True)
 class FrontendConfig:
     """Log-Mel + MFCC parameters, every choice on which libraries disagree pinned.
 

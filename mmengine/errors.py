@@ -14,6 +14,14 @@ class BackendUnavailableError(MMEngineError):
     """A requested engine backend cannot run on this machine."""
 
 
+class InputLimitError(MMEngineError):
+    """An input exceeds one of the limits of ``mmengine.config.InputLimits``. A marker base:
+    every subclass names the file and sets ``limit`` to the field (e.g. ``"max_seconds"``),
+    so ``except InputLimitError`` catches every limit of every parser."""
+
+    limit: str = ""
+
+
 class AudioError(MMEngineError):
     """A file could not be turned into a waveform. ``path`` and ``reason`` are attributes."""
 
@@ -56,8 +64,52 @@ class AudioNonFiniteError(AudioError):
     reason = "audio contains NaN or Inf samples"
 
 
-class AudioTooLongError(AudioError):
+class AudioLimitError(AudioError, InputLimitError):
+    """A file outside ``InputLimits`` (bytes, sample rate, channels, decoded size), decided
+    from its size or header before decoding; ``limit`` names the field."""
+
+    reason = "outside the input limits"
+
+    def __init__(self, path, detail: str = "", limit: str = ""):
+        self.limit = limit or type(self).limit
+        super().__init__(path, f"{detail}; InputLimits.{self.limit}" if self.limit else detail)
+
+
+class AudioTooLongError(AudioLimitError):
     reason = "audio is longer than the configured limit"
+    limit = "max_seconds"
+
+
+class MidiError(MMEngineError, ValueError):
+    """A MIDI file could not be read (missing, malformed, or refused). ``path`` and ``detail``
+    are attributes."""
+
+    reason = "unreadable MIDI file"
+
+    def __init__(self, path, detail: str = ""):
+        self.path = str(path)
+        self.detail = detail
+        super().__init__(f"{self.path}: {self.reason}" + (f" ({detail})" if detail else ""))
+
+
+class MidiLimitError(MidiError, InputLimitError):
+    """A MIDI file outside ``InputLimits`` (bytes, events, ticks, resolution)."""
+
+    reason = "MIDI file outside the input limits"
+
+    def __init__(self, path, detail: str = "", limit: str = ""):
+        self.limit = limit
+        super().__init__(path, f"{detail}; InputLimits.{limit}" if limit else detail)
+
+
+class TextLimitError(InputLimitError, ValueError):
+    """A text input (lyrics, title) longer than ``InputLimits.max_text_bytes``."""
+
+    def __init__(self, path, detail: str = "", limit: str = "max_text_bytes"):
+        self.path = str(path)
+        self.limit = limit
+        super().__init__(f"{self.path}: text outside the input limits ({detail}; "
+                         f"InputLimits.{limit})")
 
 
 class ManifestError(MMEngineError):
@@ -94,3 +146,9 @@ class EngineFileError(MMEngineError):
         self.path = str(path)
         self.reason = reason
         super().__init__(f"{self.path}: not a usable mmengine engine file: {reason}")
+
+
+class BatchError(MMEngineError):
+    """A batch run (``mmengine batch``) cannot start or go on: unwritable or unknown results
+    file, results written by another engine, another run writing the same file, or a Ray
+    cluster that cannot hold the actors asked for. The message says what to do."""

@@ -31,7 +31,15 @@ Errors (subclasses of :class:`~mmengine.errors.AudioError`; messages name the fi
   15-45 % of it, measured).
 - ``AudioZeroLengthError``: a valid file holding no samples.
 - ``AudioNonFiniteError``: NaN or Inf samples (float WAV, ...).
-- ``AudioTooLongError``: longer than the limit, decided from the header before decoding.
+- ``AudioTooLongError``: longer than the limit, decided from the header before decoding (a
+  FLAC stream whose STREAMINFO gives no length is counted frame by frame by the C++ decoder,
+  and a libsndfile stream without a length block by block into one reused buffer, against
+  the limit, before its samples are kept).
+- ``AudioLimitError`` (the base of ``AudioTooLongError``): the file is outside another of
+  ``InputLimits``: more than ``max_file_bytes``, a sample rate outside
+  ``min_sample_rate..max_sample_rate`` (0 included), more than ``max_channels``, or more
+  than ``max_decoded_bytes`` of float32 samples at its own rate; decided from the file's size
+  and header before anything is decoded.
 
 Format rule: libsndfile picks the decoder from the content, never from the name, so a WAV
 named ``x.bin`` loads. The extension only matters when libsndfile refuses the file: a known
@@ -60,11 +68,12 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from ..config import AudioConfig
+from ..config import AudioConfig, InputLimits
 from ..errors import (
     AudioCorruptError,
     AudioEmptyError,
     AudioError,
+    AudioLimitError,
     AudioMissingError,
     AudioNonFiniteError,
     AudioTooLongError,
@@ -90,13 +99,16 @@ _UNKNOWN_FRAMES = 1 << 62
 # ----------------------------------------------------------------------------- public API
 
 
-def decode(path: PathLike, *, max_duration_s: Optional[float] = None) -> Tuple[np.ndarray, int]:
+def decode(path: PathLike, *, max_duration_s: Optional[float] = None,
+           limits: Optional[InputLimits] = None) -> Tuple[np.ndarray, int]:
     """Decode a file as it is stored, with every check of the module docstring.
 
     Args:
         path: audio file (format detected from content).
         max_duration_s: refuse files longer than this (from the header, before decoding);
-            None = no limit.
+            None = ``limits.max_seconds``.
+        limits: bytes, sample rate, channels and decoded-size limits (default
+            ``InputLimits()``), checked before decoding.
 
     Returns:
         ``(y, sr)``: ``y`` (n, channels) float32 (PCM scaled to [-1, 1), float files as
@@ -117,11 +129,17 @@ def decode(path: PathLike, *, max_duration_s: Optional[float] = None) -> Tuple[n
         raise AudioMissingError(path_s, f"path is {what}")
     if st.st_size == 0:
         raise AudioEmptyError(path_s)
+    limits = limits or InputLimits()
+    if max_duration_s is None:
+        max_duration_s = limits.max_seconds
+    if st.st_size > limits.max_file_bytes:
+        raise AudioLimitError(path_s, f"{st.st_size} bytes > {limits.max_file_bytes}",
+                              "max_file_bytes")
     kind = None
     try:
         kind = _sniff(path_s)
         if kind == "flac":
-            fast = _decode_flac_native(path_s, max_duration_s)
+            fast = _decode_flac_native(path_s, max_duration_s, limits)
             if fast is not None:
                 return fast
         f = sf.SoundFile(path_s)
@@ -132,17 +150,13 @@ def decode(path: PathLike, *, max_duration_s: Optional[float] = None) -> Tuple[n
     with f:
         sr, channels, fmt = f.samplerate, f.channels, f.format
         header_frames = f.frames if 0 <= f.frames < _UNKNOWN_FRAMES else None
-        limit = math.inf if max_duration_s is None else max_duration_s * sr
-        if header_frames is not None and header_frames > limit:
-            raise AudioTooLongError(
-                path_s, f"{header_frames / sr:.1f} s > limit {max_duration_s:g} s")
+        limit = _frame_limit(path_s, sr, channels, max_duration_s, limits)
         if header_frames is not None:
+            _check_frames(path_s, header_frames, sr, channels, max_duration_s, limits)
             y, failure = _read_known_length(f, header_frames)
         else:
-            y, failure = _read_unknown_length(f, limit)
+            y, failure = _read_unknown_length(path_s, f, limit, max_duration_s)
     n = len(y)
-    if n > limit:
-        raise AudioTooLongError(path_s, f"more than {max_duration_s:g} s (no length in header)")
     expected, spf, xing = 0, 1, False
     if kind == "mp3":
         problem, expected, spf, xing = _mpeg_scan(path_s)
@@ -228,14 +242,17 @@ def peak_safe(y: np.ndarray) -> np.ndarray:
 
 
 def load_audio(path: PathLike, cfg: Optional[AudioConfig] = None, *,
-               max_duration_s: Optional[float] = None) -> np.ndarray:
+               max_duration_s: Optional[float] = None,
+               limits: Optional[InputLimits] = None) -> np.ndarray:
     """Decode, mix to mono, resample to ``cfg.sample_rate`` and make peak-safe.
 
     Args:
         path: audio file in any format libsndfile reads (WAV, FLAC, OGG, MP3, AIFF, ...).
         cfg: target rate, resample quality and default duration limit (default ``AudioConfig()``).
-        max_duration_s: duration limit in seconds; None uses ``cfg.max_duration_s``
-            (pass ``math.inf`` for no limit).
+        max_duration_s: duration limit in seconds; None uses the smaller of
+            ``cfg.max_duration_s`` and ``limits.max_seconds`` (pass ``math.inf`` for no
+            limit but ``limits.max_decoded_bytes``).
+        limits: the other input limits (default ``InputLimits()``).
 
     Returns:
         (n,) float32 at ``cfg.sample_rate``, ``max|y| <= 1.0``.
@@ -244,8 +261,10 @@ def load_audio(path: PathLike, cfg: Optional[AudioConfig] = None, *,
         AudioError: a subclass naming the file and the reason (see the module docstring).
     """
     cfg = cfg or AudioConfig()
-    limit = cfg.max_duration_s if max_duration_s is None else max_duration_s
-    y, sr = decode(path, max_duration_s=limit)
+    limits = limits or InputLimits()
+    limit = (min(cfg.max_duration_s, limits.max_seconds) if max_duration_s is None
+             else max_duration_s)
+    y, sr = decode(path, max_duration_s=limit, limits=limits)
     out = peak_safe(resample(to_mono(y), sr, cfg.sample_rate, cfg.resample_quality))
     if out.size == 0:
         raise AudioZeroLengthError(path, f"{len(y)} frame(s) at {sr} Hz resample to nothing")
@@ -395,57 +414,113 @@ def _read_known_length(f: sf.SoundFile, frames: int) -> Tuple[np.ndarray, Option
     return y[:n], None
 
 
-def _read_unknown_length(f: sf.SoundFile, limit: float) -> Tuple[np.ndarray, Optional[str]]:
+def _read_unknown_length(path: str, f: sf.SoundFile, limit: float, max_duration_s: float
+                         ) -> Tuple[np.ndarray, Optional[str]]:
     """Read a stream whose header gives no length (libsndfile reports ``SF_COUNT_MAX``).
 
     Example: a FLAC stream with 0 total samples in STREAMINFO (written by a streaming
     encoder). ``SoundFile.read`` seeks after every block and that seek fails on such streams,
     so the blocks are read with libsndfile's ``sf_readf_float`` through soundfile's handle.
-    Stops once more than ``limit`` frames were read.
+    Two passes: the frames are counted into one reused block (``AudioTooLongError`` as soon
+    as they pass ``limit``, nothing kept), then the file is opened again and read into an
+    array of exactly that length.
     """
     from soundfile import _ffi, _snd
 
-    blocks, n = [], 0
-    while n <= limit:
-        block = np.empty((_BLOCK_FRAMES, f.channels), dtype=np.float32)
-        got = _snd.sf_readf_float(f._file, _ffi.cast("float *", block.ctypes.data),
-                                  _BLOCK_FRAMES)
-        blocks.append(block[:got])
+    block = np.empty((_BLOCK_FRAMES, f.channels), dtype=np.float32)
+
+    def read_into(handle, out) -> Tuple[int, Optional[str]]:
+        got = _snd.sf_readf_float(handle._file, _ffi.cast("float *", out.ctypes.data),
+                                  len(out))
+        err = _snd.sf_error(handle._file)
+        return got, (_ffi.string(_snd.sf_error_number(err)).decode() if err else None)
+
+    n = 0
+    while True:
+        got, failure = read_into(f, block)
         n += got
-        err = _snd.sf_error(f._file)
-        if err:
-            return np.concatenate(blocks), _ffi.string(_snd.sf_error_number(err)).decode()
-        if got < _BLOCK_FRAMES:
+        if n > limit:
+            raise AudioTooLongError(path, f"more than {max_duration_s:g} s (no length in "
+                                    "header)")
+        if failure is not None or got < _BLOCK_FRAMES:
             break
-    return np.concatenate(blocks), None
+    y = np.empty((n, f.channels), dtype=np.float32)
+    with sf.SoundFile(path) as again:
+        done = 0
+        while done < n:
+            got, failure = read_into(again, y[done:done + _BLOCK_FRAMES])
+            done += got
+            if failure is not None or got == 0:
+                break
+    return y[:done], failure
 
 
-def _decode_flac_native(path: str, max_duration_s: Optional[float]
+def _frame_limit(path: str, sr: int, channels: int, max_duration_s: float,
+                 limits: InputLimits) -> float:
+    """Most frames a file of this rate and channel count may hold; refuses a rate or a
+    channel count outside ``limits`` (``AudioLimitError``)."""
+    if not limits.min_sample_rate <= sr <= limits.max_sample_rate:
+        raise AudioLimitError(path, f"sample rate {sr} Hz outside {limits.min_sample_rate}.."
+                              f"{limits.max_sample_rate}", "max_sample_rate"
+                              if sr > limits.max_sample_rate else "min_sample_rate")
+    if not 1 <= channels <= limits.max_channels:
+        raise AudioLimitError(path, f"{channels} channels, limit {limits.max_channels}",
+                              "max_channels")
+    return min(max_duration_s * sr, limits.max_decoded_bytes // (4 * channels))
+
+
+def _check_frames(path: str, frames: int, sr: int, channels: int, max_duration_s: float,
+                  limits: InputLimits) -> None:
+    """Refuse a declared length over the duration or decoded-size limit, before decoding."""
+    if frames > max_duration_s * sr:
+        raise AudioTooLongError(path, f"{frames / sr:.1f} s > limit {max_duration_s:g} s")
+    if frames * channels * 4 > limits.max_decoded_bytes:
+        raise AudioLimitError(path, f"{frames} frames x {channels} channels of float32 = "
+                              f"{frames * channels * 4} bytes > {limits.max_decoded_bytes}",
+                              "max_decoded_bytes")
+
+
+def _decode_flac_native(path: str, max_duration_s: Optional[float] = None,
+                        limits: Optional[InputLimits] = None
                         ) -> Optional[Tuple[np.ndarray, int]]:
     """FLAC through our own decoder (``mmengine._C.decode_flac``: frame CRCs checked, frame
     count checked against STREAMINFO, bit-identical to libsndfile's float output, several
     times faster). None when it is not built or refuses the stream: the caller then takes the
-    libsndfile path, whose checks name the problem with a typed error."""
+    libsndfile path, whose checks name the problem with a typed error.
+
+    The limits come first, from STREAMINFO: rate, channels, declared length; a stream of
+    unknown length is counted frame by frame by the decoder against the same limit before its
+    output is allocated (``FlacLimitError`` -> ``AudioTooLongError``). ``max_duration_s``
+    None: no duration limit; ``limits`` None: ``InputLimits()``."""
     from .._ext import native
 
+    limits = limits or InputLimits()
+    max_duration_s = math.inf if max_duration_s is None else max_duration_s
     C = native()
-    if C is None or not hasattr(C, "decode_flac"):
+    if C is None or not hasattr(C, "FlacLimitError"):
         return None
     head = _head(path, 42)  # marker, block header, STREAMINFO (the first metadata block)
     if len(head) < 42 or (head[4] & 0x7F) != 0:
         return None
     sr, total = _streaminfo_rate_total(head[8:42])
-    if max_duration_s is not None and sr > 0 and total > max_duration_s * sr:
-        raise AudioTooLongError(path, f"{total / sr:.1f} s > limit {max_duration_s:g} s")
+    channels = ((head[8 + 12] >> 1) & 7) + 1
+    max_frames = _frame_limit(path, sr, channels, max_duration_s, limits)
+    if total:
+        _check_frames(path, total, sr, channels, max_duration_s, limits)
     buf = np.fromfile(path, dtype=np.uint8)
     try:
-        y, rate = C.decode_flac(buf)
+        y, rate = C.decode_flac(buf, int(max_frames))
+    except C.FlacLimitError:
+        if max_frames < max_duration_s * sr:
+            raise AudioLimitError(path, f"more than {int(max_frames)} frames x {channels} "
+                                  f"channels of float32 (no length in header)",
+                                  "max_decoded_bytes") from None
+        raise AudioTooLongError(path, f"more than {max_duration_s:g} s (no length in "
+                                "header)") from None
     except (RuntimeError, ValueError):
         return None
-    n = len(y)
-    if max_duration_s is not None and n > max_duration_s * rate:
-        raise AudioTooLongError(path, f"more than {max_duration_s:g} s")
-    if n == 0:
+    del buf
+    if len(y) == 0:
         raise AudioZeroLengthError(path, f"FLAC, {rate} Hz, {y.shape[1]} channel(s)")
     return y, int(rate)
 
