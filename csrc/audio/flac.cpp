@@ -274,17 +274,20 @@ struct Lpc16P {
 };
 #endif
 
-// 64-bit sums, any order
+// 64-bit sums, any order. Unsigned: with 31-32 bit samples a malformed stream's wrapped
+// samples make the products overflow int64 (found by tests/fuzz/flac_fuzzer.cpp); a valid
+// stream's sum fits int64, where the wrapping sum is the same.
 template <typename T>
 struct Lpc64P {
   int32_t c[32];
   uint32_t order;
   int shift;
   T operator()(const T* s, uint32_t i, T, T, T r) const {
-    int64_t sum = 0;
-    for (uint32_t j = 0; j < order; ++j) sum += int64_t(c[j]) * int64_t(s[i - 1 - j]);
+    uint64_t sum = 0;
+    for (uint32_t j = 0; j < order; ++j)
+      sum += uint64_t(int64_t(c[j])) * uint64_t(int64_t(s[i - 1 - j]));
     using U = std::make_unsigned_t<T>;
-    return T(U(r) + U(T(sum >> shift)));
+    return T(U(r) + U(T(int64_t(sum) >> shift)));
   }
 };
 
