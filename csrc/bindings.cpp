@@ -13,6 +13,7 @@
 #include "common/cpu_features.h"
 #include "frontend/frontend.h"
 #include "lstm/lstm.h"
+#include "model/model.h"
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -155,6 +156,112 @@ py::list frontend_compute(fe::Plan& p, const py::list& waves, int num_threads) {
   return out;
 }
 
+// ---- the whole-model graph (csrc/model) --------------------------------------------------------
+namespace mdl = mmengine::model;
+
+std::vector<float> vec1(const F32Array& a, py::ssize_t n, const char* what) {
+  if (a.ndim() != 1 || a.shape(0) != n)
+    throw py::value_error(std::string(what) + " must have shape (" + std::to_string(n) + ",)");
+  return std::vector<float>(a.data(), a.data() + n);
+}
+
+int enum_of(const std::string& name, std::initializer_list<const char*> names, const char* what) {
+  int i = 0;
+  for (const char* n : names) {
+    if (name == n) return i;
+    ++i;
+  }
+  throw py::value_error(std::string("unknown ") + what + " '" + name + "'");
+}
+
+void add_stem(mdl::Graph& g, const std::string& input, const std::string& modality, int rows,
+              const F32Array& mean, const F32Array& stdev, const py::list& convs, int col,
+              const std::vector<int>& band_edges, py::object flux_scale, py::object flux_shift) {
+  mdl::Stem s;
+  s.input = enum_of(input, {"mfcc", "logmel", "symbolic"}, "input");
+  s.modality = enum_of(modality, {"mfcc", "mel", "text", "symbolic"}, "modality");
+  if (rows <= 0) throw py::value_error("rows must be positive");
+  s.rows = rows;
+  s.mean = vec1(mean, rows, "mean");
+  s.inv_std = vec1(stdev, rows, "std");
+  for (float& v : s.inv_std) {
+    if (!(v > 0.0f)) throw py::value_error("std must be positive");
+    v = 1.0f / v;
+  }
+  if (!band_edges.empty()) {
+    s.flux_bands = int(band_edges.size()) - 1;
+    s.band_edges = band_edges;
+    s.flux_scale = vec1(flux_scale.cast<F32Array>(), s.flux_bands, "flux_scale");
+    s.flux_shift = vec1(flux_shift.cast<F32Array>(), s.flux_bands, "flux_shift");
+  }
+  if (py::len(convs) < 1) throw py::value_error("a stem needs its input convolution");
+  int cin = s.cin();
+  for (size_t j = 0; j < py::len(convs); ++j) {
+    py::tuple t = convs[j].cast<py::tuple>();
+    if (t.size() != 3) throw py::value_error("convolutions are (weight, bias, dilation) tuples");
+    F32Array w = t[0].cast<F32Array>(), b = t[1].cast<F32Array>();
+    const int dil = t[2].cast<int>();
+    if (w.ndim() != 3 || w.shape(1) != cin)
+      throw py::value_error("convolution " + std::to_string(j) + ": weight must be (cout, " +
+                            std::to_string(cin) + ", k)");
+    const int cout = int(w.shape(0)), k = int(w.shape(2));
+    if (b.ndim() != 1 || b.shape(0) != cout)
+      throw py::value_error("convolution " + std::to_string(j) + ": bias must be (cout,)");
+    mdl::Conv c;
+    mdl::pack_conv(c, w.data(), b.data(), cout, cin, k, dil);
+    if (j == 0) s.inp = std::move(c);
+    else s.blocks.push_back(std::move(c));
+    cin = cout;
+  }
+  s.width = s.inp.cout;
+  s.col = col;
+  g.stems.push_back(std::move(s));
+  g.finalized = false;
+}
+
+py::array_t<float> graph_forward(mdl::Graph& g, py::object mfcc, py::object logmel, py::object text,
+                                 py::object symbolic, const F32Array& masks, int num_threads) {
+  mdl::ForwardArgs a;
+  std::vector<F32Array> keep;
+  int B = -1, T = -1;
+  py::object series[3] = {mfcc, logmel, symbolic};
+  for (int i = 0; i < 3; ++i) {
+    if (series[i].is_none()) continue;
+    F32Array x = series[i].cast<F32Array>();
+    if (x.ndim() != 3) throw py::value_error("time series must be (batch, rows, frames) float32");
+    if ((B >= 0 && x.shape(0) != B) || (T >= 0 && x.shape(2) != T))
+      throw py::value_error("time series disagree on batch or frames");
+    B = int(x.shape(0));
+    T = int(x.shape(2));
+    a.series[i] = x.data();
+    a.series_rows[i] = int(x.shape(1));
+    keep.push_back(std::move(x));
+  }
+  if (B < 0) throw py::value_error("need at least one time series (mfcc, logmel or symbolic)");
+  if (!text.is_none() && g.text_out > 0) {  // a model without late text ignores it
+    F32Array x = text.cast<F32Array>();
+    if (x.ndim() != 2 || x.shape(0) != B || x.shape(1) != g.text_in)
+      throw py::value_error("text must be (batch, " + std::to_string(g.text_in) + ") float32");
+    a.text = x.data();
+    keep.push_back(std::move(x));
+  }
+  if (masks.ndim() != 2 || masks.shape(0) != B || masks.shape(1) != mdl::kNumModalities)
+    throw py::value_error("masks must be (batch, 4) float32");
+  a.masks = masks.data();
+  a.batch = B;
+  a.frames = T;
+  a.threads = num_threads > 0 ? num_threads : default_threads();
+  py::array_t<float> logits({B, g.n_classes});
+  a.logits = logits.mutable_data();
+  const Isa isa = mmengine::selected_isa();
+  {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(g.mutex);
+    mdl::forward(g, a, isa);
+  }
+  return logits;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -271,6 +378,86 @@ PYBIND11_MODULE(_C, m) {
       .def_property_readonly("dtype", [](const lstm::Model& mod) {
         return std::string(mod.wtype == lstm::WeightType::F32 ? "fp32" : "bf16");
       });
+
+  py::class_<mdl::Graph, std::unique_ptr<mdl::Graph>>(m, "FusionGraph", py::module_local(),
+      "The whole fusion model (stems, fusion, LSTM, pooling, late streams, head) in C++; "
+      "assembled by mmengine.runtime.native_model.")
+      .def(py::init([](int fused_dim, int pool_stride, const std::string& pooling) {
+             auto g = std::make_unique<mdl::Graph>();
+             g->fused_dim = fused_dim;
+             g->pool_stride = pool_stride;
+             g->pooling = enum_of(pooling, {"last", "mean", "meanmax"}, "pooling");
+             return g;
+           }), py::arg("fused_dim"), py::arg("pool_stride"), py::arg("pooling"))
+      .def("add_stem", &add_stem, py::arg("input"), py::arg("modality"), py::arg("rows"),
+           py::arg("mean"), py::arg("std"), py::arg("convs"), py::arg("col"),
+           py::arg("band_edges") = std::vector<int>(), py::arg("flux_scale") = py::none(),
+           py::arg("flux_shift") = py::none(),
+           "Time-series stem: normalisation (+ spectral flux), convs [(w (cout, cin, k), b, "
+           "dilation)]: the input conv then the residual blocks, BatchNorm folded in.")
+      .def("set_lstm", [](mdl::Graph& g, int num_layers, int input_size, int hidden,
+                          const std::string& dtype, const py::list& w_ih, const py::list& w_hh,
+                          const py::list& bias) {
+             auto tmp = make_lstm(num_layers, input_size, hidden, dtype, w_ih, w_hh, bias);
+             lstm::init_model(g.rnn, num_layers, input_size, hidden, tmp->wtype);
+             for (int l = 0; l < num_layers; ++l) g.rnn.layers[l] = std::move(tmp->layers[l]);
+             g.has_rnn = true;
+             g.finalized = false;
+           }, py::arg("num_layers"), py::arg("input_size"), py::arg("hidden_size"),
+           py::arg("dtype"), py::arg("w_ih"), py::arg("w_hh"), py::arg("bias"))
+      .def("set_text", [](mdl::Graph& g, const F32Array& w, const F32Array& b) {
+             if (w.ndim() != 2) throw py::value_error("text weight must be (vocabulary, width)");
+             g.text_in = int(w.shape(0));
+             g.text_out = int(w.shape(1));
+             g.text_w.reserve(size_t(w.size()));
+             std::memcpy(g.text_w.data(), w.data(), sizeof(float) * size_t(w.size()));
+             g.text_b = vec1(b, g.text_out, "text bias");
+             g.finalized = false;
+           }, py::arg("weight"), py::arg("bias"), "Late text: ReLU(text @ weight + bias).")
+      .def("set_symbolic", [](mdl::Graph& g, int rows, py::object templates, py::object pscale,
+                              py::object pshift, int meter_start, py::object mscale,
+                              py::object mshift) {
+             g.late_symbolic = true;
+             g.symbolic_rows = rows;
+             if (!templates.is_none()) {
+               F32Array t = templates.cast<F32Array>();
+               if (t.ndim() != 2 || t.shape(1) != 12)
+                 throw py::value_error("templates must be (K, 12)");
+               g.pitch_k = int(t.shape(0));
+               g.templates.assign(t.data(), t.data() + t.size());
+               g.pitch_scale = vec1(pscale.cast<F32Array>(), g.pitch_k, "pitch scale");
+               g.pitch_shift = vec1(pshift.cast<F32Array>(), g.pitch_k, "pitch shift");
+             }
+             if (!mscale.is_none()) {
+               F32Array s = mscale.cast<F32Array>();
+               g.meter_start = meter_start;
+               g.meter_rows = int(s.size());
+               g.meter_scale = vec1(s, g.meter_rows, "meter scale");
+               g.meter_shift = vec1(mshift.cast<F32Array>(), g.meter_rows, "meter shift");
+             }
+             g.finalized = false;
+           }, py::arg("rows"), py::arg("templates"), py::arg("pitch_scale"),
+           py::arg("pitch_shift"), py::arg("meter_start"), py::arg("meter_scale"),
+           py::arg("meter_shift"),
+           "Late streams of the notes: key-template scores and the meter profile, each "
+           "followed by its BatchNorm as (scale, shift); None leaves one out.")
+      .def("set_head", [](mdl::Graph& g, const F32Array& w, const F32Array& b) {
+             if (w.ndim() != 2) throw py::value_error("head weight must be (inputs, classes)");
+             g.head_in = int(w.shape(0));
+             g.n_classes = int(w.shape(1));
+             g.head_w.reserve(size_t(w.size()));
+             std::memcpy(g.head_w.data(), w.data(), sizeof(float) * size_t(w.size()));
+             g.head_b = vec1(b, g.n_classes, "head bias");
+             g.finalized = false;
+           }, py::arg("weight"), py::arg("bias"))
+      .def("finalize", [](mdl::Graph& g) { mdl::finalize(g); },
+           "Check that the parts fit together (ValueError naming what does not).")
+      .def("forward", &graph_forward, py::arg("mfcc"), py::arg("logmel"), py::arg("text"),
+           py::arg("symbolic"), py::arg("masks"), py::arg("num_threads") = 0,
+           "(B, rows, T) float32 series or None, text (B, V) or None, masks (B, 4) 0/1 in "
+           "modality order (mfcc, mel, text, symbolic) -> logits (B, C) float32.")
+      .def_readonly("n_classes", &mdl::Graph::n_classes)
+      .def_readonly("fused_dim", &mdl::Graph::fused_dim);
 
   py::class_<fe::Plan, std::unique_ptr<fe::Plan>>(m, "MelFrontend", py::module_local(),
       "Native log-Mel + MFCC front end (see mmengine.features.native).")

@@ -1,6 +1,10 @@
-"""The native CPU backend: torch for ``model.encode`` (normalisation, conv stems, fusion, the
-clip-level late features), the C++ kernels of ``mmengine._C`` for the LSTM stack
-(``mmengine.runtime.native``), numpy for pooling and the linear head.
+"""The native CPU backend: the whole model in C++ (``mmengine._C``), no torch at inference.
+
+A model of the default design (dilated stems, LSTM or no recurrence, text fused late) runs as
+one ``mmengine._C.FusionGraph`` (``mmengine.runtime.native_model``): normalisation, stems,
+fusion, the LSTM stack, pooling, late streams and head, weights read from the payload without
+torch. Other designs (the first, strided one; GRU/RNN cells are refused at build time) run
+``model.encode`` in torch and the LSTM stack in C++ (``NativeRunner``), so those need torch.
 
 Payload (``safetensors``, one blob): the model's state dict exactly as the torch backend stores
 it (so ``auto`` can fall back to torch from the same file when ``mmengine._C`` is missing) plus
@@ -90,7 +94,22 @@ class NativeRunner:
         return (pooled @ self.w + self.b).astype(np.float32, copy=False)
 
 
-def load(ef: EngineFile, *, threads: int = 0) -> NativeRunner:
+def load(ef: EngineFile, *, threads: int = 0):
+    """The engine's runner: the whole-model graph (``native_model.GraphRunner``, torch-free)
+    when the C++ graph runs this model, else ``NativeRunner`` (torch front part)."""
+    from . import native_model
+
+    if native_model.unsupported_reason(ef.header["model"]) is None:
+        tensors, _ = native_model.read_safetensors(ef.payload, ef.path)
+        packed = {k[len("native."):]: v for k, v in tensors.items() if k.startswith("native.")}
+        graph = native_model.build_graph(ef.header["model"], tensors, path=ef.path,
+                                         packed_lstm=packed or None, dtype=ef.header["dtype"])
+        return native_model.GraphRunner(graph, threads=threads)
+    return load_split(ef, threads=threads)
+
+
+def load_split(ef: EngineFile, *, threads: int = 0) -> NativeRunner:
+    """``NativeRunner``: torch for ``model.encode``, the C++ LSTM stack, numpy head."""
     from .native import NativeLSTM, pack_lstm
     from .torch_backend import load_model, parse_weights
 

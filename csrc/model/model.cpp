@@ -1,0 +1,402 @@
+// ISA-independent part of the whole-model graph: checks, workspace, the per-clip schedule,
+// the cheap clip-level layers (late streams, pooling, head) and dispatch of the convolutions.
+#include "model/model.h"
+
+#include <algorithm>
+#include <cfloat>
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace mmengine {
+namespace model {
+
+namespace {
+
+void check(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument("native model: " + what);
+}
+
+constexpr int kPadTo = 16;  // channel padding of every time-major buffer and conv output
+
+int round_up(int n, int m) { return (n + m - 1) / m * m; }
+
+void conv1d(const ConvArgs& a, int t0, int t1, Isa isa) {
+  switch (isa) {
+#if defined(MMENGINE_X86_VARIANTS)
+    case Isa::Avx512Bf16:
+    case Isa::Avx512: avx512::conv1d(a, t0, t1); return;
+    case Isa::Avx2: avx2::conv1d(a, t0, t1); return;
+#endif
+    default: scalar::conv1d(a, t0, t1); return;
+  }
+}
+
+// [begin, end) of part `idx` of `n` items split into `parts` contiguous ranges
+inline void split(int n, int parts, int idx, int& begin, int& end) {
+  const int q = n / parts, r = n % parts;
+  begin = idx * q + std::min(idx, r);
+  end = begin + q + (idx < r ? 1 : 0);
+}
+
+inline float finite(float v) {
+  if (std::isnan(v)) return 0.0f;
+  if (std::isinf(v)) return v > 0 ? FLT_MAX : -FLT_MAX;
+  return v;
+}
+
+}  // namespace
+
+void pack_conv(Conv& c, const float* w_torch, const float* bias, int cout, int cin, int k, int dil) {
+  check(cout > 0 && cin > 0 && k > 0 && k % 2 == 1 && dil > 0,
+        "convolution sizes must be positive with an odd kernel");
+  c.cin = cin;
+  c.cout = cout;
+  c.cout_pad = round_up(cout, kPadTo);
+  c.k = k;
+  c.dil = dil;
+  c.w.reserve(size_t(k) * cin * c.cout_pad);
+  c.b.reserve(size_t(c.cout_pad));
+  std::fill(c.w.data(), c.w.data() + size_t(k) * cin * c.cout_pad, 0.0f);
+  std::fill(c.b.data(), c.b.data() + c.cout_pad, 0.0f);
+  for (int o = 0; o < cout; ++o) {
+    c.b.data()[o] = bias[o];
+    for (int i = 0; i < cin; ++i)
+      for (int j = 0; j < k; ++j)
+        c.w.data()[(size_t(j) * cin + i) * c.cout_pad + o] = w_torch[(size_t(o) * cin + i) * k + j];
+  }
+}
+
+int Graph::pooled_dim() const {
+  const int width = has_rnn ? rnn.hidden : fused_dim;
+  return pooling == kMeanMax ? 2 * width : width;
+}
+
+int Graph::late_dim() const {
+  return (text_out > 0 ? text_out + 1 : 0) + (late_symbolic ? pitch_k + meter_rows : 0);
+}
+
+void finalize(Graph& g) {
+  check(!g.stems.empty(), "the graph has no time-series stem");
+  check(g.pool_stride >= 1, "pool stride must be >= 1");
+  check(g.pooling >= kLast && g.pooling <= kMeanMax, "unknown pooling");
+  int col = 0;
+  for (const Stem& s : g.stems) {
+    check(s.input >= 0 && s.input < kNumSeries, "stem input out of range");
+    check(s.modality >= 0 && s.modality < kNumModalities, "stem modality out of range");
+    check(s.rows > 0 && int(s.mean.size()) == s.rows && int(s.inv_std.size()) == s.rows,
+          "stem normalisation statistics do not match its rows");
+    check(s.flux_bands == 0 || (s.input == kLogmel && int(s.band_edges.size()) == s.flux_bands + 1 &&
+                                int(s.flux_scale.size()) == s.flux_bands &&
+                                int(s.flux_shift.size()) == s.flux_bands),
+          "spectral flux needs band edges and a BatchNorm per band, on the log-Mel");
+    for (size_t k = 0; k + 1 < s.band_edges.size(); ++k)
+      check(s.band_edges[k] >= 0 && s.band_edges[k] < s.band_edges[k + 1] &&
+                s.band_edges[k + 1] <= s.rows,
+            "flux band edges must increase within the log-Mel rows");
+    check(s.inp.cin == s.cin() && s.inp.cout == s.width, "stem input convolution does not fit");
+    for (const Conv& c : s.blocks)
+      check(c.cin == s.width && c.cout == s.width, "residual block does not keep the width");
+    check(s.col == col, "stem blocks must be contiguous in the fused sequence");
+    col += s.width + 1;
+  }
+  check(col == g.fused_dim, "fused width " + std::to_string(g.fused_dim) + " != stems' " +
+                                std::to_string(col));
+  if (g.has_rnn) check(g.rnn.input_size == g.fused_dim, "LSTM input size != fused width");
+  check(g.text_out == 0 || (g.text_in > 0 && int(g.text_b.size()) == g.text_out),
+        "text projection sizes");
+  check(g.pitch_k == 0 || (int(g.templates.size()) == 12 * g.pitch_k &&
+                           int(g.pitch_scale.size()) == g.pitch_k &&
+                           int(g.pitch_shift.size()) == g.pitch_k),
+        "pitch head sizes");
+  check(g.meter_rows == 0 || (int(g.meter_scale.size()) == g.meter_rows &&
+                              int(g.meter_shift.size()) == g.meter_rows),
+        "meter profile sizes");
+  check(!g.late_symbolic || g.symbolic_rows >= std::max(g.pitch_k ? 12 : 0, g.meter_start + g.meter_rows),
+        "the notes have fewer rows than the late streams read");
+  check(g.n_classes > 0 && g.head_in == g.pooled_dim() + g.late_dim() &&
+            int(g.head_b.size()) == g.n_classes,
+        "head is (" + std::to_string(g.head_in) + ", C) but pooling + late give " +
+            std::to_string(g.pooled_dim() + g.late_dim()));
+  g.finalized = true;
+}
+
+namespace {
+
+void plan(Graph& g, int B, int T, int threads) {
+  int cmax = 0, pad = 1;
+  for (const Stem& s : g.stems) {
+    cmax = std::max({cmax, round_up(s.cin(), kPadTo), s.inp.cout_pad});
+    for (const Conv& c : s.blocks) {
+      cmax = std::max(cmax, c.cout_pad);
+      pad = std::max(pad, c.dil * (c.k - 1) / 2);
+    }
+    pad = std::max(pad, s.inp.dil * (s.inp.k - 1) / 2);
+  }
+  const int Tp = g.out_frames(T);
+  if (T > g.ws_frames || cmax != g.buf_ld || pad != g.buf_pad) {
+    g.bufs.resize(3);
+    for (auto& b : g.bufs) {
+      b = AlignedBuffer<float>();  // zeroed on allocation: the pad rows stay zero for good
+      b.reserve(size_t(T + 2 * pad) * cmax);
+    }
+    g.buf_ld = cmax;
+    g.buf_pad = pad;
+    g.ws_frames = T;
+  }
+  g.fused.reserve(size_t(B) * Tp * g.fused_dim);
+  if (g.has_rnn) {
+    g.yseq.reserve(size_t(B) * Tp * g.rnn.hidden);
+    g.hn.reserve(size_t(g.rnn.num_layers) * B * g.rnn.hidden);
+    g.cn.reserve(size_t(g.rnn.num_layers) * B * g.rnn.hidden);
+  }
+  g.ws_threads = threads;
+}
+
+// Rows [t0, t1) of the stem's time-major input: normalised rows, then the flux columns.
+void stem_input(const Stem& s, const float* raw, int T, bool sanitize, float* x, ptrdiff_t ldx,
+                int t0, int t1) {
+  for (int r = 0; r < s.rows; ++r) {
+    const float* src = raw + size_t(r) * T;
+    const float m = s.mean[r], inv = s.inv_std[r];
+    if (sanitize)
+      for (int t = t0; t < t1; ++t) x[t * ldx + r] = (finite(src[t]) - m) * inv;
+    else
+      for (int t = t0; t < t1; ++t) x[t * ldx + r] = (src[t] - m) * inv;
+  }
+  for (int k = 0; k < s.flux_bands; ++k) {
+    const int lo = s.band_edges[k], hi = s.band_edges[k + 1];
+    const float inv_n = 1.0f / float(hi - lo);
+    for (int t = t0; t < t1; ++t) {
+      float acc = 0.0f;
+      if (t > 0)
+        for (int m = lo; m < hi; ++m) {
+          const float d = raw[size_t(m) * T + t] - raw[size_t(m) * T + t - 1];
+          acc += d > 0.0f ? d : 0.0f;
+        }
+      x[t * ldx + s.rows + k] = acc * inv_n * s.flux_scale[k] + s.flux_shift[k];
+    }
+  }
+  // columns between cin and the padded width stay as they are: their weights are zero
+}
+
+// fused[t', col .. col + width] = ceil-mode average over `stride` frames of y, then the mask
+void pool_into(const float* y, ptrdiff_t ldy, int T, int stride, int width, float mask, float* fused,
+               int D, int col, int p0, int p1) {
+  for (int p = p0; p < p1; ++p) {
+    const int a = p * stride, b = std::min(T, a + stride);
+    const float inv = mask / float(b - a);
+    float* out = fused + size_t(p) * D + col;
+    for (int c = 0; c < width; ++c) out[c] = 0.0f;
+    for (int t = a; t < b; ++t) {
+      const float* row = y + t * ldy;
+      for (int c = 0; c < width; ++c) out[c] += row[c];
+    }
+    for (int c = 0; c < width; ++c) out[c] *= inv;
+    out[width] = mask;
+  }
+}
+
+// One clip's late vector (text, key scores, meter profile), written to `late`.
+void late_streams(const Graph& g, const ForwardArgs& a, int b, float* late) {
+  const float* masks = a.masks + size_t(b) * kNumModalities;
+  float* o = late;
+  if (g.text_out > 0) {
+    const float m = a.text ? masks[kModText] : 0.0f;
+    if (m != 0.0f) {
+      const float* x = a.text + size_t(b) * g.text_in;
+      for (int e = 0; e < g.text_out; ++e) o[e] = g.text_b[e];
+      for (int v = 0; v < g.text_in; ++v) {
+        const float xv = x[v];
+        if (xv == 0.0f) continue;  // TF-IDF rows are sparse
+        const float* w = g.text_w.data() + size_t(v) * g.text_out;
+        for (int e = 0; e < g.text_out; ++e) o[e] += xv * w[e];
+      }
+      for (int e = 0; e < g.text_out; ++e) o[e] = (o[e] > 0.0f ? o[e] : 0.0f) * m;
+    } else {
+      for (int e = 0; e < g.text_out; ++e) o[e] = 0.0f;
+    }
+    o[g.text_out] = m;
+    o += g.text_out + 1;
+  }
+  if (!g.late_symbolic) return;
+  const float* sym = a.series[kSymbolic];
+  const float m = sym ? masks[kModSymbolic] : 0.0f;
+  const int T = a.frames, S = a.series_rows[kSymbolic];
+  if (m == 0.0f) {
+    for (int i = 0; i < g.pitch_k + g.meter_rows; ++i) o[i] = 0.0f;
+    return;
+  }
+  const float* raw = sym + size_t(b) * S * T;
+  if (g.pitch_k > 0) {
+    // standardised duration-weighted pitch-class profile, correlated with every template at
+    // every rotation; the maximum over rotations, then BatchNorm (eval)
+    double prof[12];
+    for (int j = 0; j < 12; ++j) {
+      double acc = 0.0;
+      for (int t = 0; t < T; ++t) acc += finite(raw[size_t(j) * T + t]);
+      prof[j] = acc / T;
+    }
+    double mean = 0.0;
+    for (int j = 0; j < 12; ++j) mean += prof[j];
+    mean /= 12.0;
+    double ss = 0.0;
+    for (int j = 0; j < 12; ++j) {
+      prof[j] -= mean;
+      ss += prof[j] * prof[j];
+    }
+    const double scale = std::sqrt(ss / 12.0 + 1e-8);
+    float z[12];
+    for (int j = 0; j < 12; ++j) z[j] = float(prof[j] / scale);
+    for (int k = 0; k < g.pitch_k; ++k) {
+      const float* w = g.templates.data() + size_t(k) * 12;
+      float best = -FLT_MAX;
+      for (int s = 0; s < 12; ++s) {
+        float r = 0.0f;
+        for (int j = 0; j < 12; ++j) r += z[(j + s) % 12] * w[j];
+        best = std::max(best, r / 12.0f);
+      }
+      o[k] = (best * g.pitch_scale[k] + g.pitch_shift[k]) * m;
+    }
+    o += g.pitch_k;
+  }
+  for (int r = 0; r < g.meter_rows; ++r) {
+    double acc = 0.0;
+    const float* src = raw + size_t(g.meter_start + r) * T;
+    for (int t = 0; t < T; ++t) acc += finite(src[t]);
+    o[r] = (float(acc / T) * g.meter_scale[r] + g.meter_shift[r]) * m;
+  }
+}
+
+}  // namespace
+
+void forward(Graph& g, const ForwardArgs& a, Isa isa) {
+  check(g.finalized, "forward before finalize");
+  const int B = a.batch, T = a.frames, threads = std::max(1, a.threads);
+  check(B >= 0 && T > 0, "need at least one frame");
+  check(a.masks != nullptr, "masks are required");
+  for (const Stem& s : g.stems)
+    if (a.series[s.input])
+      check(a.series_rows[s.input] >= s.rows,
+            "input " + std::to_string(s.input) + " has " + std::to_string(a.series_rows[s.input]) +
+                " rows, the model reads " + std::to_string(s.rows));
+  if (g.late_symbolic && a.series[kSymbolic])
+    check(a.series_rows[kSymbolic] == g.symbolic_rows, "the notes have the wrong number of rows");
+  if (B == 0) return;
+  plan(g, B, T, threads);
+  const int Tp = g.out_frames(T), D = g.fused_dim;
+  const ptrdiff_t ld = g.buf_ld;
+  // rows T .. T + pad below the frames are the convolutions' zero padding: a longer call
+  // before this one may have left frames there
+  for (auto& buf : g.bufs)
+    std::fill(buf.data() + ptrdiff_t(g.buf_pad + T) * ld,
+              buf.data() + ptrdiff_t(2 * g.buf_pad + T) * ld, 0.0f);
+  float* fused = g.fused.data();
+
+  // -- stems, clip by clip; frames split across the threads, one barrier per layer ----------
+#pragma omp parallel num_threads(threads)
+  {
+#ifdef _OPENMP
+    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+    const int tid = 0, nth = 1;
+#endif
+    int t0, t1, p0, p1;
+    split(T, nth, tid, t0, t1);
+    split(Tp, nth, tid, p0, p1);
+    for (int b = 0; b < B; ++b) {
+      for (const Stem& s : g.stems) {
+        const float* series = a.series[s.input];
+        const float m = series ? a.masks[size_t(b) * kNumModalities + s.modality] : 0.0f;
+        float* fb = fused + size_t(b) * Tp * D;
+        if (m == 0.0f) {  // missing: zero block and mask channel (nothing to compute)
+          for (int p = p0; p < p1; ++p)
+            std::fill(fb + size_t(p) * D + s.col, fb + size_t(p) * D + s.col + s.width + 1, 0.0f);
+          continue;
+        }
+        float* x = g.bufs[0].data() + ptrdiff_t(g.buf_pad) * ld;
+        float* y = g.bufs[1].data() + ptrdiff_t(g.buf_pad) * ld;
+        float* z = g.bufs[2].data() + ptrdiff_t(g.buf_pad) * ld;
+        const float* raw = series + size_t(b) * a.series_rows[s.input] * T;
+        stem_input(s, raw, T, s.input == kSymbolic, x, ld, t0, t1);
+#pragma omp barrier
+        ConvArgs ca;
+        ca.x = x; ca.ldx = ld; ca.conv = &s.inp; ca.relu = true; ca.y = y; ca.ldy = ld;
+        if (t1 > t0) conv1d(ca, t0, t1, isa);
+#pragma omp barrier
+        for (const Conv& c : s.blocks) {
+          ConvArgs cb;
+          cb.x = y; cb.ldx = ld; cb.conv = &c; cb.relu = true; cb.res = y; cb.ldr = ld;
+          cb.y = z; cb.ldy = ld;
+          if (t1 > t0) conv1d(cb, t0, t1, isa);
+#pragma omp barrier
+          std::swap(y, z);
+        }
+        pool_into(y, ld, T, g.pool_stride, s.width, m, fb, D, s.col, p0, p1);
+#pragma omp barrier  // the buffers are reused by the next stem
+      }
+    }
+  }
+
+  // -- recurrence ------------------------------------------------------------------------------
+  const float* seq = fused;
+  int width = D;
+  if (g.has_rnn) {
+    lstm::ForwardArgs la;
+    la.x = fused;
+    la.batch = B;
+    la.steps = Tp;
+    la.y_seq = g.pooling == kLast ? nullptr : g.yseq.data();
+    la.h_n = g.hn.data();
+    la.c_n = g.cn.data();
+    la.threads = threads;
+    {
+      std::lock_guard<std::mutex> lock(g.rnn.mutex);
+      lstm::plan_workspace(g.rnn, B, Tp, threads,
+                           isa == Isa::Avx512Bf16 && g.rnn.wtype == lstm::WeightType::BF16);
+      lstm::forward(g.rnn, la, isa);
+    }
+    seq = g.yseq.data();
+    width = g.rnn.hidden;
+  }
+
+  // -- pooling, late streams, head -------------------------------------------------------------
+  const int P = g.pooled_dim(), C = g.n_classes;
+  std::vector<float> vec(size_t(g.head_in));
+  for (int b = 0; b < B; ++b) {
+    if (g.pooling == kLast) {
+      const float* h = g.has_rnn ? g.hn.data() + (size_t(g.rnn.num_layers - 1) * B + b) * width
+                                 : seq + (size_t(b) * Tp + Tp - 1) * width;
+      std::copy(h, h + width, vec.begin());
+    } else {
+      float* mean = vec.data();
+      float* mx = vec.data() + width;
+      const float* yb = seq + size_t(b) * Tp * width;
+      for (int c = 0; c < width; ++c) { mean[c] = 0.0f; }
+      if (g.pooling == kMeanMax)
+        for (int c = 0; c < width; ++c) mx[c] = -FLT_MAX;
+      for (int t = 0; t < Tp; ++t) {
+        const float* row = yb + size_t(t) * width;
+        for (int c = 0; c < width; ++c) mean[c] += row[c];
+        if (g.pooling == kMeanMax)
+          for (int c = 0; c < width; ++c) mx[c] = std::max(mx[c], row[c]);
+      }
+      for (int c = 0; c < width; ++c) mean[c] /= float(Tp);
+    }
+    late_streams(g, a, b, vec.data() + P);
+    float* out = a.logits + size_t(b) * C;
+    for (int c = 0; c < C; ++c) out[c] = g.head_b[c];
+    for (int i = 0; i < g.head_in; ++i) {
+      const float v = vec[i];
+      const float* w = g.head_w.data() + size_t(i) * C;
+      for (int c = 0; c < C; ++c) out[c] += v * w[c];
+    }
+  }
+}
+
+}  // namespace model
+}  // namespace mmengine

@@ -1,0 +1,299 @@
+"""The whole fusion model in C++ (``mmengine._C.FusionGraph``), assembled without torch.
+
+Everything between the front end's arrays and the logits runs in csrc/model (normalisation,
+spectral flux, the dilated convolution stems with their BatchNorms folded in, fusion with the
+mask channels, average pooling, the LSTM stack of csrc/lstm, mean/max pooling, the late text,
+key-score and meter streams, the head). The weights come from the engine's safetensors payload
+through a torch-free reader (``read_safetensors``); the architecture from the engine header's
+model description (``export.model_spec``), checked against every tensor's shape before
+anything is built, and every tensor of the payload must be used (a model with a part the graph
+does not run is refused with the reason, and the native backend falls back to torch for it).
+
+The graph covers the default design (``ModelConfig(stem="dilated")``) with ``cell`` "lstm" or
+"none", any subset of modalities, text fused late, every pooling. ``unsupported_reason`` says
+why another model cannot run here.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from typing import Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+from ..config import MODALITIES, model_config_from_stored
+from ..errors import EngineFileError
+
+#: BatchNorm1d's default epsilon (the models never change it)
+BN_EPS = 1e-5
+#: rows of the notes read by the key head (the pitch-class roll) and where the meter profile
+#: starts (``features.symbolic``: kept here so that inference needs no MIDI library)
+PITCH_CLASS_ROWS = 12
+METER_START = 18
+_SERIES = {"mfcc": "mfcc", "mel": "logmel", "symbolic": "symbolic"}
+_ST_DTYPES = {"F32": (np.float32, 4), "F64": (np.float64, 8), "I64": (np.int64, 8),
+              "I32": (np.int32, 4), "U16": (np.uint16, 2), "BF16": (None, 2),
+              "F16": (np.float16, 2), "U8": (np.uint8, 1), "BOOL": (np.bool_, 1)}
+#: the largest safetensors header we read (the default model's is ~10 kB)
+MAX_SAFETENSORS_HEADER = 16 << 20
+
+
+def read_safetensors(data: bytes, path: str = "<payload>") -> Tuple[Dict[str, np.ndarray], dict]:
+    """(name -> numpy array, metadata) of a safetensors blob, without torch.
+
+    bfloat16 tensors come back as float32 holding the same values. Every offset and shape is
+    checked against the blob before an array is made (``EngineFileError`` otherwise)."""
+    def bad(why: str) -> EngineFileError:
+        return EngineFileError(path, f"payload is not valid safetensors ({why})")
+
+    if len(data) < 8:
+        raise bad("shorter than its 8-byte header length")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > min(MAX_SAFETENSORS_HEADER, len(data) - 8):
+        raise bad(f"header length {n} exceeds the blob or {MAX_SAFETENSORS_HEADER} bytes")
+    try:
+        head = json.loads(data[8:8 + n])
+    except (ValueError, RecursionError) as exc:
+        raise bad(f"header is not JSON: {exc}") from None
+    if not isinstance(head, dict):
+        raise bad("header is not an object")
+    meta = head.pop("__metadata__", {}) or {}
+    body = memoryview(data)[8 + n:]
+    out: Dict[str, np.ndarray] = {}
+    for name, info in head.items():
+        try:
+            dtype, offsets, shape = info["dtype"], info["data_offsets"], info["shape"]
+            begin, end = int(offsets[0]), int(offsets[1])
+            shape = tuple(int(s) for s in shape)
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise bad(f"tensor {name!r} has no valid dtype/shape/offsets") from None
+        if dtype not in _ST_DTYPES:
+            raise bad(f"tensor {name!r} has unsupported dtype {dtype}")
+        np_type, size = _ST_DTYPES[dtype]
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if min(shape, default=0) < 0 or not 0 <= begin <= end <= len(body) \
+                or end - begin != count * size:
+            raise bad(f"tensor {name!r} ({dtype} {list(shape)}) does not fit bytes "
+                      f"{begin}..{end} of {len(body)}")
+        raw = body[begin:end]
+        if dtype == "BF16":
+            bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+            arr = bits.view(np.float32)
+        else:
+            arr = np.frombuffer(raw, dtype=np.dtype(np_type).newbyteorder("<")).astype(np_type)
+        out[name] = arr.reshape(shape)
+    return out, meta
+
+
+class _Tensors:
+    """The payload's tensors, each taken at most once and checked against the shape the
+    architecture says it must have."""
+
+    def __init__(self, tensors: Mapping[str, np.ndarray], path: str):
+        self.tensors = dict(tensors)
+        self.path = path
+        self.used = set()
+
+    def take(self, name: str, shape: Tuple[int, ...]) -> np.ndarray:
+        if name not in self.tensors:
+            raise EngineFileError(self.path, f"weights lack {name!r} (the model description "
+                                             f"needs it)")
+        arr = self.tensors[name]
+        if tuple(arr.shape) != tuple(shape):
+            raise EngineFileError(self.path, f"{name} has shape {list(arr.shape)}, the model "
+                                             f"description says {list(shape)}")
+        self.used.add(name)
+        return np.ascontiguousarray(arr, dtype=np.float32)
+
+    def batchnorm(self, prefix: str, n: int) -> Tuple[np.ndarray, np.ndarray]:
+        """(scale, shift) of an eval-mode BatchNorm1d."""
+        g = self.take(prefix + ".weight", (n,)).astype(np.float64)
+        b = self.take(prefix + ".bias", (n,)).astype(np.float64)
+        m = self.take(prefix + ".running_mean", (n,)).astype(np.float64)
+        v = self.take(prefix + ".running_var", (n,)).astype(np.float64)
+        self.used.add(prefix + ".num_batches_tracked")
+        scale = g / np.sqrt(v + BN_EPS)
+        return scale.astype(np.float32), (b - m * scale).astype(np.float32)
+
+    def conv_bn(self, prefix: str, cout: int, cin: int, k: int = 3) -> Tuple[np.ndarray, np.ndarray]:
+        """Conv1d (``prefix.0``) followed by BatchNorm1d (``prefix.1``), folded: (w, b)."""
+        w = self.take(prefix + ".0.weight", (cout, cin, k)).astype(np.float64)
+        b = self.take(prefix + ".0.bias", (cout,)).astype(np.float64)
+        scale, shift = self.batchnorm(prefix + ".1", cout)
+        w = w * scale.astype(np.float64)[:, None, None]
+        b = b * scale + shift
+        return np.ascontiguousarray(w, np.float32), np.ascontiguousarray(b, np.float32)
+
+    def unused(self):
+        return sorted(k for k in self.tensors if k not in self.used
+                      and not k.startswith("native."))
+
+
+def architecture(spec: Mapping) -> dict:
+    """The parts of the graph a model description (``export.model_spec``) asks for, mirroring
+    ``FusionLSTM.__init__`` (torch-free)."""
+    cfg = model_config_from_stored(dict(spec["config"]))
+    dims = dict(spec["dims"])
+    sizes = {"mfcc": int(dims["n_mfcc"]), "mel": int(dims["n_mels"]),
+             "text": int(dims["text_dim"]), "symbolic": int(dims["symbolic_dim"])}
+    mods = tuple(m for m in MODALITIES if m in cfg.modalities and sizes[m] > 0)
+    late_text = "text" in mods and cfg.text_fusion == "late"
+    meter_rows = (sizes["symbolic"] - METER_START
+                  if cfg.meter_profile and "symbolic" in mods and sizes["symbolic"] > METER_START
+                  else 0)
+    pitch = (cfg.pitch_templates if "symbolic" in mods and cfg.pitch_templates > 0
+             and sizes["symbolic"] >= PITCH_CLASS_ROWS else 0)
+    width = {"mfcc": cfg.mfcc_channels, "mel": cfg.mel_channels,
+             "symbolic": cfg.symbolic_channels}
+    seq = tuple(m for m in mods if m != "text" or not late_text)
+    return {"cfg": cfg, "dims": dims, "sizes": sizes, "modalities": mods, "late_text": late_text,
+            "meter_rows": meter_rows, "pitch": pitch, "sequence": seq, "width": width,
+            "flux": cfg.flux_bands if "mel" in mods else 0,
+            "n_classes": int(dims["n_classes"])}
+
+
+def unsupported_reason(spec: Mapping) -> Optional[str]:
+    """None when the C++ graph runs the model of ``spec``, else why not."""
+    if spec.get("arch") != "fusion":
+        return f"architecture {spec.get('arch')!r} is not the fusion model"
+    arch = architecture(spec)
+    cfg = arch["cfg"]
+    if cfg.stem != "dilated":
+        return f"stem {cfg.stem!r} (the graph runs the dilated stems)"
+    if cfg.cell not in ("lstm", "none"):
+        return f"cell {cfg.cell!r} (the graph runs an LSTM stack or no recurrence)"
+    if "text" in arch["sequence"]:
+        return "text fused early (broadcast over every frame)"
+    if not arch["sequence"]:
+        return "no time series"
+    return None
+
+
+def band_edges(n_mels: int, bands: int):
+    """Same as ``models.streams.band_edges`` (kept torch-free here; a test compares them)."""
+    return [int(round(i * n_mels / bands)) for i in range(bands + 1)]
+
+
+def build_graph(spec: Mapping, tensors: Mapping[str, np.ndarray], *, path: str = "<engine>",
+                packed_lstm: Optional[Mapping[str, np.ndarray]] = None, dtype: str = "fp32"):
+    """A finalized ``mmengine._C.FusionGraph`` for the model of ``spec`` with ``tensors`` (its
+    state dict as numpy arrays, bf16 ones as float32 values). ``packed_lstm``: the payload's
+    ``native.*`` arrays (``native.pack_lstm``), else the stack is packed here in ``dtype``.
+    Raises ``EngineFileError`` when a tensor is missing, has the wrong shape, or is not used."""
+    from .._ext import require_native
+    from .native import pack_lstm
+
+    why = unsupported_reason(spec)
+    if why is not None:
+        raise ValueError(f"the native graph cannot run this model: {why}")
+    C = require_native()
+    a = architecture(spec)
+    cfg, sizes, width = a["cfg"], a["sizes"], a["width"]
+    t = _Tensors(tensors, path)
+    fused = sum(width[m] + 1 for m in a["sequence"])
+    g = C.FusionGraph(fused, int(cfg.pool_stride), cfg.pooling)
+    col = 0
+    for m in a["sequence"]:
+        rows = METER_START if (m == "symbolic" and a["meter_rows"]) else sizes[m]
+        mean = t.take(f"norm.{m}_mean", (sizes[m],))[:rows]
+        std = t.take(f"norm.{m}_std", (sizes[m],))[:rows]
+        extra = {}
+        cin = rows
+        if m == "mel" and a["flux"]:
+            scale, shift = t.batchnorm("flux_norm", a["flux"])
+            extra = dict(band_edges=band_edges(sizes["mel"], a["flux"]), flux_scale=scale,
+                         flux_shift=shift)
+            cin += a["flux"]
+        w = width[m]
+        convs = [(*t.conv_bn(f"stems.{m}.inp", w, cin), 1)]
+        for i, d in enumerate(cfg.dilations):
+            convs.append((*t.conv_bn(f"stems.{m}.blocks.{i}", w, w), int(d)))
+        g.add_stem(_SERIES[m], m, rows, mean, std, convs, col, **extra)
+        col += w + 1
+    if cfg.cell == "lstm":
+        H, L = int(cfg.hidden_size), int(cfg.num_layers)
+        layers = []
+        for k in range(L):
+            d = fused if k == 0 else H
+            layers.append((t.take(f"classifier.rnn.weight_ih_l{k}", (4 * H, d)),
+                           t.take(f"classifier.rnn.weight_hh_l{k}", (4 * H, H)),
+                           t.take(f"classifier.rnn.bias_ih_l{k}", (4 * H,)),
+                           t.take(f"classifier.rnn.bias_hh_l{k}", (4 * H,))))
+        packed = dict(packed_lstm) if packed_lstm else pack_lstm(layers, dtype)
+        try:
+            g.set_lstm(L, fused, H, dtype, [packed[f"l{k}.w_ih"] for k in range(L)],
+                       [packed[f"l{k}.w_hh"] for k in range(L)],
+                       [packed[f"l{k}.bias"] for k in range(L)])
+        except (KeyError, ValueError, RuntimeError):
+            packed = pack_lstm(layers, dtype)  # a packing this build cannot read: redo it
+            g.set_lstm(L, fused, H, dtype, [packed[f"l{k}.w_ih"] for k in range(L)],
+                       [packed[f"l{k}.w_hh"] for k in range(L)],
+                       [packed[f"l{k}.bias"] for k in range(L)])
+        pooled = H
+    else:
+        pooled = fused
+    if cfg.pooling == "meanmax":
+        pooled *= 2
+    late = 0
+    if a["late_text"]:
+        E = int(cfg.text_dim)
+        w = t.take("stems.text.0.weight", (E, sizes["text"]))
+        g.set_text(np.ascontiguousarray(w.T), t.take("stems.text.0.bias", (E,)))
+        late += E + 1
+    if "symbolic" in a["modalities"] and (a["pitch"] or a["meter_rows"]):
+        K, R = a["pitch"], a["meter_rows"]
+        tpl = t.take("pitch.templates", (K, PITCH_CLASS_ROWS)) if K else None
+        ps, pb = t.batchnorm("pitch_norm", K) if K else (None, None)
+        ms, mb = t.batchnorm("meter_norm", R) if R else (None, None)
+        g.set_symbolic(sizes["symbolic"], tpl, ps, pb, METER_START, ms, mb)
+        late += K + R
+    C_ = a["n_classes"]
+    head = t.take("classifier.head.weight", (C_, pooled + late))
+    g.set_head(np.ascontiguousarray(head.T), t.take("classifier.head.bias", (C_,)))
+    left = t.unused()
+    if left:
+        raise EngineFileError(path, f"weights the native graph does not use: {left[:8]} (the "
+                                    f"model has a part this build cannot run)")
+    g.finalize()
+    return g
+
+
+def modality_masks(inputs: Mapping[str, np.ndarray], batch: int) -> np.ndarray:
+    """(B, 4) float32 0/1 in ``MODALITIES`` order, as ``FusionLSTM.modality_masks``: 0 where
+    the modality's array is absent, its mask where one is given, else 1."""
+    out = np.zeros((batch, len(MODALITIES)), np.float32)
+    for j, m in enumerate(MODALITIES):
+        if _SERIES.get(m, m) not in inputs:
+            continue
+        mask = inputs.get(f"{m}_mask")
+        out[:, j] = 1.0 if mask is None else np.asarray(mask, np.float32).reshape(batch)
+    return out
+
+
+class GraphRunner:
+    """Runner (``registry.Runner``) of the whole model in C++: numpy in, numpy logits out.
+
+    Args:
+        graph: a finalized ``mmengine._C.FusionGraph`` (``build_graph``).
+        threads: threads for the C++ kernels (0: the OpenMP default).
+    """
+
+    backend = "native"
+    whole_model = True
+
+    def __init__(self, graph, *, threads: int = 0):
+        self.graph = graph
+        self.threads = int(threads or 0)
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        def arr(name):
+            v = inputs.get(name)
+            return None if v is None else np.ascontiguousarray(v, dtype=np.float32)
+
+        series = [arr("mfcc"), arr("logmel"), arr("symbolic")]
+        ref = next((s for s in series if s is not None), None)
+        if ref is None:
+            raise ValueError("the inputs hold no time series (mfcc, logmel or symbolic)")
+        masks = modality_masks(inputs, ref.shape[0])
+        return self.graph.forward(series[0], series[1], arr("text"), series[2], masks,
+                                  self.threads)
