@@ -15,6 +15,7 @@ from .errors import OptionalDependencyError
 
 #: optional part -> (module to import, pip extra that installs it)
 OPTIONAL = {
+    "torch": ("torch", "train"),
     "dali": ("nvidia.dali", "dali"),
     "triton": ("triton", "triton"),
     "onnx": ("onnx", "onnx"),

@@ -348,6 +348,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     except MMEngineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as exc:
+        if exc.name != "torch":
+            raise
+        # the core install classifies (native, onnx) without torch; the rest needs it
+        print("error: this command needs torch (training, evaluation, building engines, the "
+              "torch backends): pip install torch==2.13.0 'mmengine-music[train]'",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -213,6 +213,8 @@ class SplitConfig:
 
 #: modality names a model can use, in their fixed concatenation order
 MODALITIES = ("mfcc", "mel", "text", "symbolic")
+#: the sizes a model is built with (``models.build_model``), stored in checkpoints and engines
+DIM_KEYS = ("n_mfcc", "n_mels", "text_dim", "symbolic_dim", "n_classes", "multilabel")
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ..config import ModelConfig
+from ..config import DIM_KEYS, ModelConfig
 from .baselines import MelCNN, PooledFeatures, SklearnBaseline
 from .fusion import FusionLSTM, SequenceClassifier, batch_from_arrays, compute_norm_stats
 
 ARCHS = {"fusion": FusionLSTM, "cnn": MelCNN}
-DIM_KEYS = ("n_mfcc", "n_mels", "text_dim", "symbolic_dim", "n_classes", "multilabel")
 
 
 def build_model(cfg: ModelConfig, dims: Mapping):
