@@ -458,6 +458,7 @@ def build_engines(backends: Sequence[str] = ("native", "onnx")) -> Tuple[dict, s
     h = hashlib.sha1((run or "random").encode())
     pkg = Path(mmengine.__file__).parent
     for rel in ("export.py", "runtime/engine_file.py", "runtime/native_backend.py",
+                "runtime/native_model.py",
                 "runtime/onnx_backend.py", "runtime/torch_backend.py", "models/fusion.py"):
         f = pkg / rel
         h.update(f.read_bytes() if f.is_file() else rel.encode())
@@ -470,14 +471,16 @@ def build_engines(backends: Sequence[str] = ("native", "onnx")) -> Tuple[dict, s
     out, model = {}, None
     for b in backends:
         path = folder / f"{tag}-{b}.mme"
+        backend, _, dtype = b.partition("-")  # "native-bf16": the native backend in bf16
+        dtype = dtype or "fp32"
         if not path.is_file():
             tmp = path.with_name(path.stem + f".tmp{os.getpid()}.mme")
             if run:
-                export.build_engine(run, tmp, backend=b)
+                export.build_engine(run, tmp, backend=backend, dtype=dtype)
             else:
                 if model is None:
                     model, kw = random_model()
-                export.build_engine_from_model(model, tmp, backend=b, **kw)
+                export.build_engine_from_model(model, tmp, backend=backend, dtype=dtype, **kw)
             os.replace(tmp, path)
         out[b] = str(path)
     return out, (f"trained run {run}" if run else "random-weight FusionLSTM (default ModelConfig)")
@@ -504,6 +507,89 @@ def engine_factory(threads: int, engine: str, backend: str, frontend: str = "aut
         return run
 
     return info, make
+
+
+# =============================================================================== whole model
+def model_inputs(params: dict, batch: int) -> dict:
+    """The engine's inputs for ``batch`` 30 s windows with every modality present: log-Mel
+    (dB-like values), MFCC, TF-IDF rows, 0/1 notes and meter rows (``default_rng(batch)``, the
+    same arrays in every process)."""
+    import numpy as np
+
+    rng = np.random.default_rng(batch)
+    T, B = params["T"], batch
+    sym = (rng.random((B, params["S"], T)) < 0.15).astype(np.float32)
+    sym[:, 18:] = rng.random((B, params["S"] - 18, T), dtype=np.float32)
+    text = (rng.random((B, params["V"])) < 0.2).astype(np.float32) * 0.5
+    return {"mfcc": rng.normal(-5, 20, (B, 20, T)).astype(np.float32),
+            "logmel": rng.normal(-40, 15, (B, 128, T)).astype(np.float32),
+            "text": text, "text_mask": np.ones(B, bool),
+            "symbolic": sym, "symbolic_mask": np.ones(B, bool)}
+
+
+def model_factory(threads: int, engine: str, backend: str, autocast: bool = False):
+    """The engine's runner alone (features in, logits out): ``native`` (the whole model in
+    C++), ``onnx`` (ONNX Runtime on the exported whole model), ``torch`` (eager, fp32, or CPU
+    autocast bf16 with ``autocast``)."""
+    from mmengine.runtime import registry
+    from mmengine.runtime.engine_file import read_engine_file
+
+    ef = read_engine_file(engine)
+    module = registry.get_backend(backend).load_module()
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        runner = module.load(ef, backend="torch", device="cpu")
+        info = f"torch {torch.__version__} eager " + ("bf16 autocast" if autocast else "fp32")
+    else:
+        from mmengine._ext import native
+
+        runner = module.load(ef, threads=threads)
+        info = f"{backend} {ef.header['dtype']}" + (
+            f", whole model in C++, ISA {native().selected_isa()}"
+            if getattr(runner, "whole_model", False) else "")
+    if backend == "onnx":
+        import onnxruntime as ort
+
+        info = f"onnxruntime {ort.__version__} CPU EP, intra-op {threads} threads"
+
+    def make(params, batch):
+        x = model_inputs(params, batch)
+        if autocast:
+            import torch
+
+            def run():
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    return runner(x)
+            return run
+        return lambda: runner(x)
+
+    return info, make
+
+
+def model_suite(frames: int = FRAMES_30S) -> Tuple[List[Contender], List[Workload], str]:
+    """Whole model (features → logits): native fp32/bf16, ONNX Runtime, torch eager fp32 and
+    bf16 autocast, all from one model (``build_engines``)."""
+    from mmengine.runtime.engine_file import read_header
+
+    engines, desc = build_engines(("native", "native-bf16", "onnx", "torch"))
+    dims = read_header(engines["native"])["model"]["dims"]
+    contenders = [
+        Contender("native-fp32", "bench.contenders:model_factory",
+                  {"engine": engines["native"], "backend": "native"}),
+        Contender("native-bf16", "bench.contenders:model_factory",
+                  {"engine": engines["native-bf16"], "backend": "native"}),
+        Contender("onnxruntime", "bench.contenders:model_factory",
+                  {"engine": engines["onnx"], "backend": "onnx"}),
+        Contender("torch-eager", "bench.contenders:model_factory",
+                  {"engine": engines["torch"], "backend": "torch"}),
+        Contender("torch-bf16", "bench.contenders:model_factory",
+                  {"engine": engines["torch"], "backend": "torch", "autocast": True}),
+    ]
+    p = {"kind": "model", "T": int(frames), "S": int(dims["symbolic_dim"]),
+         "V": int(dims["text_dim"]), "source": desc}
+    return contenders, [Workload(f"model-T{frames}", p, "windows")], desc
 
 
 def e2e_suite(clips: Sequence[str], clips_desc: str = ""

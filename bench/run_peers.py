@@ -9,6 +9,11 @@ Suites (``bench/contenders.py``):
   ``torch-eager`` (oneDNN fp32), ``torch-bf16`` (CPU autocast), ``onnxruntime`` (the same LSTM
   exported to ONNX), ``native-fp32``, ``native-bf16`` (``mmengine.runtime.native``).
   Sequences/s, GFLOP/s and the fraction of the measured fp32 GEMM peak.
+* ``model``: the whole model, the engine's inputs (MFCC, log-Mel, TF-IDF, notes, every
+  modality present, T = 1,292 frames: one 30 s window) → logits: ``native-fp32`` and
+  ``native-bf16`` (``mmengine._C.FusionGraph``: every layer in C++), ``onnxruntime`` (the
+  ONNX export of the same model), ``torch-eager`` (fp32) and ``torch-bf16`` (CPU autocast).
+  Windows/s.
 * ``frontend``: B 30 s FLAC files → log-Mel (128 x 1,292) + MFCC (20 x 1,292):
   ``librosa``, ``dali-cpu``, ``torch``, ``native``. Clips/s.
 * ``e2e``: B files → class probabilities, ``Engine.classify(paths, batch_size=B)``:
@@ -23,7 +28,7 @@ ratio to every other contender (median of the peer / median of this row), and fo
 the fraction of the torch fp32 2048^3 GEMM peak measured between rounds with the same threads.
 Numbers on a shared VM are indicative only.
 
-    python bench/run_peers.py [--suite classifier|frontend|e2e|all] [--rounds 5]
+    python bench/run_peers.py [--suite classifier|model|frontend|e2e|all] [--rounds 5]
         [--batches 1 8 64] [--frames 1292 646] [--threads 2] [--json out.json] [--md out.md]
 """
 from __future__ import annotations
@@ -39,7 +44,7 @@ if str(ROOT) not in sys.path:
 from bench import contenders as C  # noqa: E402
 from bench.harness import run_interleaved, write_outputs  # noqa: E402
 
-SUITES = ("classifier", "frontend", "e2e")
+SUITES = ("classifier", "model", "frontend", "e2e")
 
 
 def run_suite(suite: str, *, rounds: int, batches, frames, threads: int, model_shape: bool = True,
@@ -49,6 +54,12 @@ def run_suite(suite: str, *, rounds: int, batches, frames, threads: int, model_s
         cons, wls = C.classifier_suite(frames, model=model_shape)
         return run_interleaved(cons, wls, batches, rounds=rounds, threads=threads,
                                peak_in="torch-eager", suite=suite, log=log)
+    if suite == "model":
+        cons, wls, mdesc = C.model_suite()
+        res = run_interleaved(cons, wls, batches, rounds=rounds, threads=threads,
+                              target_s=0.5, max_reps=3, suite=suite, log=log)
+        res["notes"].append(f"engines: {mdesc}")
+        return res
     clips, desc = C.clip_paths(max(batches))
     if suite == "frontend":
         cons, wls = C.frontend_suite(clips, desc)
