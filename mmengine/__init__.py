@@ -11,6 +11,7 @@ The Python API mirrors the CLI (see ``mmengine.api``)::
     mmengine.build_engine(run.out_dir, "folk.mme")      # mmengine build runs/folk -o folk.mme
     eng = mmengine.Engine.load("folk.mme")              # picks the best backend, logs it
     eng.classify("tune.wav")                            # mmengine classify folk.mme tune.wav
+    mmengine.batch_classify("folk.mme", "lib/", "o.jsonl")  # mmengine batch ... --out o.jsonl
     mmengine.benchmark("folk.mme")                      # mmengine bench folk.mme
 """
 from __future__ import annotations
@@ -20,8 +21,8 @@ PROJECT = "mmengine-music"
 
 from .config import AudioConfig, FrontendConfig, SplitConfig, TextConfig  # noqa: E402
 
-_API = {"train", "evaluate", "experiment", "build_engine", "classify", "benchmark",
-        "load_features", "load_engine"}
+_API = {"train", "evaluate", "experiment", "build_engine", "classify", "batch_classify",
+        "benchmark", "load_features", "load_engine"}
 
 
 def __getattr__(name):  # lazy: ``import mmengine`` stays light (no torch, no GPU modules)

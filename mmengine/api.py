@@ -6,6 +6,7 @@
 >>> report = mmengine.evaluate("runs/folk")                    # test metrics, report.md, plots
 >>> mmengine.build_engine("runs/folk", "folk.mme", backend="native")
 >>> mmengine.classify("folk.mme", "tune.wav")                  # -> Prediction
+>>> mmengine.batch_classify("folk.mme", "library/", "out.parquet", ray=True)  # whole library
 >>> mmengine.benchmark("folk.mme")                             # backends, batches, ratios
 """
 from __future__ import annotations
@@ -140,6 +141,14 @@ def benchmark(model, **kw) -> dict:
     return benchmark_engine(model, **kw)
 
 
+def batch_classify(model, source, out, **kw):
+    """Classify a whole library into one results file, resumably, in-process or on Ray
+    (``mmengine batch``; see ``mmengine.batch.batch_classify``); returns ``BatchSummary``."""
+    from .batch import batch_classify as _batch
+
+    return _batch(model, source, out, **kw)
+
+
 def load_engine(path, backend: str = "auto", **options):
     """``Engine.load``."""
     from .runtime.engine import Engine
@@ -148,4 +157,4 @@ def load_engine(path, backend: str = "auto", **options):
 
 
 __all__ = ["resolve_data", "load_features", "train", "evaluate", "experiment", "build_engine",
-           "classify", "benchmark", "load_engine"]
+           "classify", "batch_classify", "benchmark", "load_engine"]

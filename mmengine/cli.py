@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from . import PROJECT, __version__
-from .config import ModelConfig, TrainConfig
+from .config import BatchConfig, ModelConfig, TrainConfig
 from .errors import MMEngineError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -194,6 +194,21 @@ def _classify(args: argparse.Namespace) -> int:
     return 1 if any(getattr(r, "error", None) for r in res) else 0
 
 
+@_handler("batch")
+def _batch(args: argparse.Namespace) -> int:
+    from .batch import batch_classify
+
+    ray = None
+    if args.ray is not None:
+        ray = args.ray or True
+    summary = batch_classify(args.model, args.input, args.out, ray=ray, workers=args.workers,
+                             threads=args.threads, batch_size=args.batch_size,
+                             top_k=args.top_k, backend=args.backend, frontend=args.frontend,
+                             retry_errors=args.retry_errors, progress=not args.quiet)
+    print(summary.format())
+    return 0
+
+
 @_handler("bench")
 def _bench(args: argparse.Namespace) -> int:
     from .api import benchmark
@@ -319,6 +334,37 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--threads", type=int, help="threads of the native/onnx backend and front end")
     c.add_argument("--json", action="store_true", help="JSON output")
     c.set_defaults(handler="classify")
+
+    bt = sub.add_parser("batch", help="classify a whole library (manifest or folder) into one "
+                        "Parquet/JSONL file, resumably, in-process or on Ray")
+    bt.add_argument("model", metavar="ENGINE", help="engine file (.mme)")
+    bt.add_argument("input", metavar="INPUT", help="manifest (.csv/.jsonl, the columns "
+                    "'classify' reads) or a folder of audio (searched recursively)")
+    bt.add_argument("--out", required=True, metavar="RESULTS",
+                    help="results: .parquet (pyarrow) or .jsonl, one row per input; rerun the "
+                         "same command to finish an interrupted run (shards in RESULTS.parts/)")
+    bt.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                    help="run on Ray: alone, the cluster Ray finds or a local one it starts; "
+                         "with HOST:PORT, join that cluster (needs mmengine-music[ray])")
+    bt.add_argument("--workers", type=int,
+                    help="Ray actors, each loading the engine once (default: the cluster's "
+                         "CPUs / --threads); without --ray only 1")
+    bt.add_argument("--threads", type=int,
+                    help=f"threads per engine copy (Ray default: {BatchConfig.ray_threads}, or "
+                         f"CPUs / --workers; in-process: the engine's default)")
+    bt.add_argument("--batch-size", dest="batch_size", type=int, default=BatchConfig.batch_size,
+                    help=f"inputs per actor call and per committed shard (default "
+                         f"{BatchConfig.batch_size})")
+    bt.add_argument("--top-k", dest="top_k", type=int, default=BatchConfig.top_k,
+                    help=f"labels per row (default {BatchConfig.top_k})")
+    bt.add_argument("--backend", default="auto", help="auto (default), native, onnx, torch, ...")
+    bt.add_argument("--frontend", default="auto",
+                    choices=["auto", "native", "reference", "torch", "dali"],
+                    help="feature front end (default auto: native C++ when built)")
+    bt.add_argument("--retry-errors", dest="retry_errors", action="store_true",
+                    help="classify again the inputs whose committed row is an error")
+    bt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    bt.set_defaults(handler="batch")
 
     bn = sub.add_parser("bench", help="throughput/latency of an engine on every backend here")
     bn.add_argument("model", help="engine file (.mme)")

@@ -411,3 +411,24 @@ class TrainConfig:
 LEGACY_TRAIN_DEFAULTS = {"optimizer": "adam", "schedule": "constant", "class_weights": False,
                          "crop_seconds": 0.0, "warmup_frac": 0.0, "stage1_frac": 0.0,
                          "max_epochs": 40}
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """Settings of ``mmengine batch`` (``mmengine.batch.batch_classify``).
+
+    Attributes:
+        batch_size: inputs per batch: what one engine copy (a Ray actor, or the process)
+            classifies in one call and what one shard file of results commits; a killed run
+            loses at most the batches in flight.
+        top_k: labels kept per input (``top_k`` column).
+        window_batch: windows per backend call inside the engine (``Engine.classify``'s
+            ``batch_size``).
+        ray_threads: threads per Ray actor when neither ``--workers`` nor ``--threads`` is
+            given (1: one single-threaded actor per CPU of the cluster, which scales best).
+    """
+
+    batch_size: int = 32
+    top_k: int = 3
+    window_batch: int = 32
+    ray_threads: int = 1
