@@ -1,0 +1,88 @@
+// libFuzzer harness for the C++ FLAC decoder (csrc/audio/flac.*), built with ASan + UBSan by
+// tests/fuzz/build.sh (with FUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION: CRCs are computed but a
+// mismatch is not refused, so mutated frames reach the subframe decoder).
+//
+// Any byte string is given to the decoder the way the Python binding (mmengine._C.decode_flac)
+// gives it: parse the metadata, then decode with a sample limit. The decoder must return or
+// throw std::runtime_error (FlacLimitError is one); a crash, a sanitizer report, any other
+// exception, a leak or an allocation over libFuzzer's -malloc_limit_mb is a finding.
+//
+// Differential properties: the three entry points agree. flac_count_samples counts what
+// flac_decode returns; for a stream of known length flac_decode_into gives the same samples
+// bit for bit (or all three fail).
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#include "audio/flac.h"
+
+namespace au = mmengine::audio;
+
+namespace {
+
+// The sample limit, like the binding's max_frames (here small: a run decodes ~1e4 inputs/s).
+constexpr uint64_t kMaxSamples = uint64_t(1) << 20;
+
+[[noreturn]] void finding(const char* what) {
+  std::fprintf(stderr, "flac_fuzzer: %s\n", what);
+  std::abort();
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  au::FlacInfo info;
+  try {
+    info = au::flac_parse_info(data, size);
+  } catch (const std::runtime_error&) {
+    return 0;
+  }
+  if (info.channels < 1 || info.channels > 8 || info.bits_per_sample < 4 ||
+      info.bits_per_sample > 32 || info.audio_offset > size)
+    finding("flac_parse_info returned an impossible FlacInfo");
+
+  std::vector<float> out;
+  bool ok = false, limited = false;
+  try {
+    out = au::flac_decode(data, size, info, kMaxSamples);
+    ok = true;
+  } catch (const au::FlacLimitError&) {
+    limited = true;
+  } catch (const std::runtime_error&) {
+  }
+  if (ok && out.size() % info.channels != 0) finding("flac_decode: not whole frames");
+  if (ok && out.size() / info.channels > kMaxSamples) finding("flac_decode: over the limit");
+
+  uint64_t counted = 0;
+  bool count_ok = false;
+  try {
+    counted = au::flac_count_samples(data, size, info, kMaxSamples);
+    count_ok = true;
+  } catch (const std::runtime_error&) {
+  }
+  if (info.total_samples == 0) {
+    if (ok != count_ok && !limited) finding("flac_count_samples and flac_decode disagree on success");
+    if (ok && counted != out.size() / info.channels) finding("flac_count_samples != decoded");
+  } else if (ok && (!count_ok || counted != info.total_samples)) {
+    finding("a decoded stream of known length does not count to its length");
+  }
+
+  if (info.total_samples != 0 && info.total_samples <= kMaxSamples) {
+    std::vector<float> fixed(size_t(info.total_samples) * info.channels, -7.0f);
+    bool fixed_ok = false;
+    try {
+      au::flac_decode_into(data, size, info, fixed.data());
+      fixed_ok = true;
+    } catch (const std::runtime_error&) {
+    }
+    if (fixed_ok != ok) finding("flac_decode_into and flac_decode disagree on success");
+    if (ok && (out.size() != fixed.size() ||
+               std::memcmp(out.data(), fixed.data(), fixed.size() * sizeof(float))))
+      finding("flac_decode_into and flac_decode disagree on the samples");
+  }
+  return 0;
+}

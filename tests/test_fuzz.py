@@ -1,0 +1,82 @@
+"""Bounded fuzz runs (issue 15, item 5): under two minutes of fuzzing in all, fixed seeds.
+
+- The libFuzzer harnesses of tests/fuzz/ (the C++ FLAC decoder and the native front end,
+  ASan + UBSan) are built with clang and run for ``CPP_SECONDS`` each from the committed seed
+  corpora; the saved crash inputs of tests/fuzz/regressions/ are replayed first. No clang: the
+  tests skip, unless ``MMENGINE_REQUIRE_FUZZ=1`` (set by ``.ci/run``, which installs clang).
+- tests/fuzz/pyfuzz.py runs the Hypothesis targets (audio containers, manifests, engine file
+  header, engine header values, checkpoint JSON, MIDI) for ``PY_SECONDS`` in all, in a child
+  process whose address space is capped: any exception other than a typed mmengine error, an
+  example running over its time limit, or an allocation past the cap fails the test.
+
+Long runs and their figures: docs/FUZZING.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FUZZ = ROOT / "tests" / "fuzz"
+CPP_SECONDS = 20
+PY_SECONDS = 60
+HARNESSES = {"flac_fuzzer": "flac", "frontend_fuzzer": "frontend"}
+
+
+def _need_clang() -> None:
+    if shutil.which("clang++") or shutil.which("clang++-14"):
+        return
+    if os.environ.get("MMENGINE_REQUIRE_FUZZ") == "1":
+        pytest.fail("MMENGINE_REQUIRE_FUZZ=1 but clang++ is not installed")
+    pytest.skip("clang++ not installed (apt-get install clang libclang-rt-14-dev)")
+
+
+@pytest.fixture(scope="module")
+def fuzzers(tmp_path_factory) -> Path:
+    _need_clang()
+    out = tmp_path_factory.mktemp("fuzz-build")
+    r = subprocess.run(["bash", str(FUZZ / "build.sh"), str(out)], capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return out
+
+
+def _stat(log: str, name: str) -> int:
+    m = re.search(rf"stat::{name}:\s+(\d+)", log)
+    assert m, f"no stat::{name} in the fuzzer's output:\n{log[-3000:]}"
+    return int(m.group(1))
+
+
+@pytest.mark.parametrize("harness", sorted(HARNESSES))
+def test_libfuzzer_harness(fuzzers, harness, tmp_path):
+    exe = fuzzers / harness
+    seeds = FUZZ / "corpus" / HARNESSES[harness]
+    regressions = sorted((FUZZ / "regressions" / HARNESSES[harness]).glob("*"))
+    if regressions:  # every saved finding runs clean
+        r = subprocess.run([str(exe), *map(str, regressions)], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr[-4000:]
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    r = subprocess.run(
+        [str(exe), f"-max_total_time={CPP_SECONDS}", "-seed=1", "-rss_limit_mb=2048",
+         "-timeout=10", "-print_final_stats=1", f"-artifact_prefix={tmp_path}/", str(corpus),
+         str(seeds)], capture_output=True, text=True, timeout=CPP_SECONDS + 120)
+    crashes = sorted(p.name for p in tmp_path.iterdir() if p.name.split("-")[0] in
+                     ("crash", "leak", "timeout", "oom", "slow-unit"))
+    assert r.returncode == 0 and not crashes, \
+        f"{harness} found {crashes} (inputs in {tmp_path}):\n{r.stderr[-6000:]}"
+    runs = _stat(r.stderr, "number_of_executed_units")
+    # a harness that rejects everything early would still run fast: ask for real coverage too
+    cov = re.findall(r"cov: (\d+)", r.stderr)
+    print(f"{harness}: {runs} executions in {CPP_SECONDS} s, "
+          f"{_stat(r.stderr, 'average_exec_per_sec')} exec/s, cov {cov[-1] if cov else '?'}")
+    assert runs >= 1000, r.stderr[-3000:]
+    assert cov and int(cov[-1]) >= 200, r.stderr[-3000:]
