@@ -145,6 +145,15 @@ def test_bf16_lstm_close_to_fp32():
     assert np.abs(out - ref).max() < 0.05 * max(1.0, np.abs(ref).max())
 
 
+@pytest.mark.parametrize("over", [
+    {}, dict(cell="none", pooling="mean"), dict(modalities=("mel", "text")),
+    dict(meter_profile=False, pitch_templates=0, flux_bands=0), dict(num_layers=3)])
+def test_state_shapes_match_the_torch_model(over):
+    m = make_model(**over)
+    want = {k: tuple(v.shape) for k, v in m.state_dict().items()}
+    assert nm.state_shapes(model_spec(m)) == want
+
+
 def test_band_edges_match_the_model():
     for n, b in [(13, 3), (128, 8), (40, 40)]:
         assert nm.band_edges(n, b) == torch_band_edges(n, b)

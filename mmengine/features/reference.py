@@ -24,7 +24,6 @@ import math
 from typing import Dict, Optional
 
 import numpy as np
-import scipy.fft
 
 from ..config import FrontendConfig
 
@@ -182,6 +181,8 @@ def power_spectrogram(y: np.ndarray, *, n_fft: int, hop_length: int, window: str
         raise ValueError(f"pad_mode must be one of {PAD_MODES}, not {pad_mode!r}")
     y = np.asarray(y)
     dtype = np.float64 if y.dtype == np.float64 else np.float32
+    import scipy.fft  # here, not at import: the native front end needs only the matrices
+
     y = y.astype(np.float64, copy=False)
     lead, n = y.shape[:-1], y.shape[-1]
     win = hann_window(n_fft)

@@ -169,6 +169,63 @@ def unsupported_reason(spec: Mapping) -> Optional[str]:
     return None
 
 
+def state_shapes(spec: Mapping) -> Dict[str, Tuple[int, ...]]:
+    """Every state-dict tensor (name -> shape) of the model ``spec`` describes, torch-free, for
+    the designs the graph runs (``unsupported_reason`` is None; ``ValueError`` otherwise). The
+    same as ``build_model(...).state_dict()`` (tested), so an engine can be checked before
+    anything is built without importing torch."""
+    why = unsupported_reason(spec)
+    if why is not None:
+        raise ValueError(f"the native graph cannot run this model: {why}")
+    a = architecture(spec)
+    cfg, sizes, width = a["cfg"], a["sizes"], a["width"]
+    out: Dict[str, Tuple[int, ...]] = {}
+
+    def bn(prefix, n):
+        for k in ("weight", "bias", "running_mean", "running_var"):
+            out[f"{prefix}.{k}"] = (n,)
+        out[f"{prefix}.num_batches_tracked"] = ()
+
+    for m in ("mfcc", "mel", "symbolic"):
+        if m in a["modalities"]:
+            out[f"norm.{m}_mean"] = out[f"norm.{m}_std"] = (sizes[m],)
+    if a["flux"]:
+        bn("flux_norm", a["flux"])
+    if a["pitch"]:
+        out["pitch.templates"] = (a["pitch"], PITCH_CLASS_ROWS)
+        bn("pitch_norm", a["pitch"])
+    if a["meter_rows"]:
+        bn("meter_norm", a["meter_rows"])
+    for m in a["modalities"]:
+        if m == "text":
+            out["stems.text.0.weight"] = (int(cfg.text_dim), sizes["text"])
+            out["stems.text.0.bias"] = (int(cfg.text_dim),)
+            continue
+        w = width[m]
+        cin = (METER_START if (m == "symbolic" and a["meter_rows"]) else sizes[m]) + \
+            (a["flux"] if m == "mel" else 0)
+        for i, prefix in enumerate([f"stems.{m}.inp"] +
+                                   [f"stems.{m}.blocks.{j}" for j in range(len(cfg.dilations))]):
+            out[f"{prefix}.0.weight"] = (w, cin if i == 0 else w, 3)
+            out[f"{prefix}.0.bias"] = (w,)
+            bn(f"{prefix}.1", w)
+    fused = sum(width[m] + 1 for m in a["sequence"])
+    if cfg.cell == "lstm":
+        H = int(cfg.hidden_size)
+        for k in range(int(cfg.num_layers)):
+            out[f"classifier.rnn.weight_ih_l{k}"] = (4 * H, fused if k == 0 else H)
+            out[f"classifier.rnn.weight_hh_l{k}"] = (4 * H, H)
+            out[f"classifier.rnn.bias_ih_l{k}"] = out[f"classifier.rnn.bias_hh_l{k}"] = (4 * H,)
+        pooled = H
+    else:
+        pooled = fused
+    pooled *= 2 if cfg.pooling == "meanmax" else 1
+    late = (int(cfg.text_dim) + 1 if a["late_text"] else 0) + a["pitch"] + a["meter_rows"]
+    out["classifier.head.weight"] = (a["n_classes"], pooled + late)
+    out["classifier.head.bias"] = (a["n_classes"],)
+    return out
+
+
 def band_edges(n_mels: int, bands: int):
     """Same as ``models.streams.band_edges`` (kept torch-free here; a test compares them)."""
     return [int(round(i * n_mels / bands)) for i in range(bands + 1)]
