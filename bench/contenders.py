@@ -268,7 +268,47 @@ def librosa_factory(threads: int):
         paths = _batch_paths(params, batch)
         return lambda: [features(p) for p in paths]
 
-    return f"librosa {librosa.__version__} (per clip, numpy FFT)", make
+    return (f"librosa {librosa.__version__}: soundfile decode + melspectrogram, one clip after "
+            f"another in one process, 1 thread (librosa/numpy FFT do not use more)"), make
+
+
+def _librosa_clip(path):
+    """One clip's (logmel, mfcc) as ``librosa_factory`` computes it (a pool worker's task)."""
+    import librosa
+    import numpy as np
+    import scipy.fft
+
+    c = _cfg()
+    y = _read(path, c.sample_rate)
+    S = librosa.feature.melspectrogram(
+        y=y, sr=c.sample_rate, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.n_fft,
+        window=c.window, center=c.center, pad_mode=c.pad_mode, power=c.power,
+        n_mels=c.n_mels, fmin=c.fmin, fmax=c.fmax, htk=c.mel_scale == "htk",
+        norm="slaney" if c.mel_norm == "slaney" else None)
+    logmel = librosa.power_to_db(S, ref=c.db_ref, amin=c.amin, top_db=None)
+    mfcc = scipy.fft.dct(logmel, type=2, norm="ortho", axis=-2)[:c.n_mfcc]
+    return logmel.astype(np.float32), mfcc.astype(np.float32)
+
+
+def librosa_pool_factory(threads: int):
+    """What a librosa user does on N cores: a pool of N worker processes (spawned once, warm),
+    the clips of a batch mapped over them (``ProcessPoolExecutor.map``, results pickled back).
+    Peak RSS is the parent's only; each worker holds its own librosa (~250 MB)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    import librosa
+
+    pool = ProcessPoolExecutor(max_workers=threads, mp_context=mp.get_context("spawn"))
+    # warm every worker (imports, librosa's filter caches) before anything is timed
+    list(pool.map(_librosa_clip, synth_clips(threads), chunksize=1))
+
+    def make(params, batch):
+        paths = _batch_paths(params, batch)
+        return lambda: list(pool.map(_librosa_clip, paths, chunksize=max(1, batch // threads)))
+
+    return (f"librosa {librosa.__version__}: the same per-clip code in a pool of {threads} "
+            f"processes (1 thread each)"), make
 
 
 def dali_cpu_factory(threads: int):
@@ -412,6 +452,7 @@ def frontend_suite(clips: Sequence[str], clips_desc: str = ""
     """Contenders and the workload of the front-end suite."""
     contenders = [
         Contender("librosa", "bench.contenders:librosa_factory"),
+        Contender("librosa-pool", "bench.contenders:librosa_pool_factory"),
         Contender("dali-cpu", "bench.contenders:dali_cpu_factory"),
         Contender("dali-plain", "bench.contenders:dali_plain_factory"),
         Contender("torch", "bench.contenders:torch_frontend_factory"),
@@ -492,7 +533,10 @@ def engine_factory(threads: int, engine: str, backend: str, frontend: str = "aut
     from mmengine.runtime.engine import Engine
 
     eng = Engine.load(engine, backend=backend, frontend=frontend, threads=threads)
-    info = f"Engine backend {eng.backend}, front end {eng.frontend.name}"
+    # Engine.classify decodes every file itself (our FLAC decoder, libsndfile otherwise,
+    # soxr when the rate differs); the front end computes features from the waveforms
+    info = (f"Engine.classify: mmengine decode (own FLAC decoder) -> {eng.frontend.name} "
+            f"front end features -> {eng.backend} backend, {threads} threads")
 
     def make(params, batch):
         paths = _batch_paths(params, batch)
@@ -507,6 +551,84 @@ def engine_factory(threads: int, engine: str, backend: str, frontend: str = "aut
         return run
 
     return info, make
+
+
+# =============================================================================== decoders
+def decode_native_factory(threads: int):
+    """Our FLAC decoder (``mmengine._C.decode_flac``, frame CRCs checked): file bytes read with
+    numpy, decoded one file after another (1 thread)."""
+    import numpy as np
+
+    from mmengine._ext import require_native
+
+    C = require_native()
+
+    def make(params, batch):
+        paths = _batch_paths(params, batch)
+        return lambda: [C.decode_flac(np.fromfile(p, dtype=np.uint8))[0] for p in paths]
+
+    return "mmengine _C.decode_flac (C++), float32, one file after another, 1 thread", make
+
+
+def decode_soundfile_factory(threads: int):
+    """libsndfile through soundfile: ``sf.read(path, dtype="float32")`` one file after
+    another (1 thread)."""
+    import soundfile as sf
+
+    def make(params, batch):
+        paths = _batch_paths(params, batch)
+        return lambda: [sf.read(p, dtype="float32")[0] for p in paths]
+
+    return (f"soundfile {sf.__version__} (libsndfile {sf.__libsndfile_version__}) sf.read "
+            f"float32, one file after another, 1 thread"), make
+
+
+def decode_dali_factory(threads: int):
+    """DALI's CPU audio decoder (``fn.decoders.audio``, float32, no downmix) on a batch of B
+    files' bytes, ``threads`` DALI threads."""
+    import numpy as np
+    import nvidia.dali as dali
+    import nvidia.dali.fn as fn
+    import nvidia.dali.types as types
+    from nvidia.dali import pipeline_def
+
+    pipes = {}
+
+    def pipe_for(batch):
+        if batch not in pipes:
+            @pipeline_def(batch_size=batch, num_threads=threads, device_id=None,
+                          exec_dynamic=True, prefetch_queue_depth=1)
+            def graph():
+                enc = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+                audio, _ = fn.decoders.audio(enc, downmix=False, dtype=types.FLOAT)
+                return audio
+            pipes[batch] = graph()
+            pipes[batch].build()
+        return pipes[batch]
+
+    def make(params, batch):
+        pipe, paths = pipe_for(batch), _batch_paths(params, batch)
+
+        def run():
+            pipe.feed_input("encoded", [np.fromfile(p, dtype=np.uint8) for p in paths])
+            (out,) = pipe.run()
+            return [np.array(out[i]) for i in range(len(out))]
+        return run
+
+    return f"DALI {dali.__version__} fn.decoders.audio (CPU), {threads} threads", make
+
+
+def decode_suite(clips: Sequence[str], clips_desc: str = ""
+                 ) -> Tuple[List[Contender], List[Workload]]:
+    """FLAC decoding alone: ours, libsndfile (soundfile), DALI's decoder."""
+    contenders = [
+        Contender("native", "bench.contenders:decode_native_factory"),
+        Contender("soundfile", "bench.contenders:decode_soundfile_factory"),
+        Contender("dali", "bench.contenders:decode_dali_factory"),
+    ]
+    w = Workload("decode-flac-30s", {"kind": "decode", "clips": list(clips),
+                                     "source": clips_desc or f"{len(clips)} clips"}, "clips")
+    return contenders, [w]
 
 
 # =============================================================================== whole model
@@ -599,7 +721,7 @@ def e2e_suite(clips: Sequence[str], clips_desc: str = ""
     contenders = [
         Contender("ours", "bench.contenders:engine_factory",
                   {"engine": engines["native"], "backend": "native", "frontend": "native"}),
-        Contender("dali+ort", "bench.contenders:engine_factory",
+        Contender("ours-decode+dali-features+ort", "bench.contenders:engine_factory",
                   {"engine": engines["onnx"], "backend": "onnx", "frontend": "dali"}),
         Contender("dali-plain+ort", "bench.contenders:dali_plain_ort_factory",
                   {"engine": engines["onnx"]}),

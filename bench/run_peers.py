@@ -14,10 +14,16 @@ Suites (``bench/contenders.py``):
   ``native-bf16`` (``mmengine._C.FusionGraph``: every layer in C++), ``onnxruntime`` (the
   ONNX export of the same model), ``torch-eager`` (fp32) and ``torch-bf16`` (CPU autocast).
   Windows/s.
+* ``decode``: B 30 s FLAC files → float32 samples: ``native`` (our C++ decoder),
+  ``soundfile`` (libsndfile), ``dali`` (DALI's CPU decoder). Clips/s.
 * ``frontend``: B 30 s FLAC files → log-Mel (128 x 1,292) + MFCC (20 x 1,292):
-  ``librosa``, ``dali-cpu``, ``torch``, ``native``. Clips/s.
+  ``librosa`` (one process, 1 thread), ``librosa-pool`` (a pool of ``--threads`` processes,
+  what a librosa user does on several cores), ``dali-cpu``, ``dali-plain``, ``torch``,
+  ``native``. Clips/s.
 * ``e2e``: B files → class probabilities, ``Engine.classify(paths, batch_size=B)``:
-  ``ours`` (native backend + native front end) vs ``dali+ort`` (ONNX Runtime + DALI). Clips/s.
+  ``ours`` (native backend + native front end), ``ours-decode+dali-features+ort`` (the
+  engine's own decoding, DALI CPU features, ONNX Runtime) and ``dali-plain+ort`` (DALI decodes
+  and computes the features, ONNX Runtime runs the model). Clips/s.
 
 Method (``bench/harness.py``): every contender runs warm in its own spawned process (built and
 called twice per (workload, batch) before timing); contenders take turns round by round
@@ -28,7 +34,7 @@ ratio to every other contender (median of the peer / median of this row), and fo
 the fraction of the torch fp32 2048^3 GEMM peak measured between rounds with the same threads.
 Numbers on a shared VM are indicative only.
 
-    python bench/run_peers.py [--suite classifier|model|frontend|e2e|all] [--rounds 5]
+    python bench/run_peers.py [--suite classifier|model|decode|frontend|e2e|all] [--rounds 5]
         [--batches 1 8 64] [--frames 1292 646] [--threads 2] [--json out.json] [--md out.md]
 """
 from __future__ import annotations
@@ -44,7 +50,7 @@ if str(ROOT) not in sys.path:
 from bench import contenders as C  # noqa: E402
 from bench.harness import run_interleaved, write_outputs  # noqa: E402
 
-SUITES = ("classifier", "model", "frontend", "e2e")
+SUITES = ("classifier", "model", "decode", "frontend", "e2e")
 
 
 def run_suite(suite: str, *, rounds: int, batches, frames, threads: int, model_shape: bool = True,
@@ -61,8 +67,8 @@ def run_suite(suite: str, *, rounds: int, batches, frames, threads: int, model_s
         res["notes"].append(f"engines: {mdesc}")
         return res
     clips, desc = C.clip_paths(max(batches))
-    if suite == "frontend":
-        cons, wls = C.frontend_suite(clips, desc)
+    if suite in ("frontend", "decode"):
+        cons, wls = (C.frontend_suite if suite == "frontend" else C.decode_suite)(clips, desc)
         res = run_interleaved(cons, wls, batches, rounds=rounds, threads=threads,
                               target_s=0.5, max_reps=3, suite=suite, log=log)
     elif suite == "e2e":
