@@ -20,8 +20,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
-from .config import ModelConfig, from_dict, model_config_from_stored, to_dict
-from .errors import CheckpointError
+from .config import InputLimits, ModelConfig, from_dict, model_config_from_stored, to_dict
+from .errors import CheckpointError, InputFileError
 
 FORMAT = "mmengine-checkpoint/1"
 WEIGHTS_NAME = "checkpoint.safetensors"
@@ -166,16 +166,26 @@ def save_checkpoint(directory: PathLike, model: torch.nn.Module, *, label_names,
     return path
 
 
-def read_meta(path: PathLike) -> dict:
-    """The validated ``checkpoint.json`` of a checkpoint folder or file."""
+def read_meta(path: PathLike, limits: Optional[InputLimits] = None) -> dict:
+    """The validated ``checkpoint.json`` of a checkpoint folder or file: a regular file within
+    ``limits.max_json_bytes`` and ``max_json_depth`` (default ``InputLimits()``), format and
+    required fields present. ``load_checkpoint`` also checks it against its schema
+    (``mmengine.schema.check_checkpoint_meta``)."""
+    from .data.safe_io import loads_bounded, read_bounded
+
+    limits = limits or InputLimits()
     p = Path(path)
     meta_path = p / META_NAME if p.is_dir() else p.with_suffix(".json")
-    if not meta_path.is_file():
-        raise CheckpointError(f"{meta_path}: checkpoint metadata not found")
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{meta_path}: not valid JSON ({exc})") from exc
+        blob = read_bounded(meta_path, limits.max_json_bytes, "max_json_bytes",
+                            "checkpoint metadata")
+    except InputFileError as exc:
+        raise CheckpointError(f"{meta_path}: checkpoint metadata not found" if exc.missing
+                              else f"{meta_path}: {exc.detail}") from None
+    try:
+        meta = loads_bounded(blob, limits.max_json_bytes, limits.max_json_depth)
+    except ValueError as exc:
+        raise CheckpointError(f"{meta_path}: not valid JSON within the limits ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
         raise CheckpointError(f"{meta_path}: not an mmengine checkpoint (format {got!r}, "
@@ -197,16 +207,38 @@ def load_checkpoint(path: PathLike) -> Tuple[torch.nn.Module, dict]:
     """
     from .models import build_model
 
+    from . import schema
+
     meta = read_meta(path)
     meta_path = Path(meta["_path"])
+    schema.check_checkpoint_meta(meta, str(meta_path))  # weights_file: a name, no folder
     weights = meta_path.parent / meta.get("weights_file", WEIGHTS_NAME)
-    if not weights.is_file():
-        raise CheckpointError(f"{weights}: checkpoint weights not found")
+    if weights.resolve().parent != meta_path.parent.resolve() or not weights.is_file():
+        raise CheckpointError(f"{weights}: checkpoint weights not found in {meta_path.parent}")
     digest = file_sha256(weights)
     if digest != meta["weights_sha256"]:
         raise CheckpointError(f"{weights}: SHA-256 {digest[:12]}… does not match "
                               f"{meta_path.name} ({str(meta['weights_sha256'])[:12]}…); the two "
                               "files come from different saves")
+    limits = InputLimits()
+    with open(weights, "rb") as fh:  # the safetensors header only: shapes before any build
+        head = fh.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else 0
+        blob = head + fh.read(min(n, int(limits.max_json_bytes) + 1))
+        body = os.fstat(fh.fileno()).st_size - 8 - n
+    try:
+        stored = schema.safetensors_shapes(blob, limits.max_json_bytes, limits.max_json_depth,
+                                           body_size=body)
+    except ValueError as exc:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({exc})") from None
+    try:
+        schema.compare_shapes({k: s for k, (_, s) in stored.items()},
+                              schema.expected_shapes(meta["model_config"], meta["dims"]))
+    except ValueError as exc:
+        raise CheckpointError(f"{weights}: tensors do not match the architecture: "
+                              f"{exc}") from None
+    except (TypeError, KeyError) as exc:
+        raise CheckpointError(f"{meta_path}: cannot rebuild the model ({exc})") from exc
     tensors, _ = read_tensors(weights)
     try:
         cfg = model_config_from_stored(meta["model_config"])

@@ -22,6 +22,28 @@ class InputLimitError(MMEngineError):
     limit: str = ""
 
 
+class InputFileError(MMEngineError, OSError):
+    """A file named by an input (lyrics, MIDI, manifest) that is not a regular file (a FIFO, a
+    device such as ``/dev/zero``, a directory) or is missing; never opened for reading.
+    ``path``, ``detail`` and ``missing`` (no such file) are attributes."""
+
+    missing = False
+
+    def __init__(self, path, detail: str):
+        self.path = str(path)
+        self.detail = detail
+        super().__init__(f"{self.path}: {detail}")
+
+
+class FileLimitError(InputFileError, InputLimitError):
+    """A file larger than its ``InputLimits`` byte limit (``limit`` names the field)."""
+
+    def __init__(self, path, size: int, max_bytes: int, limit: str, what: str = "file"):
+        self.limit = limit
+        super().__init__(path, f"{what} of {size} bytes exceeds {int(max_bytes)} "
+                               f"(InputLimits.{limit})")
+
+
 class AudioError(MMEngineError):
     """A file could not be turned into a waveform. ``path`` and ``reason`` are attributes."""
 

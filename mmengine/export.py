@@ -33,8 +33,8 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .config import (AudioConfig, FrontendConfig, from_dict, model_config_from_stored,
-                     to_dict)
+from .config import (AudioConfig, FrontendConfig, InputLimits, from_dict,
+                     model_config_from_stored, to_dict)
 
 log = logging.getLogger("mmengine.export")
 
@@ -181,7 +181,8 @@ def export_onnx(model, inputs: Sequence[Mapping], *, opset: int = ONNX_OPSET,
 def engine_metadata(model, *, labels: Sequence[str], audio_cfg: AudioConfig,
                     frontend_cfg: FrontendConfig, text: Optional[dict] = None,
                     text_field: Optional[str] = None, symbolic: Optional[dict] = None,
-                    source: Optional[dict] = None) -> dict:
+                    source: Optional[dict] = None,
+                    limits: Optional[InputLimits] = None) -> dict:
     """The descriptive part of an engine header (everything but payload facts).
 
     Args:
@@ -192,6 +193,8 @@ def engine_metadata(model, *, labels: Sequence[str], audio_cfg: AudioConfig,
         text_field: record field the text came from ("lyrics" / "title").
         symbolic: settings of the symbolic features (e.g. ``{"dim": S}``), None without.
         source: provenance (checkpoint path, metrics...), copied verbatim.
+        limits: the engine's ``InputLimits`` (default ``InputLimits()``), stored as
+            ``"limits"``.
     """
     labels = [str(x) for x in labels]
     if len(labels) != model.dims["n_classes"]:
@@ -209,6 +212,7 @@ def engine_metadata(model, *, labels: Sequence[str], audio_cfg: AudioConfig,
         "text_field": text_field if "text" in model.modalities else None,
         "symbolic": symbolic if "symbolic" in model.modalities else None,
         "io": {"inputs": input_spec(model, frontend_cfg), "outputs": output_spec(model)},
+        "limits": to_dict(limits or InputLimits()),
         "source": dict(source or {}),
     }
 

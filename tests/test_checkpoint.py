@@ -105,7 +105,18 @@ def _corrupt_json(tmp_path, edit):
     (lambda d: _corrupt_json(d, lambda m: m["model_config"].update(hidden_size=11)),
      "do not match the architecture"),
     (lambda d: _corrupt_json(d, lambda m: m["model_config"].update(cell="lstmx")),
-     "cannot rebuild"),
+     "fails its schema.*cell"),
+    # hostile values: refused by the schema or by the tensor shapes, before any model is built
+    (lambda d: _corrupt_json(d, lambda m: m["model_config"].update(hidden_size=10**9)),
+     "fails its schema.*hidden_size"),
+    (lambda d: _corrupt_json(d, lambda m: m["model_config"].update(hidden_size=4096,
+                                                                    num_layers=16)),
+     "do not match the architecture"),
+    (lambda d: _corrupt_json(d, lambda m: m.update(weights_file="../../etc/passwd")),
+     "fails its schema.*weights_file"),
+    (lambda d: _corrupt_json(d, lambda m: m.update(extra=json.loads("[" * 40 + "]" * 40))),
+     "max_json_depth"),
+    (lambda d: (d / META_NAME).write_text("[" * 100_000 + "]" * 100_000), "max_json_depth"),
 ])
 def test_malformed_checkpoints_are_refused(tmp_path, damage, match):
     _save(tmp_path, trained_like(CFG))

@@ -30,8 +30,11 @@ before rows 15–17 (rows 18–65) existed read the first 15 (18) rows
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
+
+from ..config import InputLimits
 
 #: rows 0–17 vary over time; rows ``METER_START`` onwards hold the clip's meter profile
 METER_START = 18
@@ -44,11 +47,6 @@ MIN_GRID_S = 0.02
 MAX_GRID = 1 << 16
 #: onsets closer than this (seconds) are one onset (a chord) for rows 15–17
 CHORD_S = 0.02
-#: pretty_midi refuses files longer than ``MAX_TICK`` ticks (1e7); music21 writes 10,080 ticks
-#: per quarter note, so a music21 MIDI file of a few minutes exceeds it.
-MAX_TICK = 1e10
-
-
 def symbolic_dim() -> int:
     """Rows of ``symbolic_features`` (66)."""
     return SYMBOLIC_DIM
@@ -162,17 +160,18 @@ def _relative_rows(out: np.ndarray, starts: np.ndarray, pitch: np.ndarray, fps: 
     out[17, frames[ok]] = step[ok]
 
 
-def read_midi_notes(midi_path) -> tuple:
-    """(starts s, ends s, pitches) of every non-drum note of a MIDI file, float64/int64."""
-    import pretty_midi
-    import pretty_midi.pretty_midi as pm_module
+def read_midi_notes(midi_path, limits: Optional[InputLimits] = None) -> tuple:
+    """(starts s, ends s, pitches) of every non-drum note of a MIDI file, float64/int64.
 
-    old = pm_module.MAX_TICK
-    pm_module.MAX_TICK = max(old, MAX_TICK)
-    try:
-        pm = pretty_midi.PrettyMIDI(str(Path(midi_path)))
-    finally:
-        pm_module.MAX_TICK = old
+    The file is read within ``limits`` (``mmengine.features.midi.read_midi``: regular file,
+    bytes, events, ticks and resolution checked before mido or pretty_midi see it).
+
+    Raises:
+        MidiError: missing, malformed or unreadable; ``MidiLimitError`` outside ``limits``.
+    """
+    from .midi import read_midi
+
+    pm = read_midi(midi_path, limits)
     notes = [n for inst in pm.instruments if not inst.is_drum for n in inst.notes]
     return (np.array([n.start for n in notes], np.float64),
             np.array([n.end for n in notes], np.float64),
@@ -180,7 +179,8 @@ def read_midi_notes(midi_path) -> tuple:
 
 
 def symbolic_features(midi_path, n_frames: int, *, sr: int, hop: int,
-                      rows: int = SYMBOLIC_DIM) -> np.ndarray:
+                      rows: int = SYMBOLIC_DIM,
+                      limits: Optional[InputLimits] = None) -> np.ndarray:
     """Features of every note in the MIDI file ``midi_path`` -> ``(rows, n_frames)`` float32
     (the first ``rows`` of the ``SYMBOLIC_DIM`` rows; an engine passes the count its model
     was trained with).
@@ -197,12 +197,13 @@ def symbolic_features(midi_path, n_frames: int, *, sr: int, hop: int,
     """
     if not 1 <= rows <= SYMBOLIC_DIM:
         raise ValueError(f"rows must be in 1..{SYMBOLIC_DIM}, got {rows}")
-    starts, ends, pitch = read_midi_notes(midi_path)
+    starts, ends, pitch = read_midi_notes(midi_path, limits)
     return notes_features(starts, ends, pitch, n_frames, sr=sr, hop=hop)[:rows]
 
 
 def symbolic_windows(midi_path, total: int, first_frames, n_frames: int, *, sr: int,
-                     hop: int, rows: int = SYMBOLIC_DIM) -> np.ndarray:
+                     hop: int, rows: int = SYMBOLIC_DIM,
+                     limits: Optional[InputLimits] = None) -> np.ndarray:
     """Features of the windows of a long input -> ``(len(first_frames), rows, n_frames)``.
 
     Window ``w`` covers the frames ``(first_frames[w] + arange(n_frames)) % total`` of the
@@ -213,7 +214,7 @@ def symbolic_windows(midi_path, total: int, first_frames, n_frames: int, *, sr: 
     """
     if not 1 <= rows <= SYMBOLIC_DIM:
         raise ValueError(f"rows must be in 1..{SYMBOLIC_DIM}, got {rows}")
-    starts, ends, pitch = read_midi_notes(midi_path)
+    starts, ends, pitch = read_midi_notes(midi_path, limits)
     full = notes_features(starts, ends, pitch, total, sr=sr, hop=hop)[:rows]
     first_frames = np.asarray(first_frames, np.int64)
     out = np.empty((len(first_frames), rows, n_frames), np.float32)

@@ -21,8 +21,11 @@ import numpy as np
 from ..config import TextConfig, from_dict, to_dict
 
 FORMAT = "mmengine-tfidf/1"
-#: scikit-learn's default token pattern: words of 2+ word characters
+#: scikit-learn's default token pattern: words of 2+ word characters. Fixed by the code: a
+#: stored vectoriser (checkpoint, engine header) whose pattern differs is refused, never
+#: compiled (a pattern from a file could backtrack catastrophically on user text).
 TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+_TOKEN_RE = re.compile(TOKEN_PATTERN)
 
 
 def as_text(value) -> Optional[str]:
@@ -52,10 +55,10 @@ class TextVectorizer:
         idf: ``(V,)`` float64 inverse document frequencies, or None when ``use_idf`` is False.
     """
 
-    def __init__(self, cfg: TextConfig = TextConfig(), *, token_pattern: str = TOKEN_PATTERN):
+    def __init__(self, cfg: TextConfig = TextConfig()):
         self.cfg = cfg
-        self.token_pattern = token_pattern
-        self._token_re = re.compile(token_pattern)
+        self.token_pattern = TOKEN_PATTERN
+        self._token_re = _TOKEN_RE
         self.vocabulary: list = []
         self.idf: Optional[np.ndarray] = None
         self._index: dict = {}
@@ -171,12 +174,43 @@ class TextVectorizer:
 
     @classmethod
     def from_json(cls, d: dict) -> "TextVectorizer":
-        """Rebuild the exact transform from ``to_json()`` output (no scikit-learn needed)."""
-        if d.get("format") != FORMAT:
-            raise ValueError(f"not a TF-IDF description: format {d.get('format')!r}, "
-                             f"expected {FORMAT!r}")
-        obj = cls(from_dict(TextConfig, d["config"]), token_pattern=d["token_pattern"])
-        idf = d.get("idf")
-        obj._set_vocabulary(d["vocabulary"], None if idf is None else np.asarray(idf, np.float64))
+        """Rebuild the exact transform from ``to_json()`` output (no scikit-learn needed).
+
+        The description is data: its types and ranges are checked, and its ``token_pattern``
+        must be the code's ``TOKEN_PATTERN`` (it is never compiled).
+
+        Raises:
+            ValueError: a malformed description or another token pattern.
+        """
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            got = d.get("format") if isinstance(d, dict) else type(d).__name__
+            raise ValueError(f"not a TF-IDF description: format {got!r}, expected {FORMAT!r}")
+        pattern = d.get("token_pattern", TOKEN_PATTERN)
+        if pattern != TOKEN_PATTERN:
+            raise ValueError(f"token_pattern {str(pattern)[:80]!r} is not this code's "
+                             f"{TOKEN_PATTERN!r}: the tokenizer is fixed by the code, not the "
+                             "file (rebuild the engine or checkpoint with this version)")
+        cfg = d.get("config")
+        if not isinstance(cfg, dict):
+            raise ValueError("TF-IDF description without a 'config' object")
+        cfg = from_dict(TextConfig, cfg)
+        for name, lo, hi in (("max_features", 1, 10_000_000), ("min_df", 1, 1 << 31),
+                             ("ngram_max", 1, 8)):
+            v = getattr(cfg, name)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise ValueError(f"TF-IDF config {name}={v!r} outside {lo}..{hi}")
+        if cfg.norm not in ("l2", "l1", None):
+            raise ValueError(f"TF-IDF config norm={cfg.norm!r} (use 'l2', 'l1' or null)")
+        vocab, idf = d.get("vocabulary"), d.get("idf")
+        if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
+            raise ValueError("TF-IDF vocabulary must be a list of strings")
+        if len(vocab) > cfg.max_features:
+            raise ValueError(f"TF-IDF vocabulary has {len(vocab)} terms, more than its "
+                             f"max_features {cfg.max_features}")
+        if idf is not None and (not isinstance(idf, list) or not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in idf)):
+            raise ValueError("TF-IDF idf must be a list of numbers or null")
+        obj = cls(cfg)
+        obj._set_vocabulary(vocab, None if idf is None else np.asarray(idf, np.float64))
         obj.sklearn_version = d.get("sklearn_version")
         return obj

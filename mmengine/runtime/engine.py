@@ -23,9 +23,7 @@ input returns a ``Prediction`` or raises the typed error (``AudioError``...).
 """
 from __future__ import annotations
 
-import csv
-import io
-import json
+import collections
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -36,9 +34,10 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .. import _ext
-from ..config import AudioConfig, FrontendConfig, from_dict
+from ..config import AudioConfig, FrontendConfig, InputLimits, from_dict
 from ..errors import AudioError, AudioNonFiniteError, AudioTooLongError, AudioZeroLengthError
 from ..errors import BackendUnavailableError, EngineFileError, ManifestError, MMEngineError
+from ..errors import InputLimitError, MidiError, TextLimitError
 from . import engine_file
 from .registry import BACKENDS, select_backend
 
@@ -46,7 +45,8 @@ log = logging.getLogger("mmengine.runtime")
 
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 #: errors that make one input unusable (reported as its ``ErrorEntry``); others propagate
-_ITEM_ERRORS = (AudioError, ManifestError, OSError, ValueError, EOFError)
+_ITEM_ERRORS = (AudioError, ManifestError, MidiError, InputLimitError, OSError, ValueError,
+                EOFError)
 #: header keys ``mmengine.export.engine_metadata`` writes and ``Engine`` needs
 _MODEL_KEYS = ("labels", "model", "audio", "frontend", "io")
 #: options each backend's ``load`` accepts (``Engine.load`` passes only these)
@@ -112,60 +112,34 @@ class _Item:
     error: Optional[Exception] = None  # known bad before decoding (manifest row)
 
 
-def read_inference_manifest(path, text_field: Optional[str] = "lyrics") -> List[_Item]:
-    """Items of a CSV/JSONL manifest for classification: ``path`` is required, ``id``,
+def read_inference_manifest(path, text_field: Optional[str] = "lyrics",
+                            limits: Optional[InputLimits] = None) -> List[_Item]:
+    """Items of a CSV/JSONL manifest for classification, parsed by the training parser
+    (``mmengine.data.manifest.read_inference_rows``): ``path`` is required, ``id``,
     ``lyrics`` / ``lyrics_path``, ``title``, ``midi_path`` optional, labels ignored; relative
     paths resolve against the manifest's folder; the item's text is the ``text_field`` column
-    ("lyrics" or "title"). A row with a problem becomes an error item (the rest still run); an
-    unreadable file or one without a ``path`` column raises ``ManifestError``."""
-    from ..data.manifest import read_text
+    ("lyrics" or "title"). A row with a problem (``line N: ...``: bad JSON, a lyrics or MIDI
+    file that is missing, not a regular file or over its ``InputLimits``) becomes an error
+    item (the rest still run); an unreadable file or one without a ``path`` column raises
+    ``ManifestError``."""
+    from ..data.manifest import read_inference_rows
 
     source = Path(path).expanduser().resolve()
-    if not source.is_file():
-        raise ManifestError(source, ["manifest file not found"])
-    text = read_text(source, what="manifest")
-    rows: List[Tuple[int, Any]] = []
-    if source.suffix.lower() == ".csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        if "path" not in (reader.fieldnames or []):
-            raise ManifestError(source, [f"line 1: header has no 'path' column "
-                                         f"(columns: {reader.fieldnames})"])
-        rows = [(reader.line_num, r) for r in reader if any((v or "").strip()
-                                                             for v in r.values())]
-    else:
-        for line, raw in enumerate(text.splitlines(), start=1):
-            if raw.strip():
-                try:
-                    rows.append((line, json.loads(raw)))
-                except json.JSONDecodeError as exc:
-                    rows.append((line, ManifestError(source, [f"line {line}: bad JSON "
-                                                              f"({exc.msg})"])))
-    base = source.parent
-
-    def resolve(v):
-        v = str(v).strip() if v is not None else ""
-        return None if not v else str(v if os.path.isabs(v) else base / v)
-
     items = []
-    for line, row in rows:
+    for _, rec, row in read_inference_rows(source, read_lyrics=text_field == "lyrics",
+                                           limits=limits):
         item = _Item(index=len(items))
         items.append(item)
-        if isinstance(row, Exception) or not isinstance(row, dict):
-            item.error = row if isinstance(row, Exception) else ManifestError(
-                source, [f"line {line}: expected a JSON object"])
+        if isinstance(rec, ManifestError):
+            item.error = rec
+            raw = str((row or {}).get("path") or "").strip()
+            item.path = str(source.parent / raw) if raw and not os.path.isabs(raw) else raw or None
+            rid = str((row or {}).get("id") or "").strip()
+            item.id = rid or item.path
             continue
-        item.path = resolve(row.get("path"))
-        item.id = str(row["id"]).strip() if row.get("id") not in (None, "") else item.path
-        item.midi = resolve(row.get("midi_path"))
-        item.text = row.get(text_field) if text_field else None
-        lp = resolve(row.get("lyrics_path"))
-        try:
-            if item.path is None:
-                raise ManifestError(source, [f"line {line}: missing or empty 'path'"])
-            if lp is not None and text_field == "lyrics":
-                item.text = read_text(lp, what="lyrics file")
-        except (OSError, ManifestError) as exc:
-            item.error = exc
+        item.path, item.id = str(rec.path), rec.id
+        item.midi = None if rec.midi_path is None else str(rec.midi_path)
+        item.text = getattr(rec, text_field) if text_field in ("lyrics", "title") else None
     return items
 
 
@@ -177,13 +151,17 @@ class Engine:
         backend: the backend running it ("native", "onnx", "torch", ...).
         labels: class names (``Prediction.windows`` columns).
         audio_cfg, frontend_cfg: decoding and feature settings from the header.
+        limits: the ``InputLimits`` every input is checked against (``Engine.load``: its
+            ``limits`` argument, else the header's, else the defaults).
         frontend: the feature front end in use (``.name``: "native", "reference", "dali", ...).
         window: samples per inference window.
     """
 
     def __init__(self, header: dict, runner, path: str = "", *, frontend: str = "auto",
-                 threads: Optional[int] = None, frontend_device: Optional[str] = None):
+                 threads: Optional[int] = None, frontend_device: Optional[str] = None,
+                 limits: Optional[InputLimits] = None):
         self.header = header
+        self.limits = limits or InputLimits()
         self.runner = runner
         self.path = path
         self.backend = runner.backend
@@ -214,7 +192,7 @@ class Engine:
     # -- loading --------------------------------------------------------------------------
     @classmethod
     def load(cls, path, backend: str = "auto", *, frontend: str = "auto",
-             **options) -> "Engine":
+             limits: Optional[InputLimits] = None, **options) -> "Engine":
         """Load and verify an engine file and start a backend for it.
 
         Args:
@@ -228,17 +206,30 @@ class Engine:
                 "cpu"). With a backend that takes torch tensors (torch, cuda, triton), DALI's
                 output goes to the classifier as torch tensors through DLPack: on the GPU, no
                 host round trip.
-            options: ``threads`` (native, onnx, and the native front end), ``device`` (torch), ``providers`` (onnx);
-                options another backend does not take are ignored.
+            limits: ``InputLimits`` for the file itself and every input (default: those
+                stored in the header, else ``InputLimits()``; the file is read within the
+                given or default limits).
+            options: ``threads`` (native, onnx, and the native front end), ``device``
+                (torch), ``providers`` (onnx); options another backend does not take are
+                ignored.
         Raises:
-            EngineFileError: foreign, newer, truncated, tampered or malformed file.
+            EngineFileError: foreign, newer, truncated, tampered or malformed file; a header
+                that fails its schema (``mmengine.schema``: types, ranges, the fixed token
+                pattern) or whose weights do not have the shapes of the model it describes
+                (checked from the safetensors header before any model is built).
             UnknownBackendError, BackendUnavailableError: see ``registry.get_backend``.
         """
-        ef = engine_file.read_engine_file(path)
+        from .. import schema
+
+        ef = engine_file.read_engine_file(path, limits)
         missing = [k for k in _MODEL_KEYS if k not in ef.header]
         if missing:
             raise EngineFileError(str(path), f"header lacks the model description key(s) "
                                   f"{missing}")
+        schema.check_engine_header(ef.header, str(path))
+        schema.check_engine_payload(ef, limits or InputLimits())
+        if limits is None and ef.header.get("limits") is not None:
+            limits = schema.check_limits(ef.header["limits"])
         name = select_backend(ef.header, backend)
         module = BACKENDS[name].load_module()
         kwargs = {k: v for k, v in options.items()
@@ -247,7 +238,8 @@ class Engine:
             kwargs["backend"] = name
         runner = module.load(ef, **kwargs)
         eng = cls(ef.header, runner, str(path), frontend=frontend,
-                  threads=options.get("threads"), frontend_device=options.get("frontend_device"))
+                  threads=options.get("threads"), frontend_device=options.get("frontend_device"),
+                  limits=limits)
         log.info("loaded %s: backend %s, dtype %s, %d labels, front end %s", path, name,
                  ef.header["dtype"], len(ef.header["labels"]), eng.frontend.name)
         return eng
@@ -349,9 +341,9 @@ class Engine:
 
         if item.error is not None:
             raise item.error
-        cfg = self.audio_cfg
+        cfg, limits = self.audio_cfg, self.limits
         if item.array is None:
-            return audio_io.load_audio(item.path, cfg)
+            return audio_io.load_audio(item.path, cfg, limits=limits)
         y, sr = item.array
         if sr <= 0 or sr != int(sr):
             raise ValueError(f"{item.path}: sample rate must be a positive integer, got {sr}")
@@ -359,9 +351,9 @@ class Engine:
             raise AudioZeroLengthError(item.path, "empty array")
         if y.ndim == 2 and y.shape[0] < y.shape[1]:
             y = y.T  # (channels, n) as librosa lays it out
-        if len(y) > cfg.max_duration_s * sr:
-            raise AudioTooLongError(item.path, f"{len(y) / sr:.1f} s > limit "
-                                    f"{cfg.max_duration_s:g} s")
+        max_s = min(cfg.max_duration_s, limits.max_seconds)
+        if len(y) > max_s * sr:
+            raise AudioTooLongError(item.path, f"{len(y) / sr:.1f} s > limit {max_s:g} s")
         y = audio_io.to_mono(np.asarray(y, dtype=np.float32))
         if not np.all(np.isfinite(y)):
             raise AudioNonFiniteError(item.path)
@@ -373,32 +365,79 @@ class Engine:
 
     def _decoded(self, items: Sequence[_Item], workers: int,
                  ahead: int = 0) -> Iterator[Tuple[_Item, Any]]:
-        """(item, (waveform, windows, per-window features or None) or exception) in order;
-        at most ``max(2 * workers, ahead)`` items prepared ahead."""
+        """(item, (samples, windows or None, per-window features or None) or exception) in
+        order.
+
+        Memory: with a front end that featurises on the decoding threads, an item keeps only
+        its windows' features (the waveform and its windows are dropped on the thread that
+        decoded them). Items are submitted while fewer than ``2 * workers`` are in flight,
+        or, up to ``ahead`` items, while the finished ones waiting hold fewer than ``ahead``
+        windows: what waits is bounded by the workers and the batch, not by file lengths.
+        """
         from ..data.audio import windows as cut_windows
 
         def one(item):
             try:
                 y = self._decode(item)
+                n = len(y)
                 wins = cut_windows(y, self.window)
-                feats = self.frontend.compute_serial(wins) if self._worker_features else None
-                return y, wins, feats
+                if self._worker_features:
+                    feats = self.frontend.compute_serial(wins)
+                    del y, wins
+                    return n, None, feats
+                return n, wins, None
             except _ITEM_ERRORS as exc:
                 return exc
+            except (MemoryError, RecursionError) as exc:  # defence in depth: one item only
+                err = InputLimitError(f"{item.path}: input needs more resources than "
+                                      f"available ({type(exc).__name__})")
+                err.limit = "max_decoded_bytes"
+                return err
 
         if workers == 1:
             for it in items:
                 yield it, one(it)
             return
+
+        def waiting_windows(pending) -> int:
+            total = 0
+            for _, fut in pending:
+                if not fut.done():
+                    continue
+                got = fut.result()
+                if not isinstance(got, Exception):
+                    total += len(got[2] if got[2] is not None else got[1])
+            return total
+
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending: List = []
-            for it in items:
-                pending.append((it, pool.submit(one, it)))
-                if len(pending) >= max(2 * workers, ahead):
-                    head, fut = pending.pop(0)
-                    yield head, fut.result()
-            for head, fut in pending:
+            pending: collections.deque = collections.deque()
+            todo = iter(items)
+            exhausted = False
+            while True:
+                while not exhausted and (
+                        len(pending) < 2 * workers
+                        or (len(pending) < ahead and waiting_windows(pending) < ahead)):
+                    it = next(todo, None)
+                    if it is None:
+                        exhausted = True
+                        break
+                    pending.append((it, pool.submit(one, it)))
+                if not pending:
+                    return
+                head, fut = pending.popleft()
                 yield head, fut.result()
+
+    def _checked_text(self, item: _Item):
+        """The item's text, refused (``TextLimitError``) past ``limits.max_text_bytes``."""
+        text = item.text
+        if text is None:
+            return None
+        size = len(text) if isinstance(text, (bytes, bytearray)) else (
+            len(text.encode("utf-8", "surrogatepass")) if isinstance(text, str) else 0)
+        if size > self.limits.max_text_bytes:
+            raise TextLimitError(item.path or "<text>", f"text of {size} bytes > "
+                                 f"{self.limits.max_text_bytes}")
+        return text
 
     def _symbolic(self, item: _Item, n_samples: int, n_win: int) -> Tuple[np.ndarray, bool]:
         """(n_win, S, T) symbolic features of the item's windows and presence."""
@@ -412,7 +451,7 @@ class Engine:
         total = cfg.n_frames(n_samples)
         first = [int(round(w * self.window / cfg.hop_length)) for w in range(n_win)]
         out = symbolic_windows(item.midi, total, first, T, sr=cfg.sample_rate,
-                               hop=cfg.hop_length, rows=self._symbolic_dim)
+                               hop=cfg.hop_length, rows=self._symbolic_dim, limits=self.limits)
         if out.shape != (n_win, self._symbolic_dim, T):
             raise ValueError(f"{item.midi}: symbolic features have shape {out.shape}, "
                              f"expected ({n_win}, {self._symbolic_dim}, {T})")
@@ -443,13 +482,14 @@ class Engine:
             try:
                 if isinstance(got, Exception):
                     raise got
-                y, wins, feats = got
+                n_samples, wins, feats = got
+                n_win = len(feats if feats is not None else wins)
                 extra = {}
                 if self._vectorizer is not None:
-                    X, mask = self._vectorizer.transform([item.text])
+                    X, mask = self._vectorizer.transform([self._checked_text(item)])
                     extra["text"], extra["text_mask"] = X[0], mask[0]
                 if self._symbolic_dim:
-                    sym, present = self._symbolic(item, len(y), len(wins))
+                    sym, present = self._symbolic(item, n_samples, n_win)
                     extra["symbolic_mask"] = np.bool_(present)
             except _ITEM_ERRORS as exc:
                 item.error = exc
@@ -457,18 +497,18 @@ class Engine:
                                                  item.id)
                 continue
             win_probs[item.index] = []
-            for w, win in enumerate(wins):
+            for w in range(n_win):
                 row = dict(extra)
                 if waves is None:
                     row["mfcc"], row["logmel"] = feats[w]["mfcc"], feats[w]["logmel"]
                 else:
-                    waves[len(rows)] = win
+                    waves[len(rows)] = wins[w]
                 if self._symbolic_dim:
                     row["symbolic"] = sym[w]
                 rows.append((item.index, row))
                 if len(rows) == batch_size:
                     flush()
-            del y, wins, feats
+            del wins, feats, got
         flush()
         for item in items:
             if results[item.index] is not None:

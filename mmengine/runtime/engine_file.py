@@ -21,8 +21,10 @@ Header keys written by ``write_engine_file`` (callers add the model description)
     mmengine_version  version of the package that wrote the file
     + labels, multilabel, model, audio, frontend, text, io, ... (see ``mmengine.export``)
 
-Reading refuses, with ``EngineFileError`` naming the reason: a file too short to hold the fixed
+Reading refuses, with ``EngineFileError`` naming the reason: a path that is not a regular
+file or is larger than ``InputLimits.max_engine_bytes``, a file too short to hold the fixed
 part, a wrong magic (a foreign file), a format version newer than this code (or 0), a header
+longer than ``InputLimits.max_json_bytes`` or nested deeper than ``max_json_depth``, a header
 that is not a JSON object or lacks a required key, a payload shorter or longer than
 ``payload_size`` (truncated / trailing bytes), and a payload whose SHA-256 differs (tampered).
 The payload is handed back as bytes; callers parse it only as safetensors, ONNX protobuf or a
@@ -40,9 +42,10 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
-from ..errors import EngineFileError
+from ..config import InputLimits
+from ..errors import EngineFileError, InputFileError
 
 MAGIC = b"MMENGINE"
 FORMAT = "mmengine-engine"
@@ -128,7 +131,7 @@ def write_engine_file(path: PathLike, header: dict, payload: bytes) -> Path:
     return path
 
 
-def _parse_fixed(path: str, head: bytes) -> tuple:
+def _parse_fixed(path: str, head: bytes, max_header: float = MAX_HEADER_BYTES) -> tuple:
     """Check the fixed 20-byte part; return (format version, header length)."""
     if len(head) < FIXED_SIZE:
         if MAGIC.startswith(head[:len(MAGIC)]) and head:
@@ -143,18 +146,24 @@ def _parse_fixed(path: str, head: bytes) -> tuple:
                               f"understands ({FORMAT_VERSION}); upgrade mmengine-music")
     if version < 1:
         raise EngineFileError(path, f"invalid format version {version}")
-    if n > MAX_HEADER_BYTES:
-        raise EngineFileError(path, f"header length {n} bytes exceeds {MAX_HEADER_BYTES}")
+    if n > max_header:
+        raise EngineFileError(path, f"header length {n} bytes exceeds {int(max_header)} "
+                              "(InputLimits.max_json_bytes)")
     return version, n
 
 
-def _parse_header(path: str, blob: bytes, version: int, n: int) -> dict:
+def _parse_header(path: str, blob: bytes, version: int, n: int,
+                  limits: Optional[InputLimits] = None) -> dict:
+    from ..data.safe_io import loads_bounded
+
+    limits = limits or InputLimits()
     if len(blob) < n:
         raise EngineFileError(path, f"truncated: header needs {n} bytes, only {len(blob)} present")
     try:
-        header = json.loads(blob.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EngineFileError(path, f"header is not valid UTF-8 JSON ({exc})") from exc
+        header = loads_bounded(blob, limits.max_json_bytes, limits.max_json_depth)
+    except ValueError as exc:
+        raise EngineFileError(path, f"header is not valid UTF-8 JSON within the limits: "
+                              f"{exc}") from None
     if not isinstance(header, dict):
         raise EngineFileError(path, f"header is a JSON {type(header).__name__}, not an object")
     missing = [k for k in REQUIRED_KEYS if k not in header]
@@ -173,24 +182,32 @@ def _parse_header(path: str, blob: bytes, version: int, n: int) -> dict:
     return header
 
 
-def read_header(path: PathLike) -> dict:
+def _check_file(p: str, limits: InputLimits) -> None:
+    from ..data.safe_io import check_regular
+
+    try:
+        check_regular(p, limits.max_engine_bytes, "max_engine_bytes", "engine file")
+    except InputFileError as exc:
+        raise EngineFileError(p, exc.detail) from None
+
+
+def read_header(path: PathLike, limits: Optional[InputLimits] = None) -> dict:
     """The verified-shape header of an engine file, without reading or checking the payload
     (for inspection: ``read_engine_file`` is what loaders use)."""
     p = str(path)
-    try:
-        with open(path, "rb") as f:
-            version, n = _parse_fixed(p, f.read(FIXED_SIZE))
-            return _parse_header(p, f.read(n), version, n)
-    except FileNotFoundError as exc:
-        raise EngineFileError(p, "file not found") from exc
-    except IsADirectoryError as exc:
-        raise EngineFileError(p, "is a directory") from exc
+    limits = limits or InputLimits()
+    _check_file(p, limits)
+    with open(path, "rb") as f:
+        version, n = _parse_fixed(p, f.read(FIXED_SIZE), limits.max_json_bytes)
+        return _parse_header(p, f.read(n), version, n, limits)
 
 
-def decode(data: bytes, path: str = "<bytes>") -> EngineFile:
+def decode(data: bytes, path: str = "<bytes>",
+           limits: Optional[InputLimits] = None) -> EngineFile:
     """Verify and split the bytes of an engine file (see the module docstring for refusals)."""
-    version, n = _parse_fixed(path, data[:FIXED_SIZE])
-    header = _parse_header(path, data[FIXED_SIZE:FIXED_SIZE + n], version, n)
+    limits = limits or InputLimits()
+    version, n = _parse_fixed(path, data[:FIXED_SIZE], limits.max_json_bytes)
+    header = _parse_header(path, data[FIXED_SIZE:FIXED_SIZE + n], version, n, limits)
     payload = data[FIXED_SIZE + n:]
     size = header["payload_size"]
     if len(payload) < size:
@@ -206,13 +223,11 @@ def decode(data: bytes, path: str = "<bytes>") -> EngineFile:
     return EngineFile(header=header, payload=payload, path=path)
 
 
-def read_engine_file(path: PathLike) -> EngineFile:
-    """Read and verify an engine file: magic, version, header, size and SHA-256."""
+def read_engine_file(path: PathLike, limits: Optional[InputLimits] = None) -> EngineFile:
+    """Read and verify an engine file: regular file within ``limits``, magic, version,
+    header (size, depth), payload size and SHA-256."""
     p = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError as exc:
-        raise EngineFileError(p, "file not found") from exc
-    except IsADirectoryError as exc:
-        raise EngineFileError(p, "is a directory") from exc
-    return decode(data, p)
+    limits = limits or InputLimits()
+    _check_file(p, limits)
+    data = Path(path).read_bytes()
+    return decode(data, p, limits)
