@@ -16,6 +16,9 @@ from . import PROJECT, __version__
 from .config import BatchConfig, ModelConfig, TrainConfig
 from .errors import MMEngineError
 
+#: exit status of ``mmengine classify`` when at least one input failed (every result printed)
+EXIT_INPUT_FAILED = 3
+
 Handler = Callable[[argparse.Namespace], int]
 _HANDLERS: Dict[str, Handler] = {}
 
@@ -191,7 +194,7 @@ def _classify(args: argparse.Namespace) -> int:
                    top_k=args.top_k, batch_size=args.batch_size, frontend=args.frontend,
                    workers=args.workers, threads=args.threads)
     print(json.dumps(results_to_json(res), indent=1) if args.json else format_results(res))
-    return 1 if any(getattr(r, "error", None) for r in res) else 0
+    return EXIT_INPUT_FAILED if any(not r.ok for r in res) else 0
 
 
 @_handler("batch")
@@ -318,7 +321,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="weight precision (default fp32)")
     bd.set_defaults(handler="build")
 
-    c = sub.add_parser("classify", help="classify audio files with an engine file")
+    c = sub.add_parser(
+        "classify", help="classify audio files with an engine file",
+        description="Classify audio files (or the rows of one manifest) with an engine file. "
+        "Every input gets one result line (or JSON item with --json), in input order; an "
+        "input that cannot be used (missing, corrupt, outside the input limits: see README, "
+        "'Inputs and limits') gets an ERROR line naming its typed error, and the others "
+        "still run.",
+        epilog=f"exit status: 0 every input classified; {EXIT_INPUT_FAILED} at least one "
+        "input failed (after printing every result); 1 the command failed (e.g. the engine "
+        "file was refused); 2 bad arguments.")
     c.add_argument("model", help="engine file (.mme)")
     c.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, MP3) or a manifest")
     c.add_argument("--lyrics", help="a text file used as the lyrics/title of every input")

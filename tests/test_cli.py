@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from mmengine import PROJECT, __version__
-from mmengine.cli import build_parser, main
+from mmengine.cli import EXIT_INPUT_FAILED, build_parser, main
 
 SUBCOMMANDS = [["data"], ["data", "build"], ["data", "list"], ["data", "path"], ["features"],
                ["train"], ["evaluate"], ["experiment"], ["build"], ["classify"], ["bench"]]
@@ -86,7 +86,7 @@ def test_whole_chain_on_a_tiny_build(tiny_folk, tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     clip = next((tiny_folk / "folk" / "audio").glob("*.flac"))
     assert main(["classify", "run/folk.mme", str(clip), str(tmp_path / "missing.wav"),
-                 "--json"]) == 1  # one bad input: exit 1, but a result for the good one
+                 "--json"]) == EXIT_INPUT_FAILED  # one bad input: a result for the good one
     res = json.loads(capsys.readouterr().out)
     assert res[0]["label"] in {"hornpipe", "jig", "reel", "slip jig"} and "error" in res[1]
     assert main(["bench", "run/folk.mme", "--rounds", "1", "--batches", "1"]) == 0
