@@ -208,7 +208,7 @@ void add_stem(mdl::Graph& g, const std::string& input, const std::string& modali
     if (b.ndim() != 1 || b.shape(0) != cout)
       throw py::value_error("convolution " + std::to_string(j) + ": bias must be (cout,)");
     mdl::Conv c;
-    mdl::pack_conv(c, w.data(), b.data(), cout, cin, k, dil);
+    mdl::pack_conv(c, w.data(), b.data(), cout, cin, k, dil, g.bf16);
     if (j == 0) s.inp = std::move(c);
     else s.blocks.push_back(std::move(c));
     cin = cout;
@@ -382,13 +382,19 @@ PYBIND11_MODULE(_C, m) {
   py::class_<mdl::Graph, std::unique_ptr<mdl::Graph>>(m, "FusionGraph", py::module_local(),
       "The whole fusion model (stems, fusion, LSTM, pooling, late streams, head) in C++; "
       "assembled by mmengine.runtime.native_model.")
-      .def(py::init([](int fused_dim, int pool_stride, const std::string& pooling) {
+      .def(py::init([](int fused_dim, int pool_stride, const std::string& pooling,
+                       const std::string& dtype) {
              auto g = std::make_unique<mdl::Graph>();
              g->fused_dim = fused_dim;
              g->pool_stride = pool_stride;
              g->pooling = enum_of(pooling, {"last", "mean", "meanmax"}, "pooling");
+             g->bf16 = enum_of(dtype, {"fp32", "bf16"}, "dtype") == 1;
              return g;
-           }), py::arg("fused_dim"), py::arg("pool_stride"), py::arg("pooling"))
+           }), py::arg("fused_dim"), py::arg("pool_stride"), py::arg("pooling"),
+           py::arg("dtype") = "fp32",
+           "dtype 'bf16': convolution weights rounded to bf16, and on AVX512-BF16 CPUs the "
+           "convolutions run on bf16 activations (vdpbf16ps, fp32 accumulation); add the "
+           "stems after construction.")
       .def("add_stem", &add_stem, py::arg("input"), py::arg("modality"), py::arg("rows"),
            py::arg("mean"), py::arg("std"), py::arg("convs"), py::arg("col"),
            py::arg("band_edges") = std::vector<int>(), py::arg("flux_scale") = py::none(),

@@ -137,12 +137,37 @@ def test_threads_and_repeated_calls_agree():
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_bf16_lstm_close_to_fp32():
+def test_bf16_close_to_fp32(isa):
+    """bf16 graphs: bf16 LSTM and convolution weights on every ISA, and bf16 activations into
+    the convolutions (vdpbf16ps) where the CPU has AVX512-BF16: logits within 5 % of fp32."""
     m = make_model(seed=4)
-    x = inputs(m, 2, 50)
-    ref = torch_logits(m, x)
-    out = nm.GraphRunner(graph_of(m, "bf16"))(x)
-    assert np.abs(out - ref).max() < 0.05 * max(1.0, np.abs(ref).max())
+    for B, T in [(2, 50), (1, 1), (3, 17)]:
+        x = inputs(m, B, T, seed=T)
+        ref = torch_logits(m, x)
+        out = nm.GraphRunner(graph_of(m, "bf16"))(x)
+        assert np.abs(out - ref).max() < 0.05 * max(1.0, np.abs(ref).max())
+
+
+def test_bf16_kernel_matches_fp32_kernel_on_bf16_weights():
+    """The AVX512-BF16 convolution (bf16 activations) against the AVX-512 fp32 kernel on the
+    same bf16 weights: only the activations' rounding differs."""
+    if "avx512bf16" not in _C.build_info()["isas"]:
+        pytest.skip("AVX512-BF16 kernels not compiled in this build")
+    try:
+        _C.set_isa("avx512bf16")
+    except ValueError:
+        pytest.skip("this CPU has no AVX512-BF16")
+    try:
+        m = make_model(seed=5, modalities=("mel",), cell="none", pooling="mean")
+        x = inputs(m, 2, 64)
+        g = graph_of(m, "bf16")
+        a = nm.GraphRunner(g)(x)
+        _C.set_isa("avx512")
+        b = nm.GraphRunner(g)(x)
+    finally:
+        _C.set_isa("auto")
+    assert not np.array_equal(a, b)  # the bf16 kernel ran (activations rounded)
+    np.testing.assert_allclose(a, b, rtol=0.02, atol=0.02 * np.abs(b).max())
 
 
 @pytest.mark.parametrize("over", [

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cfloat>
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -25,7 +26,27 @@ constexpr int kPadTo = 16;  // channel padding of every time-major buffer and co
 
 int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
+uint16_t bf16_of(float x) {  // round to nearest even, as torch and vstore_bf16
+  uint32_t b;
+  std::memcpy(&b, &x, 4);
+  b += 0x7FFFu + ((b >> 16) & 1u);
+  return uint16_t(b >> 16);
+}
+
+float f32_of(uint16_t h) {
+  const uint32_t b = uint32_t(h) << 16;
+  float x;
+  std::memcpy(&x, &b, 4);
+  return x;
+}
+
 void conv1d(const ConvArgs& a, int t0, int t1, Isa isa) {
+#if defined(MMENGINE_HAVE_AVX512BF16)
+  if (a.xb && isa == Isa::Avx512Bf16) {
+    avx512::conv1d_bf16(a, t0, t1);
+    return;
+  }
+#endif
   switch (isa) {
 #if defined(MMENGINE_X86_VARIANTS)
     case Isa::Avx512Bf16:
@@ -51,7 +72,8 @@ inline float finite(float v) {
 
 }  // namespace
 
-void pack_conv(Conv& c, const float* w_torch, const float* bias, int cout, int cin, int k, int dil) {
+void pack_conv(Conv& c, const float* w_torch, const float* bias, int cout, int cin, int k, int dil,
+               bool bf16) {
   check(cout > 0 && cin > 0 && k > 0 && k % 2 == 1 && dil > 0,
         "convolution sizes must be positive with an odd kernel");
   c.cin = cin;
@@ -69,6 +91,19 @@ void pack_conv(Conv& c, const float* w_torch, const float* bias, int cout, int c
       for (int j = 0; j < k; ++j)
         c.w.data()[(size_t(j) * cin + i) * c.cout_pad + o] = w_torch[(size_t(o) * cin + i) * k + j];
   }
+  if (!bf16) return;
+  c.cin_pairs = (cin + 1) / 2;
+  const size_t n = size_t(k) * c.cin_pairs * c.cout_pad * 2;
+  c.wb.reserve(n);
+  std::fill(c.wb.data(), c.wb.data() + n, uint16_t(0));
+  for (int j = 0; j < k; ++j)
+    for (int i = 0; i < cin; ++i)
+      for (int o = 0; o < cout; ++o) {
+        float& w = c.w.data()[(size_t(j) * cin + i) * c.cout_pad + o];
+        const uint16_t h = bf16_of(w);
+        w = f32_of(h);  // every ISA computes with the bf16 weights
+        c.wb.data()[((size_t(j) * c.cin_pairs + i / 2) * c.cout_pad + o) * 2 + (i % 2)] = h;
+      }
 }
 
 int Graph::pooled_dim() const {
@@ -143,6 +178,12 @@ void plan(Graph& g, int B, int T, int threads) {
     for (auto& b : g.bufs) {
       b = AlignedBuffer<float>();  // zeroed on allocation: the pad rows stay zero for good
       b.reserve(size_t(T + 2 * pad) * cmax);
+    }
+    g.buf_ld_b = round_up(cmax, 32);
+    g.bufs_b.resize(g.bf16 ? 3 : 0);
+    for (auto& b : g.bufs_b) {
+      b = AlignedBuffer<uint16_t>();
+      b.reserve(size_t(T + 2 * pad) * g.buf_ld_b);
     }
     g.buf_ld = cmax;
     g.buf_pad = pad;
@@ -295,6 +336,12 @@ void forward(Graph& g, const ForwardArgs& a, Isa isa) {
   for (auto& buf : g.bufs)
     std::fill(buf.data() + ptrdiff_t(g.buf_pad + T) * ld,
               buf.data() + ptrdiff_t(2 * g.buf_pad + T) * ld, 0.0f);
+  const bool bf16 = g.bf16 && isa == Isa::Avx512Bf16;
+  const ptrdiff_t ldb = g.buf_ld_b;
+  if (bf16)
+    for (auto& buf : g.bufs_b)
+      std::fill(buf.data() + ptrdiff_t(g.buf_pad + T) * ldb,
+                buf.data() + ptrdiff_t(2 * g.buf_pad + T) * ldb, uint16_t(0));
   float* fused = g.fused.data();
 
   // -- stems, clip by clip; frames split across the threads, one barrier per layer ----------
@@ -321,20 +368,34 @@ void forward(Graph& g, const ForwardArgs& a, Isa isa) {
         float* x = g.bufs[0].data() + ptrdiff_t(g.buf_pad) * ld;
         float* y = g.bufs[1].data() + ptrdiff_t(g.buf_pad) * ld;
         float* z = g.bufs[2].data() + ptrdiff_t(g.buf_pad) * ld;
+        // bf16 copies of x, y, z (the bf16 kernel's inputs)
+        uint16_t* xb = bf16 ? g.bufs_b[0].data() + ptrdiff_t(g.buf_pad) * ldb : nullptr;
+        uint16_t* yb = bf16 ? g.bufs_b[1].data() + ptrdiff_t(g.buf_pad) * ldb : nullptr;
+        uint16_t* zb = bf16 ? g.bufs_b[2].data() + ptrdiff_t(g.buf_pad) * ldb : nullptr;
         const float* raw = series + size_t(b) * a.series_rows[s.input] * T;
         stem_input(s, raw, T, s.input == kSymbolic, x, ld, t0, t1);
+        if (bf16) {
+          const int cin = s.cin(), cpad = round_up(cin, 2);
+          for (int t = t0; t < t1; ++t) {
+            for (int c = 0; c < cin; ++c) xb[t * ldb + c] = bf16_of(x[t * ld + c]);
+            for (int c = cin; c < cpad; ++c) xb[t * ldb + c] = 0;
+          }
+        }
 #pragma omp barrier
         ConvArgs ca;
         ca.x = x; ca.ldx = ld; ca.conv = &s.inp; ca.relu = true; ca.y = y; ca.ldy = ld;
+        if (bf16) { ca.xb = xb; ca.ldxb = ldb; ca.yb = yb; ca.ldyb = ldb; }
         if (t1 > t0) conv1d(ca, t0, t1, isa);
 #pragma omp barrier
         for (const Conv& c : s.blocks) {
           ConvArgs cb;
           cb.x = y; cb.ldx = ld; cb.conv = &c; cb.relu = true; cb.res = y; cb.ldr = ld;
           cb.y = z; cb.ldy = ld;
+          if (bf16) { cb.xb = yb; cb.ldxb = ldb; cb.yb = zb; cb.ldyb = ldb; }
           if (t1 > t0) conv1d(cb, t0, t1, isa);
 #pragma omp barrier
           std::swap(y, z);
+          std::swap(yb, zb);
         }
         pool_into(y, ld, T, g.pool_stride, s.width, m, fb, D, s.col, p0, p1);
 #pragma omp barrier  // the buffers are reused by the next stem

@@ -34,21 +34,31 @@ namespace model {
 // One time-major convolution: y[t, o] = act(b[o] + sum_k sum_i x[t + (k - (K-1)/2) * dil, i]
 // * w[k, i, o]) (+ res[t, o]); o < cout_pad (a multiple of 16; padded channels have zero
 // weights and bias).
+//
+// bf16 graphs also keep wb: the weights as bf16 pairs of input channels (k, cin_pairs,
+// cout_pad, 2), for the AVX512-BF16 kernel (vdpbf16ps: bf16 x bf16 pairs, fp32 accumulation),
+// whose inputs are bf16 copies of the activations; the fp32 w then holds the same bf16 values,
+// so every ISA computes with the same weights.
 struct Conv {
-  int cin = 0, cout = 0, cout_pad = 0, k = 3, dil = 1;
-  AlignedBuffer<float> w;  // (k, cin, cout_pad)
-  AlignedBuffer<float> b;  // (cout_pad)
+  int cin = 0, cout = 0, cout_pad = 0, k = 3, dil = 1, cin_pairs = 0;
+  AlignedBuffer<float> w;      // (k, cin, cout_pad)
+  AlignedBuffer<float> b;      // (cout_pad)
+  AlignedBuffer<uint16_t> wb;  // bf16 graphs: (k, cin_pairs, cout_pad, 2)
 };
 
 struct ConvArgs {
   const float* x = nullptr;  // row t at x + t * ldx; rows -pad .. T + pad - 1 readable
   ptrdiff_t ldx = 0;
+  const uint16_t* xb = nullptr;  // bf16 kernel: the input as bf16 (row stride ldxb, even)
+  ptrdiff_t ldxb = 0;
   const Conv* conv = nullptr;
   bool relu = true;
   const float* res = nullptr;  // residual added after the activation (or nullptr)
   ptrdiff_t ldr = 0;
   float* y = nullptr;
   ptrdiff_t ldy = 0;
+  uint16_t* yb = nullptr;  // also store the output as bf16 here (or nullptr)
+  ptrdiff_t ldyb = 0;
 };
 
 enum Input : int { kMfcc = 0, kLogmel = 1, kSymbolic = 2, kNumSeries = 3 };
@@ -72,6 +82,7 @@ struct Stem {
 };
 
 struct Graph {
+  bool bf16 = false;  // convolutions with bf16 weights (and bf16 activations on AVX512-BF16)
   // sequence part
   std::vector<Stem> stems;
   int fused_dim = 0, pool_stride = 1, pooling = kMeanMax;
@@ -96,8 +107,9 @@ struct Graph {
 
   // workspace (grown on demand)
   int ws_frames = 0, ws_threads = 0;
-  std::vector<AlignedBuffer<float>> bufs;  // 3 time-major (pad + T + pad, cmax) buffers
-  int buf_ld = 0, buf_pad = 0;
+  std::vector<AlignedBuffer<float>> bufs;      // 3 time-major (pad + T + pad, cmax) buffers
+  std::vector<AlignedBuffer<uint16_t>> bufs_b;  // bf16 graphs: their bf16 copies (ld_b)
+  int buf_ld = 0, buf_ld_b = 0, buf_pad = 0;
   AlignedBuffer<float> fused;  // (B, T', D)
   AlignedBuffer<float> yseq;   // (B, T', H)
   AlignedBuffer<float> hn, cn; // (L, B, H)
@@ -123,7 +135,8 @@ void finalize(Graph& g);
 
 // Fold-free conversion helpers used by the binding: take (cout, cin, k) torch-layout weights
 // and write the packed (k, cin, cout_pad) layout.
-void pack_conv(Conv& c, const float* w_torch, const float* bias, int cout, int cin, int k, int dil);
+void pack_conv(Conv& c, const float* w_torch, const float* bias, int cout, int cin, int k, int dil,
+               bool bf16);
 
 // Whole forward; the caller holds g.mutex. Throws std::invalid_argument on bad sizes.
 void forward(Graph& g, const ForwardArgs& a, Isa isa);
@@ -137,6 +150,10 @@ MM_DECLARE_MODEL_ISA(avx2)
 MM_DECLARE_MODEL_ISA(avx512)
 #endif
 #undef MM_DECLARE_MODEL_ISA
+#if defined(MMENGINE_HAVE_AVX512BF16)
+// rows [t0, t1) with a.xb (bf16 input) and conv.wb (bf16 pairs): the AVX512-BF16 build only
+namespace avx512 { void conv1d_bf16(const ConvArgs& a, int t0, int t1); }
+#endif
 
 }  // namespace model
 }  // namespace mmengine

@@ -248,7 +248,7 @@ def build_graph(spec: Mapping, tensors: Mapping[str, np.ndarray], *, path: str =
     cfg, sizes, width = a["cfg"], a["sizes"], a["width"]
     t = _Tensors(tensors, path)
     fused = sum(width[m] + 1 for m in a["sequence"])
-    g = C.FusionGraph(fused, int(cfg.pool_stride), cfg.pooling)
+    g = C.FusionGraph(fused, int(cfg.pool_stride), cfg.pooling, dtype)
     col = 0
     for m in a["sequence"]:
         rows = METER_START if (m == "symbolic" and a["meter_rows"]) else sizes[m]
