@@ -69,16 +69,23 @@ def train(data="folk", out=None, *, model_cfg: ModelConfig = ModelConfig(),
           **feature_kw):
     """Train the fusion LSTM (or ``model_cfg.arch``) on ``data``; returns ``RunResult``.
 
-    ``out`` defaults to ``runs/<data name>``; ``resume=True`` continues an interrupted run."""
+    ``out`` defaults to ``runs/<data name>``; ``resume=True`` continues an interrupted run.
+    Under torchrun (``torchrun --nproc-per-node N -m mmengine train ...``) every process calls
+    this and the run is data-parallel (``mmengine.training.train``)."""
     import importlib
 
     _train = importlib.import_module("mmengine.training")
+    from . import distributed
 
-    fs, vec = load_features(data, progress=progress, **feature_kw)
+    dist = distributed.setup()  # under torchrun: every rank runs this with the same arguments
+    main = dist is None or dist.is_main
+    with distributed.main_first(dist):  # features extracted and cached once, by rank 0
+        fs, vec = load_features(data, progress=progress and main, **feature_kw)
     out = Path(out) if out else Path("runs") / Path(str(data)).stem
-    out.mkdir(parents=True, exist_ok=True)
-    (out / RUN_DATA).write_text(json.dumps({"data": str(resolve_data(data).resolve()),
-                                            **{k: str(v) for k, v in feature_kw.items()}}))
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / RUN_DATA).write_text(json.dumps({"data": str(resolve_data(data).resolve()),
+                                                **{k: str(v) for k, v in feature_kw.items()}}))
     return _train.train(fs, model_cfg, train_cfg, out, progress=progress, resume=resume,
                         audio_config=AudioConfig(), frontend_config=FrontendConfig(),
                         text_vectorizer=vec)
@@ -134,19 +141,19 @@ def classify(model, x, lyrics=None, **kw):
     return _classify(model, x, lyrics, **kw)
 
 
-def benchmark(model, **kw) -> dict:
-    """Throughput/latency of an engine file on every available backend (see ``mmengine.bench``)."""
-    from .bench import benchmark_engine
-
-    return benchmark_engine(model, **kw)
-
-
 def batch_classify(model, source, out, **kw):
     """Classify a whole library into one results file, resumably, in-process or on Ray
     (``mmengine batch``; see ``mmengine.batch.batch_classify``); returns ``BatchSummary``."""
     from .batch import batch_classify as _batch
 
     return _batch(model, source, out, **kw)
+
+
+def benchmark(model, **kw) -> dict:
+    """Throughput/latency of an engine file on every available backend (see ``mmengine.bench``)."""
+    from .bench import benchmark_engine
+
+    return benchmark_engine(model, **kw)
 
 
 def load_engine(path, backend: str = "auto", **options):

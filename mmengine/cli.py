@@ -132,13 +132,47 @@ def _train_cfg(args) -> TrainConfig:
     return dataclasses.replace(TrainConfig(), **kw)
 
 
+def _train_argv(args: argparse.Namespace) -> List[str]:
+    """The ``mmengine train`` arguments of ``args`` without ``--nproc`` (for the processes
+    that ``--nproc`` starts), rebuilt from the train parser's own options."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    argv = (["-v"] if args.verbose else []) + ["train"]
+    for action in sub.choices["train"]._actions:
+        if not action.option_strings or action.dest in ("help", "nproc"):
+            continue
+        value, flag = getattr(args, action.dest, None), action.option_strings[-1]
+        if value is None or value is False or value == action.default:
+            continue
+        if isinstance(action, argparse._StoreTrueAction):
+            argv.append(flag)
+        elif isinstance(action, argparse._AppendAction):
+            for item in value:
+                argv += [flag, str(item)]
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
 @_handler("train")
 def _train(args: argparse.Namespace) -> int:
-    from .api import train
+    import os
 
+    from .api import train
+    from .config import DistConfig
+
+    if args.nproc is not None and args.nproc > 1:
+        from .distributed import launch
+
+        if args.num_threads is None:  # share the cores out among the processes
+            per = DistConfig().threads_per_process or max(1, (os.cpu_count() or 1) // args.nproc)
+            args.num_threads = per
+        return launch(args.nproc, _train_argv(args))
     data = args.manifest or args.data
     res = train(data, args.out, model_cfg=_model_cfg(args), train_cfg=_train_cfg(args),
                 resume=args.resume, progress=not args.quiet)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun: rank 0 reports
+        return 0
     print(f"best validation macro-F1 {res.best_val_f1:.4f} at epoch {res.best_epoch} "
           f"({res.epochs_run} epochs, {res.seconds:.0f} s); run folder: {res.out_dir}")
     return 0
@@ -183,14 +217,20 @@ def _build(args: argparse.Namespace) -> int:
 @_handler("classify")
 def _classify(args: argparse.Namespace) -> int:
     from .api import classify
-    from .runtime.engine import format_results, results_to_json
+    from .runtime.engine import MANIFEST_SUFFIXES, format_results, results_to_json
 
+    inputs = list(args.files)
+    # one manifest: its rows are the inputs, with their own lyrics/midi columns
+    if len(inputs) == 1 and Path(inputs[0]).suffix.lower() in MANIFEST_SUFFIXES:
+        if args.lyrics:
+            raise MMEngineError("--lyrics cannot be used with a manifest (it has its own column)")
+        inputs = inputs[0]
     lyrics = None
     if args.lyrics:
         from .data.manifest import read_text
 
         lyrics = [read_text(args.lyrics, what="lyrics")] * len(args.files)
-    res = classify(args.model, list(args.files), lyrics, backend=args.backend,
+    res = classify(args.model, inputs, lyrics, backend=args.backend,
                    top_k=args.top_k, batch_size=args.batch_size, frontend=args.frontend,
                    workers=args.workers, threads=args.threads)
     print(json.dumps(results_to_json(res), indent=1) if args.json else format_results(res))
@@ -278,6 +318,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="any ModelConfig or TrainConfig field, e.g. --set modality_dropout=0.5 "
                         "--set aux_weight=1 --set modalities=mel,symbolic (repeatable)")
     t.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    t.add_argument("--nproc", type=int, metavar="N",
+                   help="data-parallel training in N local processes: runs this command under "
+                        "torchrun (torch.distributed.run --standalone, DDP over gloo) with the "
+                        "same global batch; --threads defaults to the cores / N. Several "
+                        "nodes: launch 'torchrun ... -m mmengine train ...' yourself (README)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(handler="train")
 

@@ -407,6 +407,25 @@ class TrainConfig:
     num_threads: int = 2
 
 
+@dataclass(frozen=True)
+class DistConfig:
+    """Settings of data-parallel training under torchrun (``mmengine.distributed``); not part
+    of a run's ``TrainConfig``: a run may resume on another number of processes.
+
+    Attributes:
+        backend: "auto" (gloo: training runs on the CPU; NCCL is torch's choice for CUDA
+            tensors), "gloo" or "nccl"; the environment variable ``MMENGINE_DIST_BACKEND``
+            overrides it.
+        timeout_s: how long a collective step waits for the other ranks before failing.
+        threads_per_process: torch threads of each process that ``mmengine train --nproc N``
+            starts when ``--threads`` is not given (0: the cores divided by N, at least 1).
+    """
+
+    backend: str = "auto"
+    timeout_s: float = 1800.0
+    threads_per_process: int = 0
+
+
 #: values of the fields added with the dilated design, for configs stored before it existed
 LEGACY_TRAIN_DEFAULTS = {"optimizer": "adam", "schedule": "constant", "class_weights": False,
                          "crop_seconds": 0.0, "warmup_frac": 0.0, "stage1_frac": 0.0,

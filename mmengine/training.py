@@ -153,13 +153,12 @@ def aux_heads(model: nn.Module, n_classes: int, dropout: float = 0.5) -> nn.Modu
                           for name, dim in dims.items()})
 
 
-def aux_loss(heads: nn.ModuleDict, parts: Dict[str, tuple], y: torch.Tensor,
-             multilabel: bool, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Mean over streams of each stream head's loss on the clips that have the stream (its
-    mask after modality dropout); a stream no clip of the batch has is skipped. Cross-entropy
-    with the class ``weight`` normalised like ``nn.CrossEntropyLoss``'s weighted mean, or
-    BCE-with-logits averaged over classes (multi-label)."""
-    losses = []
+def aux_terms(heads: nn.ModuleDict, parts: Dict[str, tuple], y: torch.Tensor,
+              multilabel: bool, weight: Optional[torch.Tensor] = None
+              ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """``(summed loss, normaliser)`` of each stream head present in ``parts`` (the pieces of
+    ``aux_loss``; data-parallel training sums the normalisers over ranks)."""
+    terms = []
     for name, head in heads.items():
         if name not in parts:
             continue
@@ -172,8 +171,18 @@ def aux_loss(heads: nn.ModuleDict, parts: Dict[str, tuple], y: torch.Tensor,
         else:
             per = nn.functional.cross_entropy(logits, y, weight=weight, reduction="none")
             norm = (mask * (weight[y] if weight is not None else 1.0)).sum()
-        if float(norm) > 0:
-            losses.append((per * mask).sum() / norm)
+        terms.append(((per * mask).sum(), norm))
+    return terms
+
+
+def aux_loss(heads: nn.ModuleDict, parts: Dict[str, tuple], y: torch.Tensor,
+             multilabel: bool, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean over streams of each stream head's loss on the clips that have the stream (its
+    mask after modality dropout); a stream no clip of the batch has is skipped. Cross-entropy
+    with the class ``weight`` normalised like ``nn.CrossEntropyLoss``'s weighted mean, or
+    BCE-with-logits averaged over classes (multi-label)."""
+    losses = [num / norm for num, norm in aux_terms(heads, parts, y, multilabel, weight)
+              if float(norm) > 0]
     if not losses:
         return y.new_zeros((), dtype=torch.float32)
     return torch.stack(losses).mean()
@@ -249,16 +258,23 @@ def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"optimizer must be 'adamw' or 'adam', got {cfg.optimizer!r}")
 
 
-def random_crops(batch: Dict[str, torch.Tensor], frames: int,
-                 gen: torch.Generator) -> Dict[str, torch.Tensor]:
+def random_crops(batch: Dict[str, torch.Tensor], frames: int, gen: torch.Generator,
+                 of: Optional[Tuple[int, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
     """Each clip's own random window of ``frames`` frames from every time series of ``batch``
     (keys whose last axis is the frame axis: mfcc, logmel, symbolic); other keys unchanged.
-    Clips of at most ``frames`` frames are returned whole."""
+    Clips of at most ``frames`` frames are returned whole.
+
+    ``of=(n, rows)``: ``batch`` holds the clips at positions ``rows`` of a batch of ``n``
+    (a rank's share of a global batch): the windows are drawn for all ``n`` clips, so every
+    rank advances ``gen`` alike and each clip gets the window it gets in one process."""
     T = batch["logmel"].shape[-1] if "logmel" in batch else batch["mfcc"].shape[-1]
     if frames <= 0 or frames >= T:
         return batch
     B = next(iter(batch.values())).shape[0]
-    start = torch.randint(0, T - frames + 1, (B,), generator=gen)
+    if of is None:
+        start = torch.randint(0, T - frames + 1, (B,), generator=gen)
+    else:
+        start = torch.randint(0, T - frames + 1, (of[0],), generator=gen)[of[1]]
     idx = start[:, None] + torch.arange(frames)[None, :]  # (B, frames)
     out = dict(batch)
     for k in ("mfcc", "logmel", "symbolic"):
@@ -336,9 +352,10 @@ def _fingerprint(fs_train, model_cfg: ModelConfig, train_cfg: TrainConfig, dims:
 
 
 def _save_state(out_dir: Path, model, opt, gen: torch.Generator, doc: dict,
-                extras: Optional[Dict[str, nn.Module]] = None) -> None:
+                extras: Optional[Dict[str, nn.Module]] = None,
+                more: Optional[Dict[str, torch.Tensor]] = None) -> None:
     """``extras``: training-only modules (auxiliary heads, the weight average) saved under
-    their name as prefix."""
+    their name as prefix; ``more``: further tensors (the other ranks' RNG states)."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     for name, module in (extras or {}).items():
         tensors.update({f"{name}.{k}": v for k, v in module.state_dict().items()})
@@ -346,6 +363,7 @@ def _save_state(out_dir: Path, model, opt, gen: torch.Generator, doc: dict,
     tensors.update(opt_tensors)
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.shuffle"] = gen.get_state()
+    tensors.update(more or {})
     doc = dict(doc, format=STATE_FORMAT, optimizer=opt_doc)
     text = json.dumps(doc)
     atomic_save_tensors(out_dir / "last.safetensors", tensors, metadata={"state": text})
@@ -353,9 +371,11 @@ def _save_state(out_dir: Path, model, opt, gen: torch.Generator, doc: dict,
 
 
 def _load_state(out_dir: Path, model, opt, gen: torch.Generator, fingerprint: dict,
-                extras: Optional[Dict[str, nn.Module]] = None) -> dict:
+                extras: Optional[Dict[str, nn.Module]] = None,
+                loaded: Optional[tuple] = None) -> dict:
+    """``loaded``: ``read_tensors`` of the state file, read elsewhere (by rank 0)."""
     path = out_dir / "last.safetensors"
-    tensors, meta = read_tensors(path)
+    tensors, meta = loaded if loaded is not None else read_tensors(path)
     try:
         doc = json.loads(meta["state"])
     except (KeyError, json.JSONDecodeError) as exc:
@@ -380,6 +400,14 @@ def _load_state(out_dir: Path, model, opt, gen: torch.Generator, fingerprint: di
     return doc
 
 
+def _read_or_error(path: Path):
+    """``read_tensors(path)``, or the ``CheckpointError`` it raised (rank 0 sends either)."""
+    try:
+        return read_tensors(path)
+    except CheckpointError as exc:
+        return exc
+
+
 # ------------------------------------------------------------------ train
 def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
           train_cfg: TrainConfig = TrainConfig(), out_dir="runs/run", *, progress: bool = True,
@@ -402,14 +430,26 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
         ``RunResult`` with the best model. On ``KeyboardInterrupt`` the best-so-far checkpoint
         is written (``checkpoint.*``, metrics marked ``interrupted``) and the interrupt is
         re-raised; ``resume=True`` continues from the last finished epoch.
+
+    Under torchrun with more than one process (``WORLD_SIZE`` > 1) every process calls
+    ``train`` with the same arguments and the run is data-parallel (``mmengine.distributed``:
+    the same global batches of ``batch_size`` clips, shared out among the ranks). Rank 0
+    alone reads and writes ``out_dir``; ``callback`` runs on every rank; on the other ranks
+    the returned model holds the last epoch's weights and ``checkpoint`` is None.
     """
     from tqdm.auto import tqdm
 
+    from . import distributed
+
     validate_feature_set(feature_set)
     _check_train_config(train_cfg)
+    ddp = distributed.setup()  # None: one process, the plain loop below
+    main = ddp is None or ddp.is_main
+    progress = progress and main
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:  # a fresh run never mixes with an earlier run's state in the same folder
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if not resume and main:  # a fresh run never mixes with an earlier run's state in the folder
         for name in ("last.safetensors", "last.json", "best.safetensors"):
             (out_dir / name).unlink(missing_ok=True)
     t_start = time.perf_counter()
@@ -425,6 +465,9 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
         gen = torch.Generator().manual_seed(train_cfg.seed + 1)
         model = build_model(model_cfg, dims)
         model.set_normalization(compute_norm_stats(fs_tr))
+        if ddp is not None:
+            distributed.sync_batchnorm(model)  # statistics of the global batch
+            ddp.seed_rank(train_cfg.seed)
         K, kept = stage_plan(model, train_cfg)
         if K:  # max_epochs may change on resumption, but not where the switch falls
             fingerprint["stage1_epochs"] = K
@@ -438,8 +481,17 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
         scored = ema.module if ema is not None else model
         state = {"epoch": 0, "best_f1": -math.inf, "best_epoch": -1, "bad_epochs": 0,
                  "history": [], "best_val_metrics": {}}
-        if resume and (out_dir / "last.safetensors").exists():
+        if ddp is None and resume and (out_dir / "last.safetensors").exists():
             state = _load_state(out_dir, model, opt, gen, fingerprint, extras)
+        elif ddp is not None and resume:
+            # rank 0 reads the state (or the error) and every rank loads and checks it
+            found = (out_dir / "last.safetensors").exists() if main else None
+            loaded = ddp.broadcast(_read_or_error(out_dir / "last.safetensors")
+                                   if main and found else None)
+            if loaded is not None:
+                state = _load_state(out_dir, model, opt, gen, fingerprint, extras, loaded)
+                ddp.restore_rng(loaded[0], train_cfg.seed, state["epoch"])
+        step = distributed.DataParallelStep(ddp, model, aux) if ddp is not None else None
         x_tr, y_tr = batch_from_arrays(fs_tr), _labels_tensor(fs_tr.labels, multilabel)
         x_va, y_va = batch_from_arrays(fs_va), _labels_tensor(fs_va.labels, multilabel)
         weight = (class_weights(fs_tr.labels, C) if train_cfg.class_weights and not multilabel
@@ -463,6 +515,10 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
                       extra={"text_field": getattr(feature_set, "text_field", None)})
 
         def finalize(interrupted: bool) -> Optional[Path]:
+            if ddp is not None:
+                distributed.plain_batchnorm(model)
+                if not main:
+                    return None
             best_path = out_dir / "best.safetensors"
             if not best_path.exists():
                 return None
@@ -496,6 +552,10 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
                            dynamic_ncols=True)
                 for b in range(nb):
                     idx = perm[b * bs:(b + 1) * bs]
+                    if ddp is not None:  # this rank's share of the global batch idx
+                        idx_all, rows = idx, ddp.part(len(idx))
+                        stand_in = len(rows) == 0
+                        idx = idx_all[rows] if not stand_in else idx_all[:1]
                     if stage1:
                         lr = lr_at(epoch * nb + b, K * nb, train_cfg)
                     elif K:
@@ -505,10 +565,19 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
                         lr = lr_at(epoch * nb + b, total_steps, train_cfg)
                     for group in opt.param_groups:
                         group["lr"] = lr
-                    xb = random_crops(_index(x_tr, idx), crop, gen)
+                    if ddp is None:
+                        xb = random_crops(_index(x_tr, idx), crop, gen)
+                    else:
+                        xb = random_crops(_index(x_tr, idx), crop, gen,
+                                          of=(len(idx_all), rows if not stand_in else
+                                              torch.zeros(1, dtype=torch.long)))
                     if stage1:
                         xb = stage_batch(xb, kept)
-                    if aux is None:
+                    if ddp is not None:
+                        loss = step.loss(xb, y_tr[idx], y_tr[idx_all], weight=weight,
+                                         multilabel=multilabel,
+                                         aux_weight=train_cfg.aux_weight, stand_in=stand_in)
+                    elif aux is None:
                         loss = criterion(model(xb), y_tr[idx])
                     else:
                         parts: Dict[str, tuple] = {}
@@ -523,7 +592,9 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
                     opt.step()
                     if ema is not None:
                         ema.update_parameters(model)
-                    total += loss.item() * len(idx)
+                    if ddp is not None:
+                        idx = idx_all
+                    total += (loss.item() if ddp is None else step.mean_loss(loss)) * len(idx)
                     seen += len(idx)
                     bar.update(1)
                     bar.set_postfix(loss=f"{total / seen:.4f}")
@@ -533,7 +604,9 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
                     model.close_streams(kept)
                     opt = make_optimizer(params, train_cfg)
                     stage1 = False
-                logits = predict_logits(scored, stage_batch(x_va, kept) if stage1 else x_va)
+                x_val = stage_batch(x_va, kept) if stage1 else x_va
+                logits = (predict_logits(scored, x_val) if ddp is None else
+                          distributed.predict_shared(ddp, predict_logits, scored, x_val, C))
                 val_loss = float(val_criterion(logits, y_va))
                 vm = classification_metrics(fs_va.labels, decide(logits, multilabel), C,
                                             multilabel=multilabel, label_names=names)
@@ -552,11 +625,18 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
                 elif f1 > state["best_f1"]:
                     state.update(best_f1=f1, best_epoch=epoch + 1, bad_epochs=0,
                                  best_val_metrics=vm)
-                    atomic_save_tensors(out_dir / "best.safetensors", scored.state_dict())
+                    if main:
+                        atomic_save_tensors(out_dir / "best.safetensors", scored.state_dict())
                 else:
                     state["bad_epochs"] += 1
                 state["fingerprint"] = fingerprint
-                _save_state(out_dir, model, opt, gen, state, extras)
+                if ddp is None:
+                    _save_state(out_dir, model, opt, gen, state, extras)
+                else:
+                    ranks_rng = ddp.rng_states()  # every rank takes part
+                    if main:
+                        _save_state(out_dir, model, opt, gen, dict(state, world_size=ddp.world),
+                                    extras, more=ranks_rng)
                 if callback is not None:
                     callback(epoch + 1, record)
         except KeyboardInterrupt:
@@ -564,6 +644,8 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
             raise
         stopped = state["bad_epochs"] >= train_cfg.patience
         ckpt = finalize(interrupted=False)
+        if ddp is not None:
+            ddp.barrier()  # the checkpoint is written when train returns on any rank
     return RunResult(out_dir=out_dir, model=model, best_epoch=state["best_epoch"],
                      best_val_f1=float(state["best_f1"]), epochs_run=state["epoch"],
                      stopped_early=stopped, history=state["history"],
