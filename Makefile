@@ -21,7 +21,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python $(SOURCES)
 	$(BIN)/pip install -q $(TORCH_PIN)
 	$(BIN)/pip install -q "pybind11>=2.12" "cmake>=3.18" ninja
-	$(BIN)/pip install -q --no-build-isolation -e ".[train,dali,triton,onnx,data,dev,ray]"
+	$(BIN)/pip install -q --no-build-isolation -e ".[train,dali,triton,onnx,data,dev,ray,dist]"
 	# tinysoundfont declares pyaudio (playback only; it does not build without PortAudio)
 	$(BIN)/pip install -q --no-deps tinysoundfont
 	touch $(STAMP)
