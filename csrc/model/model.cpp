@@ -162,32 +162,45 @@ void finalize(Graph& g) {
 
 namespace {
 
-void plan(Graph& g, int B, int T, int threads) {
+int radius(const Conv& c) { return c.dil * (c.k - 1) / 2; }
+
+// Frames a stem's output at t depends on, each side (the receptive field's radius).
+int stem_radius(const Stem& s) {
+  int r = radius(s.inp);
+  for (const Conv& c : s.blocks) r += radius(c);
+  return r;
+}
+
+// Work buffers for `rows` frames of a segment (its halo included) on each of `threads`.
+void plan(Graph& g, int B, int rows, int T, int threads) {
   int cmax = 0, pad = 1;
   for (const Stem& s : g.stems) {
     cmax = std::max({cmax, round_up(s.cin(), kPadTo), s.inp.cout_pad});
     for (const Conv& c : s.blocks) {
       cmax = std::max(cmax, c.cout_pad);
-      pad = std::max(pad, c.dil * (c.k - 1) / 2);
+      pad = std::max(pad, radius(c));
     }
-    pad = std::max(pad, s.inp.dil * (s.inp.k - 1) / 2);
+    pad = std::max(pad, radius(s.inp));
   }
   const int Tp = g.out_frames(T);
-  if (T > g.ws_frames || cmax != g.buf_ld || pad != g.buf_pad) {
-    g.bufs.resize(3);
+  if (rows > g.ws_frames || threads > g.ws_threads || cmax != g.buf_ld || pad != g.buf_pad) {
+    const int n = std::max(threads, g.ws_threads);
+    rows = std::max(rows, g.ws_frames);
+    g.bufs.resize(3 * size_t(n));
     for (auto& b : g.bufs) {
-      b = AlignedBuffer<float>();  // zeroed on allocation: the pad rows stay zero for good
-      b.reserve(size_t(T + 2 * pad) * cmax);
+      b = AlignedBuffer<float>();
+      b.reserve(size_t(rows + 2 * pad) * cmax);
     }
     g.buf_ld_b = round_up(cmax, 32);
-    g.bufs_b.resize(g.bf16 ? 3 : 0);
+    g.bufs_b.resize(g.bf16 ? 3 * size_t(n) : 0);
     for (auto& b : g.bufs_b) {
       b = AlignedBuffer<uint16_t>();
-      b.reserve(size_t(T + 2 * pad) * g.buf_ld_b);
+      b.reserve(size_t(rows + 2 * pad) * g.buf_ld_b);
     }
     g.buf_ld = cmax;
     g.buf_pad = pad;
-    g.ws_frames = T;
+    g.ws_frames = rows;
+    g.ws_threads = n;
   }
   g.fused.reserve(size_t(B) * Tp * g.fused_dim);
   if (g.has_rnn) {
@@ -195,12 +208,13 @@ void plan(Graph& g, int B, int T, int threads) {
     g.hn.reserve(size_t(g.rnn.num_layers) * B * g.rnn.hidden);
     g.cn.reserve(size_t(g.rnn.num_layers) * B * g.rnn.hidden);
   }
-  g.ws_threads = threads;
 }
 
 // Rows [t0, t1) of the stem's time-major input: normalised rows, then the flux columns.
+// x row (t - origin) holds frame t.
 void stem_input(const Stem& s, const float* raw, int T, bool sanitize, float* x, ptrdiff_t ldx,
-                int t0, int t1) {
+                int t0, int t1, int origin) {
+  x -= ptrdiff_t(origin) * ldx;
   for (int r = 0; r < s.rows; ++r) {
     const float* src = raw + size_t(r) * T;
     const float m = s.mean[r], inv = s.inv_std[r];
@@ -225,9 +239,11 @@ void stem_input(const Stem& s, const float* raw, int T, bool sanitize, float* x,
   // columns between cin and the padded width stay as they are: their weights are zero
 }
 
-// fused[t', col .. col + width] = ceil-mode average over `stride` frames of y, then the mask
+// fused[t', col .. col + width] = ceil-mode average over `stride` frames of y (row t - origin
+// holds frame t), then the mask
 void pool_into(const float* y, ptrdiff_t ldy, int T, int stride, int width, float mask, float* fused,
-               int D, int col, int p0, int p1) {
+               int D, int col, int p0, int p1, int origin) {
+  y -= ptrdiff_t(origin) * ldy;
   for (int p = p0; p < p1; ++p) {
     const int a = p * stride, b = std::min(T, a + stride);
     const float inv = mask / float(b - a);
@@ -328,78 +344,88 @@ void forward(Graph& g, const ForwardArgs& a, Isa isa) {
   if (g.late_symbolic && a.series[kSymbolic])
     check(a.series_rows[kSymbolic] == g.symbolic_rows, "the notes have the wrong number of rows");
   if (B == 0) return;
-  plan(g, B, T, threads);
+  // Work items: (clip, segment of frames). With fewer clips than threads a clip is cut into
+  // segments (boundaries on multiples of the pool stride) that are computed with their halo
+  // (each layer on the frames the later layers read), so threads never wait for each other
+  // inside a stem: no barrier at all until the recurrence, which matters on a busy machine.
+  int R = 0;
+  for (const Stem& s : g.stems) R = std::max(R, stem_radius(s));
+  const int nseg = B >= threads ? 1 : std::min((threads + B - 1) / B, std::max(1, T / 64));
+  const int seg = round_up((T + nseg - 1) / nseg, g.pool_stride);
+  const int items = B * nseg;
+  plan(g, B, std::min(T, seg + 2 * R), T, threads);
   const int Tp = g.out_frames(T), D = g.fused_dim;
-  const ptrdiff_t ld = g.buf_ld;
-  // rows T .. T + pad below the frames are the convolutions' zero padding: a longer call
-  // before this one may have left frames there
-  for (auto& buf : g.bufs)
-    std::fill(buf.data() + ptrdiff_t(g.buf_pad + T) * ld,
-              buf.data() + ptrdiff_t(2 * g.buf_pad + T) * ld, 0.0f);
+  const ptrdiff_t ld = g.buf_ld, ldb = g.buf_ld_b;
+  const int pad = g.buf_pad;
   const bool bf16 = g.bf16 && isa == Isa::Avx512Bf16;
-  const ptrdiff_t ldb = g.buf_ld_b;
-  if (bf16)
-    for (auto& buf : g.bufs_b)
-      std::fill(buf.data() + ptrdiff_t(g.buf_pad + T) * ldb,
-                buf.data() + ptrdiff_t(2 * g.buf_pad + T) * ldb, uint16_t(0));
   float* fused = g.fused.data();
 
-  // -- stems, clip by clip; frames split across the threads, one barrier per layer ----------
-#pragma omp parallel num_threads(threads)
-  {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(std::min(threads, items))
+  for (int item = 0; item < items; ++item) {
 #ifdef _OPENMP
-    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    const int tid = omp_get_thread_num();
 #else
-    const int tid = 0, nth = 1;
+    const int tid = 0;
 #endif
-    int t0, t1, p0, p1;
-    split(T, nth, tid, t0, t1);
-    split(Tp, nth, tid, p0, p1);
-    for (int b = 0; b < B; ++b) {
-      for (const Stem& s : g.stems) {
-        const float* series = a.series[s.input];
-        const float m = series ? a.masks[size_t(b) * kNumModalities + s.modality] : 0.0f;
-        float* fb = fused + size_t(b) * Tp * D;
-        if (m == 0.0f) {  // missing: zero block and mask channel (nothing to compute)
-          for (int p = p0; p < p1; ++p)
-            std::fill(fb + size_t(p) * D + s.col, fb + size_t(p) * D + s.col + s.width + 1, 0.0f);
-          continue;
-        }
-        float* x = g.bufs[0].data() + ptrdiff_t(g.buf_pad) * ld;
-        float* y = g.bufs[1].data() + ptrdiff_t(g.buf_pad) * ld;
-        float* z = g.bufs[2].data() + ptrdiff_t(g.buf_pad) * ld;
-        // bf16 copies of x, y, z (the bf16 kernel's inputs)
-        uint16_t* xb = bf16 ? g.bufs_b[0].data() + ptrdiff_t(g.buf_pad) * ldb : nullptr;
-        uint16_t* yb = bf16 ? g.bufs_b[1].data() + ptrdiff_t(g.buf_pad) * ldb : nullptr;
-        uint16_t* zb = bf16 ? g.bufs_b[2].data() + ptrdiff_t(g.buf_pad) * ldb : nullptr;
-        const float* raw = series + size_t(b) * a.series_rows[s.input] * T;
-        stem_input(s, raw, T, s.input == kSymbolic, x, ld, t0, t1);
-        if (bf16) {
-          const int cin = s.cin(), cpad = round_up(cin, 2);
-          for (int t = t0; t < t1; ++t) {
-            for (int c = 0; c < cin; ++c) xb[t * ldb + c] = bf16_of(x[t * ld + c]);
-            for (int c = cin; c < cpad; ++c) xb[t * ldb + c] = 0;
-          }
-        }
-#pragma omp barrier
-        ConvArgs ca;
-        ca.x = x; ca.ldx = ld; ca.conv = &s.inp; ca.relu = true; ca.y = y; ca.ldy = ld;
-        if (bf16) { ca.xb = xb; ca.ldxb = ldb; ca.yb = yb; ca.ldyb = ldb; }
-        if (t1 > t0) conv1d(ca, t0, t1, isa);
-#pragma omp barrier
-        for (const Conv& c : s.blocks) {
-          ConvArgs cb;
-          cb.x = y; cb.ldx = ld; cb.conv = &c; cb.relu = true; cb.res = y; cb.ldr = ld;
-          cb.y = z; cb.ldy = ld;
-          if (bf16) { cb.xb = yb; cb.ldxb = ldb; cb.yb = zb; cb.ldyb = ldb; }
-          if (t1 > t0) conv1d(cb, t0, t1, isa);
-#pragma omp barrier
-          std::swap(y, z);
-          std::swap(yb, zb);
-        }
-        pool_into(y, ld, T, g.pool_stride, s.width, m, fb, D, s.col, p0, p1);
-#pragma omp barrier  // the buffers are reused by the next stem
+    const int b = item / nseg, lo = (item % nseg) * seg, hi = std::min(T, lo + seg);
+    if (lo >= hi) continue;
+    const int p0 = lo / g.pool_stride, p1 = (hi + g.pool_stride - 1) / g.pool_stride;
+    float* fb = fused + size_t(b) * Tp * D;
+    for (const Stem& s : g.stems) {
+      const float* series = a.series[s.input];
+      const float m = series ? a.masks[size_t(b) * kNumModalities + s.modality] : 0.0f;
+      if (m == 0.0f) {  // missing: zero block and mask channel (nothing to compute)
+        for (int p = p0; p < p1; ++p)
+          std::fill(fb + size_t(p) * D + s.col, fb + size_t(p) * D + s.col + s.width + 1, 0.0f);
+        continue;
       }
+      // buffer row r holds frame origin + r; rows outside [0, T) are the zero padding
+      const int rs = stem_radius(s), origin = std::max(0, lo - rs);
+      const int last = std::min(T, hi + rs);  // frames [origin, last) are ever computed
+      float* buf[3];
+      uint16_t* bb[3] = {nullptr, nullptr, nullptr};
+      for (int i = 0; i < 3; ++i) {
+        float* base = g.bufs[3 * size_t(tid) + i].data();
+        buf[i] = base + ptrdiff_t(pad) * ld;
+        std::fill(base, buf[i], 0.0f);  // frames before 0 (only read when origin == 0)
+        std::fill(buf[i] + ptrdiff_t(last - origin) * ld, buf[i] + ptrdiff_t(last - origin + pad) * ld,
+                  0.0f);
+        if (bf16) {
+          uint16_t* bbase = g.bufs_b[3 * size_t(tid) + i].data();
+          bb[i] = bbase + ptrdiff_t(pad) * ldb;
+          std::fill(bbase, bb[i], uint16_t(0));
+          std::fill(bb[i] + ptrdiff_t(last - origin) * ldb,
+                    bb[i] + ptrdiff_t(last - origin + pad) * ldb, uint16_t(0));
+        }
+      }
+      float *x = buf[0], *y = buf[1], *z = buf[2];
+      uint16_t *xb = bb[0], *yb = bb[1], *zb = bb[2];
+      const float* raw = series + size_t(b) * a.series_rows[s.input] * T;
+      stem_input(s, raw, T, s.input == kSymbolic, x, ld, origin, last, origin);
+      if (bf16) {
+        const int cin = s.cin(), cpad = round_up(cin, 2);
+        for (int r = 0; r < last - origin; ++r) {
+          for (int c = 0; c < cin; ++c) xb[r * ldb + c] = bf16_of(x[r * ld + c]);
+          for (int c = cin; c < cpad; ++c) xb[r * ldb + c] = 0;
+        }
+      }
+      // layer j computes the frames within the radius of the later layers
+      int rem = rs - radius(s.inp);
+      ConvArgs ca;
+      ca.x = x; ca.ldx = ld; ca.conv = &s.inp; ca.relu = true; ca.y = y; ca.ldy = ld;
+      if (bf16) { ca.xb = xb; ca.ldxb = ldb; ca.yb = yb; ca.ldyb = ldb; }
+      conv1d(ca, std::max(0, lo - rem) - origin, std::min(T, hi + rem) - origin, isa);
+      for (const Conv& c : s.blocks) {
+        rem -= radius(c);
+        ConvArgs cb;
+        cb.x = y; cb.ldx = ld; cb.conv = &c; cb.relu = true; cb.res = y; cb.ldr = ld;
+        cb.y = z; cb.ldy = ld;
+        if (bf16) { cb.xb = yb; cb.ldxb = ldb; cb.yb = zb; cb.ldyb = ldb; }
+        conv1d(cb, std::max(0, lo - rem) - origin, std::min(T, hi + rem) - origin, isa);
+        std::swap(y, z);
+        std::swap(yb, zb);
+      }
+      pool_into(y, ld, T, g.pool_stride, s.width, m, fb, D, s.col, p0, p1, origin);
     }
   }
 
