@@ -370,9 +370,10 @@ class Engine:
 
         Memory: with a front end that featurises on the decoding threads, an item keeps only
         its windows' features (the waveform and its windows are dropped on the thread that
-        decoded them). Items are submitted while fewer than ``2 * workers`` are in flight,
-        or, up to ``ahead`` items, while the finished ones waiting hold fewer than ``ahead``
-        windows: what waits is bounded by the workers and the batch, not by file lengths.
+        decoded them). Items are submitted while fewer than ``2 * workers`` wait, or, up to
+        ``ahead`` items, while every waiting item is finished and together they hold fewer
+        than ``ahead`` windows: at most ``2 * workers`` items plus a batch of windows wait,
+        whatever the files' lengths.
         """
         from ..data.audio import windows as cut_windows
 
@@ -399,24 +400,25 @@ class Engine:
                 yield it, one(it)
             return
 
-        def waiting_windows(pending) -> int:
+        def room_ahead(pending) -> bool:
+            """Every waiting item is done and together they hold fewer than ``ahead``
+            windows (so one more may start)."""
             total = 0
             for _, fut in pending:
                 if not fut.done():
-                    continue
+                    return False
                 got = fut.result()
                 if not isinstance(got, Exception):
                     total += len(got[2] if got[2] is not None else got[1])
-            return total
+            return total < ahead
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             pending: collections.deque = collections.deque()
             todo = iter(items)
             exhausted = False
             while True:
-                while not exhausted and (
-                        len(pending) < 2 * workers
-                        or (len(pending) < ahead and waiting_windows(pending) < ahead)):
+                while not exhausted and (len(pending) < 2 * workers or (
+                        len(pending) < ahead and room_ahead(pending))):
                     it = next(todo, None)
                     if it is None:
                         exhausted = True

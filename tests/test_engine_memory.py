@@ -1,0 +1,63 @@
+"""Bounded memory for any input list (issue 15): ``Engine.classify``'s peak RSS is set by
+``workers`` and ``batch_size``, not by how many long files the list holds.
+
+Each run is a fresh process classifying the same 10-minute FLAC file listed N times (each
+entry decoded on its own) with the default front end (22050 Hz, 30 s windows: one decoded file
+is 53 MB of float32, its 20 windows' features 15 MB) and 2 decoding threads. Holding every
+decoded waveform until its windows are classified, as the engine did before, grows the peak by
+about 65 MB per extra file (measured: 206, 467 and 858 MB for 2, 6 and 12 files); the
+engine now keeps only each item's features and lets at most ``2 * workers`` items (or a
+batch's worth of windows) wait: measured 196, 229, 246 and 237 MB for 4, 8, 16 and 24 files
+(steady from 8 on), so 24 files must peak within one decoded waveform of 8.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from hostile_inputs import measure
+from mmengine.config import ModelConfig
+from mmengine.export import build_engine_from_model
+from mmengine.models import build_model
+
+SR = 22050
+LONG_S = 600
+#: one decoded long file, float32
+WAVEFORM_MB = LONG_S * SR * 4 / 2 ** 20
+
+
+@pytest.fixture(scope="module")
+def long_case(tmp_path_factory):
+    d = tmp_path_factory.mktemp("long")
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden_size=16, mfcc_channels=8, mel_channels=16, dilations=(1, 2),
+                      flux_bands=4, modalities=("mfcc", "mel"))
+    m = build_model(cfg, dict(n_mfcc=20, n_mels=128, text_dim=0, symbolic_dim=0, n_classes=3,
+                              multilabel=False)).eval()
+    engine = build_engine_from_model(m, d / "e.mme", backend="native", labels=["a", "b", "c"])
+    t = np.arange(SR * 60) / SR
+    with sf.SoundFile(str(d / "long.flac"), "w", samplerate=SR, channels=1, format="FLAC",
+                      subtype="PCM_16") as f:
+        for k in range(LONG_S // 60):  # a minute at a time
+            f.write((0.3 * np.sin(2 * np.pi * (220 + 20 * k) * t)).astype(np.float32))
+    return engine, d / "long.flac"
+
+
+def _peak(engine, path, n: int) -> float:
+    r = measure("res = eng.classify([args['path']] * args['n'], workers=2, batch_size=32)\n"
+                "assert len(res) == args['n'] and all(x.ok for x in res), res",
+                "from mmengine.runtime import Engine\neng = Engine.load(args['engine'])",
+                timeout=600, engine=str(engine), path=str(path), n=n)
+    assert r["error"] is None, r
+    return r["peak_rss_mb"]
+
+
+def test_peak_rss_does_not_grow_with_the_number_of_long_files(long_case):
+    engine, path = long_case
+    few, many = _peak(engine, path, 8), _peak(engine, path, 24)
+    print(f"peak RSS: 8 files {few:.0f} MB, 24 files {many:.0f} MB")
+    assert many - few < WAVEFORM_MB, (
+        f"peak RSS {few:.0f} MB for 8 long files, {many:.0f} MB for 24: it grows with the "
+        f"list (one decoded file is {WAVEFORM_MB:.0f} MB)")
