@@ -206,6 +206,16 @@ def safetensors_shapes(data: bytes, max_json: float, max_depth: int,
     """``{name: (dtype, shape)}`` from the header of safetensors bytes, with every tensor's
     byte range checked against its dtype, shape and the body (``ValueError``). ``data`` may
     stop after the header when ``body_size`` (the bytes after it) is given."""
+    return {k: (d, s) for k, (d, s, _, _) in
+            safetensors_index(data, max_json, max_depth, body_size)[0].items()}
+
+
+def safetensors_index(data: bytes, max_json: float, max_depth: int,
+                      body_size: Optional[int] = None
+                      ) -> Tuple[Dict[str, Tuple[str, Tuple[int, ...], int, int]], int, dict]:
+    """``({name: (dtype, shape, begin, end)}, body offset, metadata)`` of safetensors bytes:
+    the header read within the JSON limits, every tensor's byte range checked against its
+    dtype, shape and the body (``ValueError``); ``begin``/``end`` count from the body offset."""
     from .data.safe_io import loads_bounded
 
     if len(data) < 8:
@@ -234,8 +244,9 @@ def safetensors_shapes(data: bytes, max_json: float, max_depth: int,
                 and b - a == count * _ST_DTYPES[t["dtype"]]):
             raise ValueError(f"safetensors entry {name!r}: bytes {a}..{b} do not hold "
                              f"{t['shape']} {t['dtype']} within the {body}-byte body")
-        out[name] = (t["dtype"], tuple(t["shape"]))
-    return out
+        out[name] = (t["dtype"], tuple(t["shape"]), a, b)
+    meta = head.get("__metadata__")
+    return out, 8 + n, meta if isinstance(meta, dict) else {}
 
 
 def expected_shapes(cfg_dict: Mapping, dims: Mapping) -> Dict[str, Tuple[int, ...]]:

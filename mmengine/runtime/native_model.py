@@ -15,8 +15,6 @@ why another model cannot run here.
 """
 from __future__ import annotations
 
-import json
-import struct
 from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
@@ -31,57 +29,38 @@ BN_EPS = 1e-5
 PITCH_CLASS_ROWS = 12
 METER_START = 18
 _SERIES = {"mfcc": "mfcc", "mel": "logmel", "symbolic": "symbolic"}
-_ST_DTYPES = {"F32": (np.float32, 4), "F64": (np.float64, 8), "I64": (np.int64, 8),
-              "I32": (np.int32, 4), "U16": (np.uint16, 2), "BF16": (None, 2),
-              "F16": (np.float16, 2), "U8": (np.uint8, 1), "BOOL": (np.bool_, 1)}
-#: the largest safetensors header we read (the default model's is ~10 kB)
-MAX_SAFETENSORS_HEADER = 16 << 20
+#: safetensors dtype -> numpy dtype (BF16: read as uint16 bits, widened to float32)
+_NP_DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "I64": np.int64,
+              "I32": np.int32, "I16": np.int16, "I8": np.int8, "U64": np.uint64,
+              "U32": np.uint32, "U16": np.uint16, "U8": np.uint8, "BOOL": np.bool_,
+              "BF16": np.uint16}
 
 
 def read_safetensors(data: bytes, path: str = "<payload>") -> Tuple[Dict[str, np.ndarray], dict]:
     """(name -> numpy array, metadata) of a safetensors blob, without torch.
 
-    bfloat16 tensors come back as float32 holding the same values. Every offset and shape is
-    checked against the blob before an array is made (``EngineFileError`` otherwise)."""
-    def bad(why: str) -> EngineFileError:
-        return EngineFileError(path, f"payload is not valid safetensors ({why})")
+    The header is read and every tensor's byte range checked by ``schema.safetensors_index``
+    (within ``InputLimits``' JSON size and depth) before any array is made; bfloat16 tensors
+    come back as float32 holding the same values. ``EngineFileError`` on a bad blob."""
+    from ..config import InputLimits
+    from ..schema import safetensors_index
 
-    if len(data) < 8:
-        raise bad("shorter than its 8-byte header length")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > min(MAX_SAFETENSORS_HEADER, len(data) - 8):
-        raise bad(f"header length {n} exceeds the blob or {MAX_SAFETENSORS_HEADER} bytes")
+    limits = InputLimits()
     try:
-        head = json.loads(data[8:8 + n])
-    except (ValueError, RecursionError) as exc:
-        raise bad(f"header is not JSON: {exc}") from None
-    if not isinstance(head, dict):
-        raise bad("header is not an object")
-    meta = head.pop("__metadata__", {}) or {}
-    body = memoryview(data)[8 + n:]
+        index, start, meta = safetensors_index(data, limits.max_json_bytes,
+                                               limits.max_json_depth)
+        dtypes = {d for d, _, _, _ in index.values()}
+        if not dtypes <= set(_NP_DTYPES):
+            raise ValueError(f"unsupported dtypes {sorted(dtypes - set(_NP_DTYPES))}")
+    except ValueError as exc:
+        raise EngineFileError(path, f"payload is not valid safetensors ({exc})") from None
+    body = memoryview(data)[start:]
     out: Dict[str, np.ndarray] = {}
-    for name, info in head.items():
-        try:
-            dtype, offsets, shape = info["dtype"], info["data_offsets"], info["shape"]
-            begin, end = int(offsets[0]), int(offsets[1])
-            shape = tuple(int(s) for s in shape)
-        except (KeyError, TypeError, ValueError, IndexError):
-            raise bad(f"tensor {name!r} has no valid dtype/shape/offsets") from None
-        if dtype not in _ST_DTYPES:
-            raise bad(f"tensor {name!r} has unsupported dtype {dtype}")
-        np_type, size = _ST_DTYPES[dtype]
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        if min(shape, default=0) < 0 or not 0 <= begin <= end <= len(body) \
-                or end - begin != count * size:
-            raise bad(f"tensor {name!r} ({dtype} {list(shape)}) does not fit bytes "
-                      f"{begin}..{end} of {len(body)}")
-        raw = body[begin:end]
+    for name, (dtype, shape, begin, end) in index.items():
+        arr = np.frombuffer(body[begin:end], dtype=np.dtype(_NP_DTYPES[dtype]).newbyteorder("<"))
         if dtype == "BF16":
-            bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
-            arr = bits.view(np.float32)
-        else:
-            arr = np.frombuffer(raw, dtype=np.dtype(np_type).newbyteorder("<")).astype(np_type)
-        out[name] = arr.reshape(shape)
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        out[name] = arr.astype(arr.dtype.newbyteorder("="), copy=True).reshape(shape)
     return out, meta
 
 
