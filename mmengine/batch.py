@@ -46,6 +46,7 @@ import json
 import logging
 import math
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -615,6 +616,12 @@ def _run_ray(todo, store, bar, *, address, workers, threads, batch_size, engine,
         except ConnectionError as exc:
             raise BatchError(f"cannot join the Ray cluster at {addr}: {exc}") from None
         started = True
+    # Ray Data's progress bars and per-run INFO lines would interleave with ours
+    quiet = {name: logging.getLogger(name) for name in (
+        "ray.data._internal.progress", "ray.data._internal.execution.streaming_executor")}
+    levels = {name: lg.level for name, lg in quiet.items()}
+    for lg in quiet.values():
+        lg.setLevel(logging.ERROR)
     try:
         workers, threads = _ray_plan(ray, workers, threads)
         ctx = ray.data.DataContext.get_current()
@@ -629,15 +636,34 @@ def _run_ray(todo, store, bar, *, address, workers, threads, batch_size, engine,
             fn_constructor_kwargs=dict(backend=backend, frontend=frontend, threads=threads,
                                        top_k=top_k, window_batch=window_batch,
                                        expect_sha256=expect_sha256))
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            rows = [json.loads(s) for s in batch["row"]]
-            store.commit(rows)
-            bar.update(len(rows))
-            bar.set_postfix(failed=len(store.failed), refresh=False)
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                rows = [json.loads(s) for s in batch["row"]]
+                store.commit(rows)
+                bar.update(len(rows))
+                bar.set_postfix(failed=len(store.failed), refresh=False)
+        except ray.exceptions.RayError as exc:
+            raise BatchError(f"the Ray run stopped: {_root_cause(exc)}; the {len(store.lines)} "
+                             f"results committed are kept: fix the cause and run the same "
+                             f"command again") from exc
     finally:
+        for name, lg in quiet.items():
+            lg.setLevel(levels[name])
         if started:
             ray.shutdown()
     return workers, threads
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost ``SomeError: message`` line of a Ray error (whose text carries the remote
+    traceback), else its first line."""
+    text = str(exc)
+    found = re.findall(r"^(?:[A-Za-z_][\w.]*\.)?([A-Za-z_]\w*(?:Error|Exception)): (.+)$", text,
+                       flags=re.M)
+    if found:
+        name, msg = found[-1]
+        return f"{name}: {msg}"
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
 
 
 def batch_classify(engine, source, out, *, ray: Union[bool, str, None] = None,

@@ -413,3 +413,15 @@ def test_ray_driver_killed_then_resumed(ray_cluster, engine_path, library, expec
     assert "ray, 2 x 1 threads" in done.stdout and f"{len(before)} already written" in done.stdout
     check_exactly_once(out, library, expected, engine_path)
 
+
+
+def test_ray_failure_is_a_clear_error_and_keeps_results(ray_cluster, engine_path, library,
+                                                        tmp_path):
+    """An actor that cannot start (a backend this engine file cannot run) stops the run with
+    a BatchError naming the cause; the rows committed before are kept."""
+    out = tmp_path / "r.jsonl"
+    with pytest.raises(BatchError, match="BackendUnavailableError") as e:
+        batch_classify(engine_path, library["manifest"], out, ray=True, backend="tensorrt",
+                       progress=False)
+    assert "run the same command again" in str(e.value)
+    assert committed_ids(out) == ["nopath"]  # the row known bad before classification
