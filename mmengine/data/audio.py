@@ -265,9 +265,14 @@ def load_audio(path: PathLike, cfg: Optional[AudioConfig] = None, *,
     limit = (min(cfg.max_duration_s, limits.max_seconds) if max_duration_s is None
              else max_duration_s)
     y, sr = decode(path, max_duration_s=limit, limits=limits)
-    out = peak_safe(resample(to_mono(y), sr, cfg.sample_rate, cfg.resample_quality))
+    n_in = len(y)
+    mono = to_mono(y)
+    del y  # each stage's input is released as soon as the next exists (peak: two stages)
+    out = resample(mono, sr, cfg.sample_rate, cfg.resample_quality)
+    del mono
+    out = peak_safe(out)
     if out.size == 0:
-        raise AudioZeroLengthError(path, f"{len(y)} frame(s) at {sr} Hz resample to nothing")
+        raise AudioZeroLengthError(path, f"{n_in} frame(s) at {sr} Hz resample to nothing")
     return np.ascontiguousarray(out)
 
 

@@ -12,10 +12,12 @@ window, a long one cut, its tail kept when at least half a window) → log-Mel +
 header) + symbolic features of a MIDI file when the model uses them (missing → mask False) →
 backend → softmax (sigmoid for multi-label models) → mean of the window probabilities.
 
-Memory is bounded: items are decoded one at a time (``workers`` threads decode ahead by at most
-``2 * workers`` items) and windows are copied into one ``(batch_size, window)`` buffer that is
-run through the backend whenever it is full, so a long file or a long list never needs more
-than one decoded file per worker plus one batch of windows and features.
+Memory is bounded by ``workers`` and ``batch_size``, not by the inputs: each decoding thread
+holds one decoded file while it cuts it into windows (and, with the native front end,
+featurises them); a decoded item then keeps only its windows' features (or windows), and at
+most ``2 * workers`` items, or one batch of windows, wait for the backend (``_decoded``). Every
+input is checked against ``Engine.limits`` (``mmengine.config.InputLimits``) before it is
+decoded or parsed.
 
 A list (or manifest) returns one result per input in input order: ``Prediction`` or, for an
 input that cannot be used (missing, corrupt, empty, too long, ...), ``ErrorEntry``; a single
