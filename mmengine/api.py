@@ -79,7 +79,7 @@ def train(data="folk", out=None, *, model_cfg: ModelConfig = ModelConfig(),
 
     dist = distributed.setup()  # under torchrun: every rank runs this with the same arguments
     main = dist is None or dist.is_main
-    with distributed.main_first(dist):  # features extracted and cached once, by rank 0
+    with distributed.main_first(dist):  # features extracted and cached once per node
         fs, vec = load_features(data, progress=progress and main, **feature_kw)
     out = Path(out) if out else Path("runs") / Path(str(data)).stem
     if main:

@@ -84,6 +84,7 @@ class Dist:
     rank: int
     world: int
     backend: str
+    local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -177,7 +178,8 @@ def setup(cfg: DistConfig = DistConfig()) -> Optional[Dist]:
         raise DistributedError("this torch build has no torch.distributed") from exc
     if td.is_available() and td.is_initialized():
         world = td.get_world_size()
-        return Dist(td.get_rank(), world, td.get_backend()) if world > 1 else None
+        return (Dist(td.get_rank(), world, td.get_backend(), _local_rank()) if world > 1
+                else None)
     if world_size_from_env() <= 1:
         return None
     if not td.is_available():
@@ -189,9 +191,13 @@ def setup(cfg: DistConfig = DistConfig()) -> Optional[Dist]:
     except (RuntimeError, ValueError) as exc:
         raise DistributedError(f"could not join the process group ({backend}): {exc}") from exc
     atexit.register(_destroy)
-    dist = Dist(td.get_rank(), td.get_world_size(), backend)
+    dist = Dist(td.get_rank(), td.get_world_size(), backend, _local_rank())
     log.info("rank %d of %d (%s)", dist.rank, dist.world, backend)
     return dist
+
+
+def _local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def _destroy() -> None:
@@ -203,17 +209,19 @@ def _destroy() -> None:
 
 @contextlib.contextmanager
 def main_first(dist: Optional[Dist]) -> Iterator[None]:
-    """Run the body on rank 0 first, then on the other ranks (e.g. extracting and caching
-    features once instead of on every rank at the same time)."""
+    """Run the body on each node's first process (``LOCAL_RANK`` 0) first, then on the other
+    processes: features are extracted and cached once per node (the cache writes atomically,
+    so nodes sharing one cache folder only repeat work), not by every process at once."""
     if dist is None:
         yield
         return
-    if not dist.is_main:
+    first = dist.local_rank == 0
+    if not first:
         dist.barrier()
     try:
         yield
     finally:
-        if dist.is_main:
+        if first:
             dist.barrier()
 
 
