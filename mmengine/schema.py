@@ -150,6 +150,9 @@ def check_engine_fields(header: Mapping) -> None:
     check_labels(header.get("labels"))
     if "multilabel" in header and not isinstance(header["multilabel"], bool):
         raise ValueError("multilabel: not true/false")
+    if header.get("text_field") not in (None, "lyrics", "title"):
+        raise ValueError(f"text_field: {str(header['text_field'])[:40]!r} is not 'lyrics', "
+                         "'title' or null")
     check_fields(header.get("audio"), AUDIO_FIELDS, "audio")
     check_fields(header.get("frontend"), FRONTEND_FIELDS, "frontend")
     fe = header["frontend"]

@@ -207,6 +207,20 @@ def test_the_rest_of_a_batch_is_classified(engine, files):
         np.testing.assert_allclose(got.windows, want.windows, atol=1e-6)
 
 
+def test_text_over_the_limit_is_refused_per_item(engine, files):
+    eng = Engine.load(engine)
+    good = str(files["good_a"])
+    res = eng.classify([good, good], lyrics=["x " * (1 << 20), "a jig"])
+    assert isinstance(res[0], ErrorEntry) and res[0].error_type == "TextLimitError", res[0]
+    assert "InputLimits.max_text_bytes" in res[0].error
+    assert isinstance(res[1], Prediction)
+
+
+def test_engine_header_text_field_is_data(engine, tmp_path):
+    bad = rewrite_engine(engine, tmp_path / "tf.mme", lambda h: h.update(text_field="__class__"))
+    _assert_refused(_load_probe(bad), "EngineFileError")
+
+
 def test_manifest_naming_dev_zero_and_a_fifo(engine, files, tmp_path):
     """A manifest whose rows name ``/dev/zero`` and a FIFO as audio, lyrics and MIDI: the CLI
     never blocks, prints every row (good ones classified), and exits EXIT_INPUT_FAILED."""

@@ -495,6 +495,13 @@ class Engine:
                 if self._symbolic_dim:
                     sym, present = self._symbolic(item, n_samples, n_win)
                     extra["symbolic_mask"] = np.bool_(present)
+            except (MemoryError, RecursionError) as exc:  # defence in depth: one item only
+                err = InputLimitError(f"{item.path}: input needs more resources than "
+                                      f"available ({type(exc).__name__})")
+                item.error = err
+                results[item.index] = ErrorEntry(item.path, str(err), type(err).__name__,
+                                                 item.id)
+                continue
             except _ITEM_ERRORS as exc:
                 item.error = exc
                 results[item.index] = ErrorEntry(item.path, str(exc), type(exc).__name__,
