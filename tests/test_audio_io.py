@@ -474,3 +474,9 @@ def test_flac_native_decoder_equals_libsndfile_path(tmp_path, monkeypatch):
     cut.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2])
     with pytest.raises(AudioTruncatedError):
         audio_io.load_audio(cut, AudioConfig())
+
+
+def test_nul_byte_in_the_path_is_a_missing_file():
+    """os.stat raises ValueError on such a name; an engine item must get a typed error."""
+    with pytest.raises(AudioMissingError, match="null byte"):
+        load_audio("a\x00b.wav")

@@ -199,3 +199,14 @@ def test_csv_line_numbers_follow_multiline_fields(audio_dir):
     ds = load_manifest(m)
     assert [r.line for r in ds.records] == [2, 4]
     assert ds.records[0].lyrics == "one\ntwo"
+
+
+def test_nul_byte_in_a_path_is_a_manifest_problem(tmp_path):
+    """Found by tests/fuzz/pyfuzz.py: a NUL byte made Path.resolve raise ValueError."""
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"path": "a.wav", "label": "x"}) + "\n" +
+                 json.dumps({"path": "a\x00.wav", "label": "x", "lyrics_path": "l\x00"}) + "\n")
+    with pytest.raises(ManifestError) as err:
+        load_manifest(m)
+    assert "line 2: 'path' contains a NUL byte" in str(err.value)
+    assert "line 2: 'lyrics_path' contains a NUL byte" in str(err.value)

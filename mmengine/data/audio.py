@@ -122,6 +122,8 @@ def decode(path: PathLike, *, max_duration_s: Optional[float] = None,
         st = os.stat(path_s)
     except FileNotFoundError:
         raise AudioMissingError(path_s) from None
+    except ValueError as exc:  # a NUL byte in the name: no such file can exist
+        raise AudioMissingError(path_s, str(exc)) from None
     except OSError as exc:
         raise AudioError(path_s, exc.strerror or str(exc)) from None
     if not stat.S_ISREG(st.st_mode):

@@ -179,6 +179,9 @@ def _record(line: int, row: dict, base: Path, limits: InputLimits, *, training: 
     to the decoder's typed errors, and the id defaults to the resolved path). Lyrics and MIDI
     files must be regular files under their byte limits (a FIFO or a device is refused
     without being opened); ``read_lyrics`` False leaves ``lyrics_path`` unread."""
+    nul = [k for k in ("path", "lyrics_path", "midi_path") if "\x00" in str(row.get(k) or "")]
+    if nul:  # no file can have such a name (os.stat raises ValueError on it)
+        return None, [f"line {line}: '{k}' contains a NUL byte" for k in nul]
     bad = []
     raw_path = row.get("path")
     raw_path = None if raw_path is None else str(raw_path).strip()
