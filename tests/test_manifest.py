@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import numpy as np
@@ -210,3 +211,14 @@ def test_nul_byte_in_a_path_is_a_manifest_problem(tmp_path):
         load_manifest(m)
     assert "line 2: 'path' contains a NUL byte" in str(err.value)
     assert "line 2: 'lyrics_path' contains a NUL byte" in str(err.value)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/mem"), reason="Linux /proc")
+def test_unreadable_regular_file_is_an_input_file_error():
+    """Found by tests/fuzz/pyfuzz.py: /proc/self/mem stats as a regular file of 0 bytes and
+    its read fails with EIO; a lyrics_path naming it must give a typed error."""
+    from mmengine.data.manifest import read_text
+    from mmengine.errors import InputFileError
+
+    with pytest.raises(InputFileError, match="Input/output error"):
+        read_text("/proc/self/mem", what="lyrics file")

@@ -53,7 +53,10 @@ def read_bounded(path, max_bytes: float, limit: str, what: str = "file") -> byte
         raise InputFileError(path, f"{what}: {exc.strerror or exc}") from None
     with os.fdopen(fd, "rb") as fh:
         _check_stat(path, os.fstat(fd), max_bytes, limit, what)
-        data = fh.read(int(max_bytes) + 1)
+        try:
+            data = fh.read(int(max_bytes) + 1)
+        except OSError as exc:  # e.g. EIO from /proc/self/mem, a "regular file" of size 0
+            raise InputFileError(path, f"{what}: {exc.strerror or exc}") from None
     if len(data) > max_bytes:  # grew after the check
         raise FileLimitError(path, len(data), max_bytes, limit, what)
     return data
