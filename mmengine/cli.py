@@ -161,6 +161,8 @@ def _train(args: argparse.Namespace) -> int:
     from .api import train
     from .config import DistConfig
 
+    if args.nproc is not None and args.nproc < 1:
+        raise MMEngineError(f"--nproc must be at least 1, got {args.nproc}")
     if args.nproc is not None and args.nproc > 1:
         from .distributed import launch
 

@@ -208,8 +208,11 @@ def test_cli_nproc_trains_on_real_audio_and_the_engine_classifies(tmp_path, caps
     assert [r["label"] in ("low", "high") for r in res] == [True, True]
 
 
-def test_nproc_rebuilds_the_train_command():
-    from mmengine.cli import _train_argv, build_parser
+def test_nproc_rebuilds_the_train_command(capsys):
+    from mmengine.cli import _train_argv, build_parser, main
+
+    assert main(["train", "--nproc", "0"]) == 1
+    assert "--nproc must be at least 1" in capsys.readouterr().err
 
     args = build_parser().parse_args(["-v", "train", "--data", "d", "--max-epochs", "3",
                                       "--set", "lr=0.01", "--set", "aux_weight=1", "--resume",
