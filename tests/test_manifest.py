@@ -222,3 +222,11 @@ def test_unreadable_regular_file_is_an_input_file_error():
 
     with pytest.raises(InputFileError, match="Input/output error"):
         read_text("/proc/self/mem", what="lyrics file")
+
+
+def test_tilde_of_an_unknown_user_is_a_plain_name(tmp_path):
+    """Found by tests/fuzz/pyfuzz.py: Path('~nosuchuser').expanduser() raises RuntimeError."""
+    m = tmp_path / "m.jsonl"
+    m.write_text(json.dumps({"path": "~nosuchuser_mmengine/a.wav", "label": "x"}) + "\n")
+    with pytest.raises(ManifestError, match="line 1: audio file not found"):
+        load_manifest(m)

@@ -157,7 +157,11 @@ def _split_labels(value) -> tuple:
 
 
 def _resolve(base: Path, value: str) -> Path:
-    p = Path(value).expanduser()
+    p = Path(value)
+    try:
+        p = p.expanduser()
+    except RuntimeError:  # "~name" of no such user: an ordinary relative name
+        pass
     return p if p.is_absolute() else (base / p).resolve()
 
 
