@@ -230,3 +230,12 @@ def test_tilde_of_an_unknown_user_is_a_plain_name(tmp_path):
     m.write_text(json.dumps({"path": "~nosuchuser_mmengine/a.wav", "label": "x"}) + "\n")
     with pytest.raises(ManifestError, match="line 1: audio file not found"):
         load_manifest(m)
+
+
+def test_unencodable_path_is_a_manifest_problem(tmp_path):
+    """Found by tests/fuzz/pyfuzz.py: a lone surrogate (a JSON escape) in a path made
+    Path.resolve raise UnicodeEncodeError."""
+    m = tmp_path / "m.jsonl"
+    m.write_text('{"path": "a\\udbbd.wav", "label": "x"}\n')
+    with pytest.raises(ManifestError, match="line 1: 'path' cannot be a file name"):
+        load_manifest(m)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +157,19 @@ def _split_labels(value) -> tuple:
     return tuple(out)
 
 
+def _unusable_name(value) -> Optional[str]:
+    """Why ``value`` cannot name a file (a NUL byte, a character the file system encoding
+    cannot hold, such as a lone surrogate from a JSON escape), or None."""
+    s = "" if value is None else str(value)
+    if "\x00" in s:
+        return "contains a NUL byte"
+    try:
+        os.fsencode(s)
+    except UnicodeEncodeError as exc:
+        return f"cannot be a file name ({exc.reason}: {s[exc.start:exc.end]!r})"
+    return None
+
+
 def _resolve(base: Path, value: str) -> Path:
     p = Path(value)
     try:
@@ -183,9 +197,10 @@ def _record(line: int, row: dict, base: Path, limits: InputLimits, *, training: 
     to the decoder's typed errors, and the id defaults to the resolved path). Lyrics and MIDI
     files must be regular files under their byte limits (a FIFO or a device is refused
     without being opened); ``read_lyrics`` False leaves ``lyrics_path`` unread."""
-    nul = [k for k in ("path", "lyrics_path", "midi_path") if "\x00" in str(row.get(k) or "")]
-    if nul:  # no file can have such a name (os.stat raises ValueError on it)
-        return None, [f"line {line}: '{k}' contains a NUL byte" for k in nul]
+    unusable = [(k, why) for k in ("path", "lyrics_path", "midi_path")
+                for why in [_unusable_name(row.get(k))] if why]
+    if unusable:  # no file can have such a name (os.stat raises ValueError on it)
+        return None, [f"line {line}: '{k}' {why}" for k, why in unusable]
     bad = []
     raw_path = row.get("path")
     raw_path = None if raw_path is None else str(raw_path).strip()
