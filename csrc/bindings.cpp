@@ -323,7 +323,7 @@ PYBIND11_MODULE(_C, m) {
 
   py::register_exception<mmengine::audio::FlacLimitError>(m, "FlacLimitError",
                                                          PyExc_ValueError);
-  m.def("decode_flac", [](py::buffer data, py::object max_frames) {
+  m.def("decode_flac", [](py::buffer data, py::object max_frames, bool mono) {
     // bytes, bytearray, memoryview or a contiguous uint8 array
     py::buffer_info b = data.request();
     if (b.itemsize != 1 || (b.ndim > 1) || (b.ndim == 1 && b.strides[0] != 1))
@@ -342,19 +342,21 @@ PYBIND11_MODULE(_C, m) {
       throw au::FlacLimitError("FLAC: STREAMINFO declares " +
                                std::to_string(info.total_samples) + " samples, more than " +
                                std::to_string(limit));
-    py::array_t<float> out({py::ssize_t(info.total_samples), ch});
+    py::array_t<float> out({py::ssize_t(info.total_samples), mono ? py::ssize_t(1) : ch});
     if (info.total_samples) {
       float* dst = out.mutable_data();
       py::gil_scoped_release release;
-      au::flac_decode_into(p, n, info, dst);
+      if (mono) au::flac_decode_mono_into(p, n, info, dst);
+      else au::flac_decode_into(p, n, info, dst);
     }
     return py::make_tuple(out, info.sample_rate);
-  }, py::arg("data"), py::arg("max_frames") = py::none(),
+  }, py::arg("data"), py::arg("max_frames") = py::none(), py::arg("mono") = false,
         "FLAC file bytes -> (float32 array (frames, channels) scaled by 1/2^(bits-1), "
         "sample_rate). A stream of unknown length (STREAMINFO total 0) is counted frame by "
         "frame first. FlacLimitError (a ValueError) when it holds more than max_frames "
         "samples (checked before the output is allocated); RuntimeError on malformed, "
-        "truncated or unsupported input.");
+        "truncated or unsupported input. mono=True: (frames, 1), the mean of the channels, "
+        "one frame of every channel held at a time.");
 
   py::class_<lstm::Model, std::unique_ptr<lstm::Model>>(m, "LSTM", py::module_local(),
       "Packed LSTM stack (see mmengine.runtime.native for the layout).")

@@ -7,8 +7,9 @@ is 53 MB of float32, its 20 windows' features 15 MB) and 2 decoding threads. Hol
 decoded waveform until its windows are classified, as the engine did before, grows the peak by
 about 65 MB per extra file (measured: 206, 467 and 858 MB for 2, 6 and 12 files); the
 engine now keeps only each item's features and lets at most ``2 * workers`` items (or a
-batch's worth of windows) wait: measured 196, 229, 246 and 237 MB for 4, 8, 16 and 24 files
-(steady from 8 on), so 24 files must peak within one decoded waveform of 8.
+batch's worth of windows) wait: measured 217-247 MB for 8 files and 236-299 MB for 24 over
+repeated runs on a loaded 2-core machine (how many finished items wait depends on timing), so
+24 files must peak within two decoded waveforms of 8 (the previous engine: +1 GB).
 """
 from __future__ import annotations
 
@@ -58,6 +59,28 @@ def test_peak_rss_does_not_grow_with_the_number_of_long_files(long_case):
     engine, path = long_case
     few, many = _peak(engine, path, 8), _peak(engine, path, 24)
     print(f"peak RSS: 8 files {few:.0f} MB, 24 files {many:.0f} MB")
-    assert many - few < WAVEFORM_MB, (
+    assert many - few < 2 * WAVEFORM_MB, (
         f"peak RSS {few:.0f} MB for 8 long files, {many:.0f} MB for 24: it grows with the "
         f"list (one decoded file is {WAVEFORM_MB:.0f} MB)")
+
+
+@pytest.mark.parametrize("fmt,subtype", [("flac", "PCM_16"), ("flac", "PCM_24"),
+                                         ("wav", "PCM_16"), ("wav", "FLOAT"), ("ogg", "VORBIS")])
+@pytest.mark.parametrize("channels", [1, 2, 3, 8])
+@pytest.mark.parametrize("native", [True, False], ids=["native", "libsndfile"])
+def test_channels_mixed_while_decoding_equal_mixing_after(tmp_path, monkeypatch, fmt, subtype,
+                                                          channels, native, rng):
+    """``decode(mono=True)`` (one block or FLAC frame of every channel held at a time) is
+    bit-identical to ``to_mono`` of the full decode, on both decoders."""
+    import mmengine._ext as ext
+    from mmengine.data.audio import decode, to_mono
+
+    if not native:
+        monkeypatch.setattr(ext, "native", lambda: None)
+    x = (0.3 * rng.standard_normal((30011, channels))).clip(-1, 1).astype(np.float32)
+    path = tmp_path / f"x.{fmt}"
+    sf.write(str(path), x, 44100, subtype=subtype)
+    full, sr = decode(path)
+    mixed, sr2 = decode(path, mono=True)
+    assert sr == sr2 and mixed.shape == (len(full), 1)
+    np.testing.assert_array_equal(mixed[:, 0], to_mono(full))

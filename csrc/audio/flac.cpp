@@ -748,6 +748,39 @@ void flac_decode_into(const uint8_t* data, size_t size, const FlacInfo& info, fl
                 [&](uint64_t done, uint32_t) { return out + size_t(done) * nch; });
 }
 
+void flac_decode_mono_into(const uint8_t* data, size_t size, const FlacInfo& info, float* out) {
+  if (info.total_samples == 0)
+    fail("flac_decode_mono_into needs the STREAMINFO total sample count");
+  const uint32_t nch = info.channels;
+  if (nch == 1) return flac_decode_into(data, size, info, out);
+  std::vector<float> scratch;  // one frame, interleaved
+  uint64_t at = 0;  // the summation order is numpy's for a float32 row mean (bit-identical)
+  uint32_t held = 0;
+  const float count = float(nch);
+  auto mix = [&] {  // the frame decoded into scratch -> out[at .. at + held)
+    for (uint32_t i = 0; i < held; ++i) {
+      const float* f = scratch.data() + size_t(i) * nch;
+      float sum;
+      if (nch == 8) {  // numpy sums a row of 8 pairwise
+        sum = ((f[0] + f[1]) + (f[2] + f[3])) + ((f[4] + f[5]) + (f[6] + f[7]));
+      } else {
+        sum = f[0];
+        for (uint32_t c = 1; c < nch; ++c) sum += f[c];
+      }
+      out[at + i] = sum / count;
+    }
+    held = 0;
+  };
+  decode_frames(data, size, info, [&](uint64_t done, uint32_t bs) {
+    mix();
+    if (scratch.size() < size_t(bs) * nch) scratch.resize(size_t(bs) * nch);
+    at = done;
+    held = bs;
+    return scratch.data();
+  });
+  mix();
+}
+
 uint64_t flac_count_samples(const uint8_t* data, size_t size, const FlacInfo& info,
                             uint64_t max_samples) {
   std::vector<float> scratch;

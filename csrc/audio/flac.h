@@ -39,6 +39,12 @@ FlacInfo flac_parse_info(const uint8_t* data, size_t size);
 // from flac_parse_info on the same data.
 void flac_decode_into(const uint8_t* data, size_t size, const FlacInfo& info, float* out);
 
+// Decodes every frame and writes the mean of its channels: out holds info.total_samples floats
+// (the channels of a sample summed in order in float, then divided by the channel count, as
+// numpy's float32 mean over a row). Only one frame of every channel is held at a time.
+// Requirements as for flac_decode_into.
+void flac_decode_mono_into(const uint8_t* data, size_t size, const FlacInfo& info, float* out);
+
 // Decodes every frame into one frame-sized scratch buffer and returns the number of
 // inter-channel samples the stream holds; throws FlacLimitError as soon as that exceeds
 // max_samples (nothing proportional to the stream's length is allocated).

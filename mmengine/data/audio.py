@@ -2,11 +2,13 @@
 
 Pipeline of :func:`load_audio`::
 
-    decode              ->  (n, channels) float32 at the file's rate, checked (see below):
-                            FLAC by our C++ decoder (``mmengine._C.decode_flac``, frame CRCs
-                            and length checked, bit-identical to libsndfile, ~2.7x faster);
-                            everything else, and any FLAC it refuses, by soundfile/libsndfile
-    to_mono             ->  (n,) mean of the channels
+    decode              ->  (n, 1) float32 at the file's rate, the channels mixed (mean) while
+                            decoding, one block (one FLAC frame) of every channel at a time,
+                            checked (see below): FLAC by our C++ decoder
+                            (``mmengine._C.decode_flac``, frame CRCs and length checked,
+                            bit-identical to libsndfile, ~2.7x faster); everything else, and
+                            any FLAC it refuses, by soundfile/libsndfile
+    to_mono             ->  (n,) (a view)
     resample (soxr)     ->  (m,) at ``AudioConfig.sample_rate``, quality ``resample_quality``
     peak_safe           ->  if max|y| > 1.0 the whole signal is scaled down to peak 1.0
                             (never clipped); otherwise levels are left unchanged
@@ -100,7 +102,8 @@ _UNKNOWN_FRAMES = 1 << 62
 
 
 def decode(path: PathLike, *, max_duration_s: Optional[float] = None,
-           limits: Optional[InputLimits] = None) -> Tuple[np.ndarray, int]:
+           limits: Optional[InputLimits] = None, mono: bool = False
+           ) -> Tuple[np.ndarray, int]:
     """Decode a file as it is stored, with every check of the module docstring.
 
     Args:
@@ -109,6 +112,9 @@ def decode(path: PathLike, *, max_duration_s: Optional[float] = None,
             None = ``limits.max_seconds``.
         limits: bytes, sample rate, channels and decoded-size limits (default
             ``InputLimits()``), checked before decoding.
+        mono: mix the channels while decoding (one block, or one FLAC frame, of every
+            channel held at a time): ``y`` is (n, 1), equal to ``to_mono`` of the full
+            decode.
 
     Returns:
         ``(y, sr)``: ``y`` (n, channels) float32 (PCM scaled to [-1, 1), float files as
@@ -141,7 +147,7 @@ def decode(path: PathLike, *, max_duration_s: Optional[float] = None,
     try:
         kind = _sniff(path_s)
         if kind == "flac":
-            fast = _decode_flac_native(path_s, max_duration_s, limits)
+            fast = _decode_flac_native(path_s, max_duration_s, limits, mono)
             if fast is not None:
                 return fast
         f = sf.SoundFile(path_s)
@@ -155,9 +161,9 @@ def decode(path: PathLike, *, max_duration_s: Optional[float] = None,
         limit = _frame_limit(path_s, sr, channels, max_duration_s, limits)
         if header_frames is not None:
             _check_frames(path_s, header_frames, sr, channels, max_duration_s, limits)
-            y, failure = _read_known_length(f, header_frames)
+            y, failure = _read_known_length(f, header_frames, mono)
         else:
-            y, failure = _read_unknown_length(path_s, f, limit, max_duration_s)
+            y, failure = _read_unknown_length(path_s, f, limit, max_duration_s, mono)
     n = len(y)
     expected, spf, xing = 0, 1, False
     if kind == "mp3":
@@ -266,9 +272,9 @@ def load_audio(path: PathLike, cfg: Optional[AudioConfig] = None, *,
     limits = limits or InputLimits()
     limit = (min(cfg.max_duration_s, limits.max_seconds) if max_duration_s is None
              else max_duration_s)
-    y, sr = decode(path, max_duration_s=limit, limits=limits)
+    y, sr = decode(path, max_duration_s=limit, limits=limits, mono=True)  # (n, 1)
     n_in = len(y)
-    mono = to_mono(y)
+    mono = to_mono(y)  # a view
     del y  # each stage's input is released as soon as the next exists (peak: two stages)
     out = resample(mono, sr, cfg.sample_rate, cfg.resample_quality)
     del mono
@@ -406,13 +412,28 @@ def _sf_reason(exc: Exception) -> str:
     return str(getattr(exc, "error_string", "") or exc)
 
 
-def _read_known_length(f: sf.SoundFile, frames: int) -> Tuple[np.ndarray, Optional[str]]:
-    """Read up to ``frames`` frames in blocks: ((n, channels) float32, failure reason or None)."""
-    y = np.empty((frames, f.channels), dtype=np.float32)
+def _mix(dst: np.ndarray, block: np.ndarray) -> None:
+    """``dst`` (k, 1) = the mean of ``block`` (k, channels) over its channels, exactly as
+    ``to_mono`` computes it for those rows."""
+    np.mean(block, axis=1, dtype=np.float32, out=dst[:, 0])
+
+
+def _read_known_length(f: sf.SoundFile, frames: int, mono: bool = False
+                       ) -> Tuple[np.ndarray, Optional[str]]:
+    """Read up to ``frames`` frames in blocks: ((n, channels) float32, or (n, 1) mixed block
+    by block when ``mono``; failure reason or None)."""
+    mix = mono and f.channels > 1
+    y = np.empty((frames, 1 if mix else f.channels), dtype=np.float32)
+    block = (np.empty((min(_BLOCK_FRAMES, max(frames, 1)), f.channels), np.float32)
+             if mix else None)
     n = 0
     while n < frames:
         try:
-            got = len(f.read(out=y[n:n + _BLOCK_FRAMES]))
+            if mix:
+                got = len(f.read(out=block[:min(_BLOCK_FRAMES, frames - n)]))
+                _mix(y[n:n + got], block[:got])
+            else:
+                got = len(f.read(out=y[n:n + _BLOCK_FRAMES]))
         except sf.LibsndfileError as exc:
             return y[:n], _sf_reason(exc)
         n += got
@@ -421,8 +442,8 @@ def _read_known_length(f: sf.SoundFile, frames: int) -> Tuple[np.ndarray, Option
     return y[:n], None
 
 
-def _read_unknown_length(path: str, f: sf.SoundFile, limit: float, max_duration_s: float
-                         ) -> Tuple[np.ndarray, Optional[str]]:
+def _read_unknown_length(path: str, f: sf.SoundFile, limit: float, max_duration_s: float,
+                         mono: bool = False) -> Tuple[np.ndarray, Optional[str]]:
     """Read a stream whose header gives no length (libsndfile reports ``SF_COUNT_MAX``).
 
     Example: a FLAC stream with 0 total samples in STREAMINFO (written by a streaming
@@ -430,7 +451,7 @@ def _read_unknown_length(path: str, f: sf.SoundFile, limit: float, max_duration_
     so the blocks are read with libsndfile's ``sf_readf_float`` through soundfile's handle.
     Two passes: the frames are counted into one reused block (``AudioTooLongError`` as soon
     as they pass ``limit``, nothing kept), then the file is opened again and read into an
-    array of exactly that length.
+    array of exactly that length ((n, 1), mixed block by block, when ``mono``).
     """
     from soundfile import _ffi, _snd
 
@@ -451,11 +472,16 @@ def _read_unknown_length(path: str, f: sf.SoundFile, limit: float, max_duration_
                                     "header)")
         if failure is not None or got < _BLOCK_FRAMES:
             break
-    y = np.empty((n, f.channels), dtype=np.float32)
+    mix = mono and f.channels > 1
+    y = np.empty((n, 1 if mix else f.channels), dtype=np.float32)
     with sf.SoundFile(path) as again:
         done = 0
         while done < n:
-            got, failure = read_into(again, y[done:done + _BLOCK_FRAMES])
+            if mix:
+                got, failure = read_into(again, block[:min(_BLOCK_FRAMES, n - done)])
+                _mix(y[done:done + got], block[:got])
+            else:
+                got, failure = read_into(again, y[done:done + _BLOCK_FRAMES])
             done += got
             if failure is not None or got == 0:
                 break
@@ -488,7 +514,7 @@ def _check_frames(path: str, frames: int, sr: int, channels: int, max_duration_s
 
 
 def _decode_flac_native(path: str, max_duration_s: Optional[float] = None,
-                        limits: Optional[InputLimits] = None
+                        limits: Optional[InputLimits] = None, mono: bool = False
                         ) -> Optional[Tuple[np.ndarray, int]]:
     """FLAC through our own decoder (``mmengine._C.decode_flac``: frame CRCs checked, frame
     count checked against STREAMINFO, bit-identical to libsndfile's float output, several
@@ -504,7 +530,7 @@ def _decode_flac_native(path: str, max_duration_s: Optional[float] = None,
     limits = limits or InputLimits()
     max_duration_s = math.inf if max_duration_s is None else max_duration_s
     C = native()
-    if C is None or not hasattr(C, "FlacLimitError"):
+    if C is None or "mono" not in (C.decode_flac.__doc__ or ""):  # an older build
         return None
     head = _head(path, 42)  # marker, block header, STREAMINFO (the first metadata block)
     if len(head) < 42 or (head[4] & 0x7F) != 0:
@@ -516,7 +542,7 @@ def _decode_flac_native(path: str, max_duration_s: Optional[float] = None,
         _check_frames(path, total, sr, channels, max_duration_s, limits)
     buf = np.fromfile(path, dtype=np.uint8)
     try:
-        y, rate = C.decode_flac(buf, int(max_frames))
+        y, rate = C.decode_flac(buf, int(max_frames), mono and channels > 1)
     except C.FlacLimitError:
         if max_frames < max_duration_s * sr:
             raise AudioLimitError(path, f"more than {int(max_frames)} frames x {channels} "
@@ -528,7 +554,7 @@ def _decode_flac_native(path: str, max_duration_s: Optional[float] = None,
         return None
     del buf
     if len(y) == 0:
-        raise AudioZeroLengthError(path, f"FLAC, {rate} Hz, {y.shape[1]} channel(s)")
+        raise AudioZeroLengthError(path, f"FLAC, {rate} Hz, {channels} channel(s)")
     return y, int(rate)
 
 
