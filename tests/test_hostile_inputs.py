@@ -253,3 +253,26 @@ def test_manifest_naming_dev_zero_and_a_fifo(engine, files, tmp_path):
                 path=str(manifest))
     assert r["error"] is None, r
     assert r["seconds"] < MAX_SECONDS and r["peak_rss_mb"] < MAX_RSS_MB, r
+
+
+def test_training_manifest_refuses_fifo_dev_zero_and_nested_rows(files, tmp_path):
+    """The training parser is the same parser: every bad row in one ManifestError, each
+    with its line, nothing opened that is not a regular file."""
+    from mmengine.data.manifest import load_manifest
+    from mmengine.errors import ManifestError
+
+    good, fifo = str(files["good_a"]), str(files["fifo"])
+    rows = [{"path": good, "label": "jig"},
+            {"path": "/dev/zero", "label": "jig"},
+            {"path": good, "label": "reel", "lyrics_path": fifo, "id": "x2"},
+            {"path": good, "label": "reel", "midi_path": "/dev/zero", "id": "x3"},
+            {"path": good, "label": "reel", "lyrics": "la " * (1 << 19), "id": "x4"}]
+    m = tmp_path / "train.jsonl"
+    m.write_text("".join(json.dumps(r) + "\n" for r in rows) + "[" * 100 + "]" * 100 + "\n")
+    with pytest.raises(ManifestError) as info:
+        load_manifest(m)
+    problems = info.value.problems
+    assert [p.split(":")[0] for p in problems] == ["line 2", "line 3", "line 4", "line 5",
+                                                    "line 6"], problems
+    assert all("not a regular file" in p for p in problems[:3]), problems
+    assert "max_text_bytes" in problems[3] and "max_json_depth" in problems[4], problems
