@@ -1,0 +1,60 @@
+"""The soak of bench/soak.py in small (issue 15, item 6): a few hundred items mixing good files
+and every hostile class, through ``Engine.classify`` and the CLI, with a tiny engine built
+here; each class gets its expected outcome and peak RSS does not grow. The full run (10,000
+items, the folk engine) is a command in bench/soak.py; its figures are in bench/RESULTS.md.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def soak_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("soak")
+    out = work / "soak.json"
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "soak.py"), "--tiny", "--items",
+                        "300", "--chunk", "50", "--work", str(work), "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    return r, json.loads(out.read_text()) if out.exists() else None, work
+
+
+def test_tiny_soak_every_class_gets_its_outcome_and_rss_is_flat(soak_run):
+    r, doc, _ = soak_run
+    assert doc is not None, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0, r.stdout[-4000:]
+    assert doc["ok"] and [p["pass"] for p in doc["passes"]] == ["engine", "cli"]
+    expect = {c["name"]: c["expect"] for c in doc["classes"]}
+    assert {"empty", "not_audio", "truncated_flac", "nan_samples", "missing", "fifo_path",
+            "dev_zero_path", "flac_long_total_0", "hostile_midi", "fifo_lyrics",
+            "dev_zero_midi"} <= set(expect)
+    for p in doc["passes"]:
+        assert p["items"] == 300 and p["flat"] and not p["mismatches"], p
+        for name, counts in p["outcomes"].items():
+            assert sum(counts.values()) == 12, (name, counts)  # 300 items / 25 classes
+            if expect[name] == "error":
+                assert "ok" not in counts, (name, counts)
+            if expect[name] == "ok":
+                assert set(counts) == {"ok"}, (name, counts)
+    cli = doc["passes"][1]
+    assert cli["exit_code"] == 3  # mmengine.cli.EXIT_INPUT_FAILED: some inputs failed
+
+
+def test_cli_prints_unencodable_names_escaped(soak_run, tmp_path):
+    """Found by tests/fuzz/pyfuzz.py: a manifest path holding a lone surrogate (a JSON escape)
+    was refused by the parser, then printing its result raised UnicodeEncodeError."""
+    _, _, work = soak_run
+    good = work / "files" / "short.wav"
+    m = tmp_path / "m.jsonl"
+    m.write_text('{"path": "a\\udbbd.wav"}\n' + json.dumps({"path": str(good)}) + "\n")
+    r = subprocess.run([sys.executable, "-m", "mmengine", "classify", str(work / "tiny.mme"),
+                        str(m)], capture_output=True, timeout=300)
+    out = r.stdout.decode()
+    assert r.returncode == 3, r.stderr.decode()[-3000:]
+    assert "a\\udbbd.wav" in out and "cannot be a file name" in out and str(good) in out
