@@ -80,7 +80,7 @@ class InputLimits:
         max_midi_ticks: the last event's tick in any track.
         max_midi_beats: ticks / ticks-per-beat of the last event (length in beats: with
             ``max_midi_ticks`` it bounds pretty_midi's per-tick time table, which is built
-            at a resolution of at most ``mmengine.features.symbolic.PRETTY_MIDI_TICKS``).
+            at a resolution of at most ``mmengine.features.midi.TABLE_TICKS`` ticks).
         max_json_bytes: an engine header or ``checkpoint.json``.
         max_json_depth: nesting of objects and arrays in such JSON.
         max_manifest_bytes: a manifest file.

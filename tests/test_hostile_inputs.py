@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -19,8 +20,8 @@ import pytest
 import torch
 
 from audio_fixtures import write_noise, write_tone
-from hostile_inputs import (ROOT, engine_with_raw_header, flac_with, flac_zero_total, measure,
-                            midi_huge_ticks, rewrite_engine, wav_with)
+from hostile_inputs import (ROOT, _vlq, engine_with_raw_header, flac_with, flac_zero_total,
+                            measure, midi_huge_ticks, rewrite_engine, wav_with)
 from mmengine.cli import EXIT_INPUT_FAILED
 from mmengine.config import AudioConfig, FrontendConfig, ModelConfig, TextConfig, to_dict
 from mmengine.export import build_engine_from_model
@@ -130,6 +131,33 @@ def test_midi_reader_never_patches_pretty_midi(files):
     with pytest.raises(MidiLimitError):
         read_midi_notes(files["midi_huge"])
     assert pm_module.MAX_TICK == before
+
+
+def test_long_fine_grained_midi_is_resampled_not_refused(tmp_path):
+    """music21 writes 10,080 ticks per beat: 1,100 beats are 11 million ticks, past pretty_midi's
+    own cap. The file is read (its ticks resampled below ``TABLE_TICKS``), every note within
+    half a millisecond of its time, in a fresh process under the RSS bound."""
+    from mmengine.features.midi import TABLE_TICKS
+
+    res, beats, tempo = 10080, 1100, 400_000  # µs per beat: a beat is 0.4 s
+    events = b"\x00\xff\x51\x03" + tempo.to_bytes(3, "big")
+    for k in range(beats):
+        events += _vlq(0 if k == 0 else res // 2) + bytes([0x90, 60 + k % 12, 80])
+        events += _vlq(res // 2) + bytes([0x80, 60 + k % 12, 0])
+    events += b"\x00\xff\x2f\x00"
+    path = tmp_path / "long.mid"
+    path.write_bytes(b"MThd" + struct.pack(">IHHH", 6, 0, 1, res) + b"MTrk"
+                     + struct.pack(">I", len(events)) + events)
+    assert beats * res > TABLE_TICKS
+    r = measure("s, e, p = read_midi_notes(args['path'])\n"
+                "import numpy as np\n"
+                "assert len(s) == args['beats'], len(s)\n"
+                "assert np.abs(s - 0.4 * np.arange(args['beats'])).max() < 5e-4\n"
+                "assert np.abs(e - s - 0.2).max() < 5e-4",
+                "from mmengine.features.symbolic import read_midi_notes\nimport pretty_midi",
+                path=str(path), beats=beats)
+    assert r["error"] is None, r
+    assert r["seconds"] < MAX_SECONDS and r["peak_rss_mb"] < MAX_RSS_MB, r
 
 
 @pytest.mark.parametrize("what", ["fifo", "/dev/zero"])

@@ -11,11 +11,11 @@ mido builds one Python object per event, so a small file can ask for gigabytes (
    ticks or ``max_midi_beats`` beats, a time division of 0 or in SMPTE units, a cut chunk or
    event, or running status without a status byte are refused (``MidiLimitError`` /
    ``MidiError``);
-3. only then parses it with mido, and, when its last tick is past ``PRETTY_MIDI_TICKS``
-   (pretty_midi's own cap, which this module never changes: it is a module global shared by
-   threads), resamples every track's ticks to a coarser resolution that fits (event times are
-   kept to within half a new tick; the tempo map scales with them, so times in seconds are
-   unchanged up to that rounding);
+3. only then parses it with mido, and, when its last tick is past ``TABLE_TICKS``, resamples
+   every track's ticks to a coarser resolution that fits (event times are kept to within half
+   a new tick; the tempo map scales with them, so times in seconds are unchanged up to that
+   rounding). pretty_midi's own cap (``MAX_TICK``, 1e7) is never changed: it is a module
+   global shared by threads;
 4. hands the ``mido.MidiFile`` to pretty_midi (``mido_object=``). Any error of mido or
    pretty_midi on a file that passed the walk becomes a ``MidiError`` naming the file.
 """
@@ -30,9 +30,11 @@ from ..config import InputLimits
 from ..data.safe_io import read_bounded
 from ..errors import FileLimitError, InputFileError, MidiError, MidiLimitError
 
-#: pretty_midi refuses files whose last tick is past this (its ``MAX_TICK``, 1e7), and
-#: allocates 8 bytes per tick up to the last one (80 MB at this cap)
-PRETTY_MIDI_TICKS = 10_000_000
+#: pretty_midi allocates a float64 time table (and more per tick) up to the last tick: files
+#: past this many ticks are resampled to a coarser resolution first. At pretty_midi's own
+#: cap (1e7) one file peaked at 264 MB; here the table is 16 MB (built-in data: < 60,000
+#: ticks; a 10-minute music21 file at 10,080 ticks per beat keeps ~1,700)
+TABLE_TICKS = 2_000_000
 #: resampling never goes below this resolution (ticks per beat)
 MIN_RESOLUTION = 24
 
@@ -151,11 +153,11 @@ def scan_midi(data: bytes, path: str = "<bytes>",
 
 
 def _coarser(mid, summary: MidiSummary):
-    """``mid`` with every tick scaled so that the last one is at most ``PRETTY_MIDI_TICKS``."""
+    """``mid`` with every tick scaled so that the last one is at most ``TABLE_TICKS``."""
     import mido
 
     new_res = max(MIN_RESOLUTION,
-                  int(summary.resolution * PRETTY_MIDI_TICKS // max(summary.last_tick, 1)))
+                  int(summary.resolution * TABLE_TICKS // max(summary.last_tick, 1)))
     scale = new_res / summary.resolution
     out = mido.MidiFile(type=mid.type, ticks_per_beat=new_res, charset=mid.charset)
     for track in mid.tracks:
@@ -190,7 +192,7 @@ def read_midi(path, limits: Optional[InputLimits] = None):
     summary = scan_midi(data, path, limits)
     try:
         mid = mido.MidiFile(file=io.BytesIO(data))
-        if summary.last_tick > PRETTY_MIDI_TICKS:
+        if summary.last_tick > TABLE_TICKS:
             mid = _coarser(mid, summary)
         return pretty_midi.PrettyMIDI(mido_object=mid)
     except (MemoryError, RecursionError):
