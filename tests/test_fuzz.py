@@ -80,3 +80,19 @@ def test_libfuzzer_harness(fuzzers, harness, tmp_path):
           f"{_stat(r.stderr, 'average_exec_per_sec')} exec/s, cov {cov[-1] if cov else '?'}")
     assert runs >= 1000, r.stderr[-3000:]
     assert cov and int(cov[-1]) >= 200, r.stderr[-3000:]
+
+
+def test_python_parsers_fuzz(tmp_path):
+    pytest.importorskip("hypothesis")
+    figures = tmp_path / "figures.json"
+    r = subprocess.run(
+        [sys.executable, str(FUZZ / "pyfuzz.py"), "--seconds", str(PY_SECONDS), "--seed", "0",
+         "--out", str(tmp_path / "findings"), "--json", str(figures)],
+        capture_output=True, text=True, timeout=PY_SECONDS + 300, cwd=tmp_path)
+    print(r.stdout)
+    assert r.returncode == 0, r.stdout[-6000:] + r.stderr[-6000:]
+    doc = json.loads(figures.read_text())
+    for t in doc["targets"]:
+        # each target ran, and some of its examples got past the first check
+        assert t["examples"] >= 20, t
+        assert t["outcomes"].get("ok", 0) > 0, t
