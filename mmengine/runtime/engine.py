@@ -40,12 +40,12 @@ from ..config import AudioConfig, FrontendConfig, InputLimits, from_dict
 from ..errors import AudioError, AudioNonFiniteError, AudioTooLongError, AudioZeroLengthError
 from ..errors import BackendUnavailableError, EngineFileError, ManifestError, MMEngineError
 from ..errors import InputLimitError, MidiError, TextLimitError
+from ..data.manifest import MANIFEST_SUFFIXES  # noqa: F401 (re-exported: cli, batch)
 from . import engine_file
 from .registry import BACKENDS, select_backend
 
 log = logging.getLogger("mmengine.runtime")
 
-MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 #: errors that make one input unusable (reported as its ``ErrorEntry``); others propagate
 _ITEM_ERRORS = (AudioError, ManifestError, MidiError, InputLimitError, OSError, ValueError,
                 EOFError)
