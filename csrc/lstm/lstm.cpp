@@ -38,7 +38,7 @@ void plan_workspace(Model& m, int batch, int steps, int threads, bool bf16_opera
 
   const size_t B = size_t(std::max(batch, 1)), slots = tc + 1;
   const size_t Dp = size_t(m.input_size + 1) & ~size_t(1);
-  ws.g.reserve(B * tc * G4);
+  ws.g.reserve(size_t(m.num_layers) * B * tc * G4);  // one chunk per layer (wavefront)
   ws.out.resize(m.num_layers);
   ws.c.resize(m.num_layers);
   for (int l = 0; l < m.num_layers; ++l) {

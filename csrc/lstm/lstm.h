@@ -36,7 +36,7 @@ struct Layer {
 };
 
 // Buffers for one forward call, sized for (batch, threads, chunk) and kept between calls.
-//   g:   (B, Tc, 4Hp)        input projection of one time chunk (+ both biases)
+//   g:   L x (B, Tc, 4Hp)    input projection of one time chunk per layer (+ both biases)
 //   out: L x (B, Tc+1, Hp)   hidden states of the chunk; slot 0 holds h0 = 0 for the first chunk
 //   outb: like out in bf16   (only for the AVX512-BF16 path: the GEMM operands)
 //   c:   L x (B, Hp)         cell states

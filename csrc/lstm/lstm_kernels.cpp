@@ -311,12 +311,21 @@ void forward(Model& m, const ForwardArgs& args, bool dp) {
     alignas(64) float scratch[kMR * 2 * kBlockCols];
     uint16_t* xb = kind == kDP ? ws.xb[tid].data() : nullptr;
 
-    for (int t0 = 0; t0 < T; t0 += Tc) {
-      const int tc = std::min(Tc, T - t0);
-      const int nq = (r1 - r0) * tc;  // GEMM rows (b, t) owned by this thread
-      for (int l = 0; l < L; ++l) {
+    // Layers run as a wavefront over time chunks: in super-step c, layer l works on chunk
+    // c - l (its input, chunk c - l of layer l - 1, was finished in super-step c - 1). Each
+    // super-step: every active layer's input projection (one GEMM per chunk), a barrier, then
+    // step i of every active layer and ONE barrier per step for all of them (a layer-by-layer
+    // order needs one per step and layer).
+    const int n_chunks = (T + Tc - 1) / Tc;
+    for (int c = 0; c < n_chunks + L - 1; ++c) {
+      const int l_lo = std::max(0, c - n_chunks + 1), l_hi = std::min(L - 1, c);
+      int steps = 0;
+      for (int l = l_lo; l <= l_hi; ++l) {
+        const int t0 = (c - l) * Tc, tc = std::min(Tc, T - t0);
+        steps = std::max(steps, tc);
+        const int nq = (r1 - r0) * tc;  // GEMM rows (b, t) owned by this thread
         const Layer& ly = m.layers[l];
-        // ---- input projection of the chunk: G[(b*tc + t), owned blocks]
+        // ---- input projection of the chunk: G_l[(b*tc + t), owned blocks]
         Gemm gi{kind, ly.k_in, ly.w_ih_f32.data(), ly.w_ih_bf16.data(), 0};
         if (kind == kF32) gi.bstride = ptrdiff_t(ly.k_in) * kBlockCols;
         else gi.bstride = ptrdiff_t(ly.k_in / 2) * 2 * kBlockCols;
@@ -338,7 +347,7 @@ void forward(Model& m, const ForwardArgs& args, bool dp) {
         };
         // this thread's G rows start at r0 * Tc (fixed across chunks: a shorter last chunk
         // must not move them onto rows another thread is still reading); (b - r0) * tc + t within
-        float* g_base = ws.g.data() + size_t(r0) * Tc * G4;
+        float* g_base = ws.g.data() + (size_t(l) * B + r0) * Tc * G4;
         for (int j = j0; j < j1; ++j)
           for (int q0 = 0; q0 < nq; q0 += kMR) {
             const int mr = std::min(kMR, nq - q0);
@@ -346,18 +355,25 @@ void forward(Model& m, const ForwardArgs& args, bool dp) {
             tile_rows(mr, gi, arow, j, ly.bias.data() + j * kBlockCols, 0,
                       g_base + size_t(q0) * G4 + j * kBlockCols, G4);
           }
+      }
+      // layer l - 1 overwrites the outputs layer l has just projected only after this
+      if (sync && l_hi > l_lo) barrier.wait();
 
-        // ---- recurrence over the chunk
-        Gemm gh{kind, Hp, ly.w_hh_f32.data(), ly.w_hh_bf16.data(), 0};
-        if (kind == kF32) gh.bstride = ptrdiff_t(Hp) * kBlockCols;
-        else gh.bstride = ptrdiff_t(Hp / 2) * 2 * kBlockCols;
-        if (kind == kDP) gh.K = Hp / 2;
-        float* out = ws.out[l].data();
-        uint16_t* outb = kind == kDP ? ws.outb[l].data() : nullptr;
-        float* cst = ws.c[l].data();
-        for (int t = 0; t < tc; ++t) {
+      // ---- the recurrence: step t of every active layer's chunk, one barrier per step
+      for (int t = 0; t < steps; ++t) {
+        for (int l = l_lo; l <= l_hi; ++l) {
+          const int t0 = (c - l) * Tc, tc = std::min(Tc, T - t0);
+          if (t >= tc) continue;
+          const Layer& ly = m.layers[l];
+          Gemm gh{kind, Hp, ly.w_hh_f32.data(), ly.w_hh_bf16.data(), 0};
+          if (kind == kF32) gh.bstride = ptrdiff_t(Hp) * kBlockCols;
+          else gh.bstride = ptrdiff_t(Hp / 2) * 2 * kBlockCols;
+          if (kind == kDP) gh.K = Hp / 2;
+          float* out = ws.out[l].data();
+          uint16_t* outb = kind == kDP ? ws.outb[l].data() : nullptr;
+          float* cst = ws.c[l].data();
           const int prev = t > 0 ? t : (t0 == 0 ? 0 : Tc);
-          const float* g_t = ws.g.data() + (size_t(r0) * Tc + t) * G4;
+          const float* g_t = ws.g.data() + ((size_t(l) * B + r0) * Tc + t) * G4;
           for (int j = j0; j < j1;) {
             const int nbk = (kPairBlocks && r1 - r0 == 1 && j + 1 < j1) ? 2 : 1;
             for (int b0 = r0; b0 < r1; b0 += kMR) {
@@ -381,10 +397,11 @@ void forward(Model& m, const ForwardArgs& args, bool dp) {
             }
             j += nbk;
           }
-          if (sync) barrier.wait();
         }
+        if (sync) barrier.wait();
       }
-      if (args.y_seq) {
+      if (args.y_seq && l_hi == L - 1) {
+        const int t0 = (c - (L - 1)) * Tc, tc = std::min(Tc, T - t0);
         const float* out = ws.out[L - 1].data();
         const int ue = std::min(H, u0 + un);
         for (int b = r0; b < r1; ++b)
