@@ -7,9 +7,9 @@
 // throw std::runtime_error (FlacLimitError is one); a crash, a sanitizer report, any other
 // exception, a leak or an allocation over libFuzzer's -malloc_limit_mb is a finding.
 //
-// Differential properties: the three entry points agree. flac_count_samples counts what
-// flac_decode returns; for a stream of known length flac_decode_into gives the same samples
-// bit for bit (or all three fail).
+// Differential properties: the entry points agree. flac_count_samples counts what flac_decode
+// returns; for a stream of known length flac_decode_into gives the same samples bit for bit
+// (or all fail); flac_decode_mono_into gives the channel mean of those samples, bit for bit.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -84,6 +84,38 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (ok && (out.size() != fixed.size() ||
                std::memcmp(out.data(), fixed.data(), fixed.size() * sizeof(float))))
       finding("flac_decode_into and flac_decode disagree on the samples");
+  }
+
+  // the mono path (decode_flac(mono=True); a stream of unknown length is counted first):
+  // the same success, and each sample the channel mean in numpy's float32 order
+  au::FlacInfo known = info;
+  if (known.total_samples == 0 && ok) known.total_samples = out.size() / info.channels;
+  if (known.total_samples != 0 && known.total_samples <= kMaxSamples) {
+    std::vector<float> mono(size_t(known.total_samples), -7.0f);
+    bool mono_ok = false;
+    try {
+      au::flac_decode_mono_into(data, size, known, mono.data());
+      mono_ok = true;
+    } catch (const std::runtime_error&) {
+    }
+    if (info.total_samples != 0 && mono_ok != ok)
+      finding("flac_decode_mono_into and flac_decode disagree on success");
+    if (mono_ok && ok) {
+      const uint32_t nch = info.channels;
+      for (size_t i = 0; i < mono.size(); ++i) {
+        const float* f = out.data() + i * nch;
+        float sum;
+        if (nch == 8) {
+          sum = ((f[0] + f[1]) + (f[2] + f[3])) + ((f[4] + f[5]) + (f[6] + f[7]));
+        } else {
+          sum = f[0];
+          for (uint32_t c = 1; c < nch; ++c) sum += f[c];
+        }
+        const float want = sum / float(nch);
+        if (std::memcmp(&want, &mono[i], sizeof(float)) != 0)
+          finding("flac_decode_mono_into differs from the mean of flac_decode's channels");
+      }
+    }
   }
   return 0;
 }
