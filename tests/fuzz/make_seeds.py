@@ -3,9 +3,10 @@
     python tests/fuzz/make_seeds.py [--out tests/fuzz/corpus]
 
 flac/: small valid FLAC streams written by soundfile (libFLAC) covering the decoder's paths
-(mono / stereo / 6 channels, 8 / 16 / 24 bits, noise -> VERBATIM and LPC subframes, tones ->
+(mono / stereo / 6 / 8 channels, 8 / 16 / 24 bits, noise -> VERBATIM and LPC subframes, tones ->
 FIXED/LPC, silence -> CONSTANT, stereo decorrelation), the same with STREAMINFO's total set to 0
-(unknown length), behind an ID3v2 tag, cut inside a frame, and with a flipped byte.
+(unknown length), behind an ID3v2 tag, cut inside a frame, with a flipped byte, claiming 32 bits per sample,
+and a hand-written stream of three 65,536-sample frames in 33 bytes (the sample limits).
 frontend/: byte strings for FuzzedDataProvider (any bytes are a valid input there).
 Every file is under 4 KB; the committed corpus is this script's output.
 """
@@ -69,6 +70,31 @@ def _as_32_bit(b: bytes) -> bytes:
     return bytes(out)
 
 
+def _crc16(data: bytes) -> int:
+    c = 0
+    for b in data:
+        c ^= b << 8
+        for _ in range(8):
+            c = ((c << 1) ^ 0x8005) & 0xFFFF if c & 0x8000 else (c << 1) & 0xFFFF
+    return c
+
+
+def _long_silence(frames: int = 3, sr: int = 8000) -> bytes:
+    """A stream of unknown length (STREAMINFO total 0) of `frames` frames of 65,536 samples,
+    each a CONSTANT subframe of 16-bit silence: 11 bytes per frame, written by hand (an
+    encoder picks smaller blocks). The decoder's sample limits are reached from a few bytes."""
+    bs = 65536
+    info = ((bs - 1).to_bytes(2, "big") * 2 + b"\0\0\0" * 2 +
+            ((sr << 44) | (0 << 41) | (15 << 36) | 0).to_bytes(8, "big") + b"\0" * 16)
+    out = b"fLaC" + bytes([0x80, 0, 0, 34]) + info
+    for n in range(frames):
+        head = bytes([0xFF, 0xF8, 0x70, 0x08, n]) + (bs - 1).to_bytes(2, "big")
+        head += bytes([_crc8(head)])
+        frame = head + b"\x00\x00\x00"  # subframe: CONSTANT, value 0 (16 bits)
+        out += frame + _crc16(frame).to_bytes(2, "big")
+    return out
+
+
 def flac_seeds() -> dict:
     rng = np.random.default_rng(1234)
     t = np.arange(400) / 8000.0
@@ -82,6 +108,9 @@ def flac_seeds() -> dict:
         "silence_mono_16.flac": _flac(np.zeros(500), 8000, "PCM_16"),
         "tone_6ch_16.flac": _flac(np.stack([tone[:120] * (k + 1) / 7 for k in range(6)], 1),
                                   8000, "PCM_16"),
+        "tone_8ch_16.flac": _flac(np.stack([tone[:100] * (k + 1) / 9 for k in range(8)], 1),
+                                  8000, "PCM_16"),
+        "silence_3x65536_unknown_length.flac": _long_silence(),
     }
     tone16 = seeds["tone_mono_16.flac"]
     seeds["tone_mono_16_unknown_length.flac"] = _unknown_length(tone16)
