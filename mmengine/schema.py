@@ -184,6 +184,20 @@ def check_engine_fields(header: Mapping) -> None:
                              f"the model's dims say {want}")
         if spec.get("dtype") != ("bool" if dim is None else "float32"):
             raise ValueError(f"io.inputs[{i}] ({spec['name']}): dtype {spec.get('dtype')!r}")
+    # exactly the model's inputs in their order (export.input_spec): a header may not leave
+    # one out (the model would run without it) or empty the list (found by tests/fuzz/pyfuzz.py:
+    # classify then raised KeyError from the model)
+    from .config import model_config_from_stored
+    from .export import _INPUT_ORDER, _MODALITY_INPUTS
+
+    names = {n for m in model_config_from_stored(dict(model["config"])).modalities
+             for n in _MODALITY_INPUTS.get(m, ())}
+    if not names & {"mfcc", "logmel"}:
+        names.add("logmel")
+    want = [n for n in _INPUT_ORDER if n in names]
+    if [s["name"] for s in io["inputs"]] != want:
+        raise ValueError(f"io.inputs {[s['name'] for s in io['inputs']]} are not the model's "
+                         f"inputs {want}")
     text = header.get("text")
     if "text" in [s["name"] for s in io["inputs"]]:
         from .features.text import TextVectorizer
