@@ -84,3 +84,34 @@ def test_channels_mixed_while_decoding_equal_mixing_after(tmp_path, monkeypatch,
     mixed, sr2 = decode(path, mono=True)
     assert sr == sr2 and mixed.shape == (len(full), 1)
     np.testing.assert_array_equal(mixed[:, 0], to_mono(full))
+
+
+def test_decoding_budget_never_deadlocks(tmp_path):
+    """Threads wait for the caller to take finished windows before they start another file,
+    except for the item the caller waits for: long and short files mixed, tiny batches and
+    more threads than batch never hang (a fresh process with a timeout)."""
+    from audio_fixtures import write_noise, write_tone
+
+    from mmengine.config import AudioConfig, FrontendConfig
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(hidden_size=8, mfcc_channels=4, mel_channels=8, dilations=(1,),
+                      flux_bands=2, modalities=("mfcc", "mel"))
+    m = build_model(cfg, dict(n_mfcc=8, n_mels=16, text_dim=0, symbolic_dim=0, n_classes=2,
+                              multilabel=False)).eval()
+    engine = build_engine_from_model(
+        m, tmp_path / "e.mme", backend="native", labels=["a", "b"],
+        audio_cfg=AudioConfig(sample_rate=8000, clip_seconds=0.25),
+        frontend_cfg=FrontendConfig(sample_rate=8000, n_fft=256, hop_length=64, n_mels=16,
+                                    n_mfcc=8))
+    short = write_tone(tmp_path / "s.wav", sr=8000, seconds=0.2)
+    long = write_noise(tmp_path / "l.flac", sr=8000, seconds=2.0)
+    files = [str(long if k % 3 == 0 else short) for k in range(60)] + [str(tmp_path / "nope")]
+    r = measure("for bs, w in ((1, 4), (2, 3), (3, 2), (32, 4)):\n"
+                "    for fe in ('native', 'reference'):\n"
+                "        eng = Engine.load(args['engine'], frontend=fe)\n"
+                "        res = eng.classify(args['files'], batch_size=bs, workers=w)\n"
+                "        assert sum(x.ok for x in res) == len(res) - 1, res",
+                "from mmengine.runtime import Engine", timeout=240, engine=str(engine),
+                files=files)
+    assert r["error"] is None, r

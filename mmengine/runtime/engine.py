@@ -28,6 +28,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -381,21 +382,38 @@ class Engine:
             raise AudioZeroLengthError(item.path, "resamples to nothing")
         return np.ascontiguousarray(y)
 
-    def _decoded(self, items: Sequence[_Item], workers: int,
-                 ahead: int = 0) -> Iterator[Tuple[_Item, Any]]:
+    def _decoded(self, items: Sequence[_Item], workers: int, ahead: int = 1,
+                 queue: int = 0) -> Iterator[Tuple[_Item, Any]]:
         """(item, (samples, windows or None, per-window features or None) or exception) in
         order.
 
         Memory: with a front end that featurises on the decoding threads, an item keeps only
         its windows' features (the waveform and its windows are dropped on the thread that
-        decoded them). Items are submitted while fewer than ``2 * workers`` wait, or, up to
-        ``ahead`` items, while every waiting item is finished and together they hold fewer
-        than ``ahead`` windows: at most ``2 * workers`` items plus a batch of windows wait,
-        whatever the files' lengths.
+        decoded them). Up to ``max(2 * workers, queue)`` items are queued (short clips keep
+        the threads busy while the backend runs a batch), but a thread starts a new file only
+        while the finished items not yet taken hold fewer than ``ahead`` windows (the batch
+        size): what waits is about one batch of windows plus one file per thread, whatever
+        the files' lengths.
         """
         from ..data.audio import windows as cut_windows
 
-        def one(item):
+        budget = threading.Condition()
+        held = [0]  # windows of finished items not yet taken by the caller
+        taken = [0]  # items taken by the caller: item number taken[0] is the one it waits for
+        closed = [False]  # the caller stopped taking items: nothing waits any more
+        limit = max(ahead, 1)
+
+        def n_windows(got) -> int:
+            return 0 if isinstance(got, Exception) else len(
+                got[2] if got[2] is not None else got[1])
+
+        def one(item, seq: int = 0):
+            if workers > 1:
+                with budget:  # the item the caller waits for never waits (no deadlock)
+                    while held[0] >= limit and seq > taken[0] and not closed[0]:
+                        budget.wait(1.0)
+                    if closed[0]:
+                        return None
             try:
                 y = self._decode(item)
                 n = len(y)
@@ -403,8 +421,9 @@ class Engine:
                 if self._worker_features:
                     feats = self.frontend.compute_serial(wins)
                     del y, wins
-                    return n, None, feats
-                return n, wins, None
+                    got = (n, None, feats)
+                else:
+                    got = (n, wins, None)
             except _ITEM_ERRORS as exc:
                 return exc
             except (MemoryError, RecursionError) as exc:  # defence in depth: one item only
@@ -412,40 +431,40 @@ class Engine:
                                       f"available ({type(exc).__name__})")
                 err.limit = "max_decoded_bytes"
                 return err
+            with budget:
+                held[0] += n_windows(got)
+            return got
 
         if workers == 1:
             for it in items:
                 yield it, one(it)
             return
-
-        def room_ahead(pending) -> bool:
-            """Every waiting item is done and together they hold fewer than ``ahead``
-            windows (so one more may start)."""
-            total = 0
-            for _, fut in pending:
-                if not fut.done():
-                    return False
-                got = fut.result()
-                if not isinstance(got, Exception):
-                    total += len(got[2] if got[2] is not None else got[1])
-            return total < ahead
-
+        pending: collections.deque = collections.deque()
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            pending: collections.deque = collections.deque()
-            todo = iter(items)
-            exhausted = False
-            while True:
-                while not exhausted and (len(pending) < 2 * workers or (
-                        len(pending) < ahead and room_ahead(pending))):
-                    it = next(todo, None)
-                    if it is None:
-                        exhausted = True
-                        break
-                    pending.append((it, pool.submit(one, it)))
-                if not pending:
-                    return
-                head, fut = pending.popleft()
-                yield head, fut.result()
+            try:
+                for seq, it in enumerate(items):
+                    pending.append((it, pool.submit(one, it, seq)))
+                    if len(pending) >= max(2 * workers, queue):
+                        yield self._take(pending, budget, held, taken, n_windows)
+                while pending:
+                    yield self._take(pending, budget, held, taken, n_windows)
+            finally:  # also when the caller stops early (an exception, a closed generator)
+                with budget:
+                    closed[0] = True
+                    budget.notify_all()
+                for _, fut in pending:
+                    fut.cancel()
+
+    @staticmethod
+    def _take(pending, budget, held, taken, n_windows):
+        """The oldest pending (item, result); its windows leave the budget of ``_decoded``."""
+        head, fut = pending.popleft()
+        got = fut.result()
+        with budget:
+            held[0] -= n_windows(got)
+            taken[0] += 1
+            budget.notify_all()
+        return head, got
 
     def _checked_text(self, item: _Item):
         """The item's text, refused (``TextLimitError``) past ``limits.max_text_bytes``."""
@@ -496,9 +515,10 @@ class Engine:
                 win_probs[idx].append(p)
             rows.clear()
 
-        # with worker-side features the decoders keep a whole batch ahead of the classifier
-        ahead = batch_size if self._worker_features else 0
-        for item, got in self._decoded(items, workers, ahead):
+        # with worker-side features the decoders keep a whole batch queued ahead of the
+        # classifier; either way finished items wait with at most a batch of windows
+        queue = batch_size if self._worker_features else 0
+        for item, got in self._decoded(items, workers, batch_size, queue):
             try:
                 if isinstance(got, Exception):
                     raise got
