@@ -48,6 +48,9 @@ ROOT = HERE.parents[1]
 MACHINE_LIST = HERE / "gpu_machine_packages.txt"
 #: beyond pyproject's runtime dependencies: the symbolic front end (``data`` extra)
 EXTRA = ("mido", "pretty_midi")
+#: pyproject extras the GPU run uses whole: ``train`` (torch: the torch/cuda/triton backends
+#: and the GPU tests; the core install classifies without it)
+RUN_EXTRAS = ("train",)
 #: the device tool's limit on what travels with a run (working tree and carried paths)
 LIMIT_BYTES = 64 * 1024 * 1024
 PYTHON = (3, 12)
@@ -84,7 +87,8 @@ def _pyproject_dependencies() -> List[str]:
             raise SystemExit("wheels.py needs Python >= 3.11 (tomllib) or tomli to read "
                              "pyproject.toml") from exc
     data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    return list(data["project"]["dependencies"])
+    extras = data["project"].get("optional-dependencies", {})
+    return list(data["project"]["dependencies"]) + [r for e in RUN_EXTRAS for r in extras.get(e, [])]
 
 
 def applies(req: Requirement) -> bool:
