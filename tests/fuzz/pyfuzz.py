@@ -180,8 +180,8 @@ def edit_doc(doc, edits) -> str:
         elif action == "scale" and isinstance(parent[key], (int, float)) \
                 and not isinstance(parent[key], bool):
             parent[key] = parent[key] * 10 ** 6 + 1
-        else:
-            parent[key] = value
+        else:  # a copy: a shared value (HOSTILE_VALUES) edited later would make a cycle
+            parent[key] = copy.deepcopy(value)
     text = json.dumps(doc)
     if deep_marker:
         text = text.replace(json.dumps(deep_marker), DEEP, 1)
