@@ -263,7 +263,7 @@ def _stand_in() -> Iterator[None]:
 
 class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm over the global batch: in training mode the mean and variance are those of
-    every rank's clips together (two all-reduces forward, two backward), so the statistics,
+    every rank's clips together (one all-reduce forward, one backward), so the statistics,
     running averages and gradients are those of one process seeing the whole batch. Eval mode
     and a process without a process group: plain BatchNorm. Same parameters and buffers (and
     state-dict keys) as the ``nn.BatchNorm1d/2d`` it replaces."""
@@ -279,14 +279,19 @@ class SyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         dims = [0] + list(range(2, x.dim()))
         shape = [1, -1] + [1] * (x.dim() - 2)
-        share = float(_share)
-        count = x.new_tensor([x.numel() // x.shape[1] * share])
-        stats = _AllReduceSum.apply(torch.cat([x.sum(dims) * share, count]))
+        share, C = float(_share), x.shape[1]
+        # one all-reduce of the sums of x and x² (and the count), taken about the running
+        # mean (the same on every rank) so that E[x²] - E[x]² does not cancel badly
+        shift = self.running_mean.detach()
+        xc = x - shift.reshape(shape)
+        count = x.new_tensor([x.numel() // C * share])
+        stats = _AllReduceSum.apply(torch.cat([xc.sum(dims) * share,
+                                               (xc * xc).sum(dims) * share, count]))
         n = stats[-1].detach()
-        mean = stats[:-1] / n
-        d = x - mean.reshape(shape)
-        var = _AllReduceSum.apply((d * d).sum(dims) * share) / n
-        y = d * torch.rsqrt(var + self.eps).reshape(shape)
+        mean_c = stats[:C] / n
+        var = (stats[C:2 * C] / n - mean_c * mean_c).clamp(min=0.0)
+        mean = mean_c + shift
+        y = (x - mean.reshape(shape)) * torch.rsqrt(var + self.eps).reshape(shape)
         if self.affine:
             y = y * self.weight.reshape(shape) + self.bias.reshape(shape)
         with torch.no_grad():
