@@ -190,8 +190,12 @@ def check_engine_fields(header: Mapping) -> None:
     from .config import model_config_from_stored
     from .export import _INPUT_ORDER, _MODALITY_INPUTS
 
+    # the modalities the model uses: configured and present in the data (FusionLSTM drops a
+    # modality whose size in dims is 0)
+    dims = model.get("dims") or {}
+    size = {"mfcc": "n_mfcc", "mel": "n_mels", "text": "text_dim", "symbolic": "symbolic_dim"}
     names = {n for m in model_config_from_stored(dict(model["config"])).modalities
-             for n in _MODALITY_INPUTS.get(m, ())}
+             if dims.get(size.get(m, ""), 1) for n in _MODALITY_INPUTS.get(m, ())}
     if not names & {"mfcc", "logmel"}:
         names.add("logmel")
     want = [n for n in _INPUT_ORDER if n in names]
