@@ -3,15 +3,21 @@
 Contenders, over the same N folk clips (30 s FLAC, from the built-in data set):
 
 * ``inproc-1t``, ``inproc-2t``: one warm ``Engine`` (loaded once, with 1 or 2 threads: backend,
-  front end and decoding threads) classifying the N files in one ``Engine.classify`` call.
+  front end and decoding threads) classifying the N files in one ``Engine.classify`` call
+  (also its CPU seconds per 100 clips: the engine's own work).
 * ``ray-AxT``: ``mmengine.batch_classify(..., ray=True, workers=A, threads=T)`` on a local Ray
   cluster started once for the whole benchmark (``ray.init(num_cpus=CPUS)``); every run starts
   its actor pool (each actor loads the engine once) and writes a fresh JSONL RESULTS, as a user
-  run does. Reported twice: ``wall`` (N / the call's classification time, start-up included)
+  run does. Reported three ways: ``wall`` (N / the call's classification time, start-up included)
   and ``steady``, the marginal rate of a long run: each round also runs the first N/2 clips,
   and steady = (N - N/2) / (time of N - time of N/2), so the fixed start-up (cluster
   connection, actors started, engine loaded: a few seconds) cancels out. In-process: steady =
-  wall (nothing to start).
+  wall (nothing to start). ``in-run``: the rate after the first committed batch within the
+  full run (``BatchSummary.steady_items_per_s``; with A actors it counts up to A - 1 batches
+  begun before that commit, so it leans in Ray's favour by up to (A - 1) x batch / N). Also
+  the CPU seconds per 100 clips that Ray's own processes (GCS, raylet, Ray Data's helper
+  actors, idle workers) and this driver spent during the full run: the CPU Ray takes beside
+  the actors (which have exited when it is read).
 
 Rounds are interleaved (each round starts with the next contender), after one untimed warm-up
 round (page cache, Ray's worker pool); tables give the median over rounds, and ratios of
@@ -153,6 +159,29 @@ def driver_profile(work: Path, n: int = 100_000, batch: int = 32) -> dict:
     return out
 
 
+def cpu_seconds() -> dict:
+    """CPU seconds (user + system) so far of this process ("driver"), of Ray Data's actors
+    running ``BatchClassifier`` ("actors") and of every other Ray process ("ray")."""
+    hz = os.sysconf("SC_CLK_TCK")
+    out = {"driver": 0.0, "actors": 0.0, "ray": 0.0}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            st = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        t = (int(st[11]) + int(st[12])) / hz
+        if int(d.name) == os.getpid():
+            out["driver"] += t
+        elif "MapBatches(BatchClassifier)" in cmd:
+            out["actors"] += t
+        elif "ray" in cmd:
+            out["ray"] += t
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--engine", required=True, help="engine file (.mme)")
@@ -213,27 +242,37 @@ def main(argv=None) -> int:
     def run(name):
         if name in engines:
             eng, t = engines[name]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             res = eng.classify([str(f) for f in files], workers=t)
-            dt = time.perf_counter() - t0
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
             labels[name] = {f.name: r.label for f, r in zip(files, res)}
-            return {"wall": len(files) / dt, "steady": len(files) / dt, "startup_s": 0.0}
+            return {"wall": len(files) / dt, "steady": len(files) / dt, "in_run": len(files) / dt,
+                    "startup_s": 0.0,
+                    "ray_cpu_s_per_100": 0.0,
+                    "engine_cpu_s_per_100": 100 * cpu / len(files)}
         a, t = (int(v) for v in name.split("-")[1].split("x"))
         seconds = {}
         for source, n in ((half, len(files) // 2), (manifest, len(files))):
             runs[0] += 1
             out = work / f"{name}-{runs[0]}.jsonl"
+            cpu0 = cpu_seconds()
             s = batch_classify(args.engine, source, out, ray=True, workers=a, threads=t,
                                batch_size=args.batch_size, progress=False)
+            cpu1 = cpu_seconds()
+            cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
             assert s.failed == 0 and s.classified == n, s.format()
-            seconds[n] = s
             if n == len(files):
                 labels[name] = {r["id"]: r["label"] for r in read_results(out)}
             out.unlink()
-        full, part = seconds[len(files)], seconds[len(files) // 2]
+            seconds[n] = (s, cpu)
+        (full, cpu), (part, _) = seconds[len(files)], seconds[len(files) // 2]
         return {"wall": full.items_per_s,
                 "steady": (full.classified - part.classified) / (full.seconds - part.seconds),
-                "startup_s": full.startup_s}
+                "in_run": full.steady_items_per_s,
+                "startup_s": full.startup_s,
+                # Ray's own work (daemons + this driver) per 100 clips of the full run
+                "ray_cpu_s_per_100": 100 * (cpu["ray"] + cpu["driver"]) / len(files),
+                "engine_cpu_s_per_100": float("nan")}  # the actors have exited by then
 
     print(f"{len(files)} clips, contenders {names}, batch size {args.batch_size}, "
           f"{args.cpus} CPUs; warm-up round", flush=True)
@@ -246,27 +285,33 @@ def main(argv=None) -> int:
             got = run(name)
             results[name].append(got)
             print(f"round {r + 1} {name:10s} wall {got['wall']:6.2f} items/s, steady "
-                  f"{got['steady']:6.2f} items/s, start-up {got['startup_s']:.1f} s",
+                  f"{got['steady']:6.2f} items/s, in-run {got['in_run']:6.2f}, start-up "
+                  f"{got['startup_s']:.1f} s, CPU s per 100 clips: Ray + driver "
+                  f"{got['ray_cpu_s_per_100']:.2f}, engine {got['engine_cpu_s_per_100']:.2f}",
                   flush=True)
     ray.shutdown()
     ref = labels[names[0]]
     agree = {n: sum(labels[n][k] == ref[k] for k in ref) / len(ref) for n in names}
 
-    med = {n: {k: statistics.median(x[k] for x in results[n]) for k in ("wall", "steady",
-                                                                        "startup_s")}
-           for n in names}
-    lines = ["| contender | wall items/s | steady items/s | start-up s | labels = "
-             f"{names[0]} |", "|---|---|---|---|---|"]
+    keys = ("wall", "steady", "in_run", "startup_s", "ray_cpu_s_per_100",
+            "engine_cpu_s_per_100")
+    med = {n: {k: statistics.median(x[k] for x in results[n]) for k in keys} for n in names}
+    lines = ["| contender | wall items/s | steady items/s | in-run items/s | start-up s | "
+             "Ray + driver CPU s / 100 clips | engine CPU s / 100 clips | labels = "
+             f"{names[0]} |",
+             "|---|---|---|---|---|---|---|---|"]
     for n in names:
         lines.append(f"| {n} | {med[n]['wall']:.2f} | {med[n]['steady']:.2f} | "
-                     f"{med[n]['startup_s']:.1f} | {agree[n]:.3f} |")
+                     f"{med[n]['in_run']:.2f} | "
+                     f"{med[n]['startup_s']:.1f} | {med[n]['ray_cpu_s_per_100']:.2f} | "
+                     f"{med[n]['engine_cpu_s_per_100']:.2f} | {agree[n]:.3f} |")
     ratios = {}
 
     def ratio(a, b, key):
         if a in med and b in med:
             ratios[f"{a}/{b} {key}"] = med[a][key] / med[b][key]
 
-    for key in ("steady", "wall"):
+    for key in ("steady", "in_run", "wall"):
         ratio("ray-1x2", "inproc-2t", key)
         ratio("ray-1x1", "inproc-1t", key)
         ratio("ray-2x1", "ray-1x1", key)
