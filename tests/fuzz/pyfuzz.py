@@ -36,7 +36,6 @@ import contextlib
 import io
 import json
 import os
-import random
 import resource
 import shutil
 import signal
@@ -46,7 +45,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import numpy as np
 
