@@ -605,6 +605,21 @@ def _ray_plan(ray, workers: Optional[int], threads: Optional[int]):
     return workers, threads
 
 
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Refuse at once a HOST:PORT where nothing listens (``ray.init`` would wait minutes)."""
+    import socket
+
+    m = re.fullmatch(r"\[?([^\]]+?)\]?:(\d+)", address.strip())
+    if m is None:  # "auto", "ray://...": Ray's own forms
+        return
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout).close()
+    except OSError as exc:
+        raise BatchError(f"no Ray cluster answers at {address} ({exc.strerror or exc}): start "
+                         f"one there with `ray start --head --port={m.group(2)}`, or leave "
+                         f"the address out to run on a local one") from None
+
+
 def _run_ray(todo, store, bar, *, address, workers, threads, batch_size, engine, backend,
              frontend, top_k, window_batch, expect_sha256):
     ray = _import_ray()
@@ -622,10 +637,11 @@ def _run_ray(todo, store, bar, *, address, workers, threads, batch_size, engine,
     levels = {name: lg.level for name, lg in quiet.items()}
     for lg in quiet.values():
         lg.setLevel(logging.ERROR)
+    ctx = ray.data.DataContext.get_current()
+    bars = ctx.enable_progress_bars
+    ctx.enable_progress_bars = False  # ours counts committed results
     try:
         workers, threads = _ray_plan(ray, workers, threads)
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # ours counts committed results
         ds = ray.data.from_items(
             [{"input": json.dumps(dataclasses.asdict(it))} for it in todo],
             override_num_blocks=max(1, math.ceil(len(todo) / batch_size)))
@@ -647,6 +663,7 @@ def _run_ray(todo, store, bar, *, address, workers, threads, batch_size, engine,
                              f"results committed are kept: fix the cause and run the same "
                              f"command again") from exc
     finally:
+        ctx.enable_progress_bars = bars
         for name, lg in quiet.items():
             lg.setLevel(levels[name])
         if started:
@@ -707,7 +724,9 @@ def batch_classify(engine, source, out, *, ray: Union[bool, str, None] = None,
         raise ValueError("workers and threads must be >= 1")
     use_ray = ray not in (None, False)
     if use_ray:
-        _import_ray()  # fail before any work when Ray is asked for and missing
+        ray_mod = _import_ray()  # fail before any work when Ray is asked for and missing
+        if isinstance(ray, str) and ray not in ("", "local") and not ray_mod.is_initialized():
+            _probe(ray)
     elif workers not in (None, 1):
         raise BatchError(f"--workers {workers} needs --ray: in-process runs one engine "
                          f"(use --threads for its threads)")

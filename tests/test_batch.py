@@ -8,6 +8,7 @@ by ``audio_fixtures`` (tones and noise), plus broken inputs on purpose."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import signal
@@ -252,6 +253,11 @@ def test_clear_errors(engine_path, library, tmp_path):
         batch_classify(engine_path, m, blocker / "sub" / "r.jsonl", progress=False)
     with pytest.raises(BatchError, match="must end in"):
         batch_classify(engine_path, m, tmp_path / "r.csv", progress=False)
+    if importlib.util.find_spec("ray") is not None:
+        with pytest.raises(BatchError, match="no Ray cluster answers at 127.0.0.1:1"):
+            batch_classify(engine_path, m, tmp_path / "r.jsonl", ray="127.0.0.1:1",
+                           progress=False)
+        assert not (tmp_path / ("r.jsonl" + PARTS_SUFFIX)).exists()
     with pytest.raises(BatchError, match="needs --ray"):
         batch_classify(engine_path, m, tmp_path / "r.jsonl", workers=2, progress=False)
     with pytest.raises(ManifestError, match="not found"):
