@@ -14,6 +14,8 @@ Contenders, each a fresh launch per round, interleaved round by round:
     1proc-Nt   one process, ``--threads`` torch threads (default: all cores)
     2proc-1t   two processes under torchrun (``--standalone``), 1 thread each (same cores)
     1proc-1t   one process, 1 thread (what each rank of 2proc-1t has)
+    2proc-1t-plainbn   with ``--probe-plain-bn``: 2proc-1t with per-process BatchNorm
+               statistics (plain DDP, what SyncBatchNorm costs; trains a different model)
 
 Run it under the bench lock:
     flock /tmp/mmengine-bench.lock python bench/bench_ddp.py --clips 256 --rounds 3
@@ -67,7 +69,11 @@ def worker(args) -> int:
     """One training run (one rank of it under torchrun); rank 0 prints a JSON line."""
     from mmengine.config import ModelConfig, TrainConfig
     from mmengine.features.dataset import FeatureSet
+    from mmengine import distributed
     from mmengine.training import train
+
+    if args.plain_bn:  # the probe: leave the BatchNorm layers as they are
+        distributed.sync_batchnorm = lambda model: model
 
     z = np.load(args.worker)
     fs = FeatureSet(ids=[str(i) for i in z["ids"]], mfcc=z["mfcc"], logmel=z["logmel"],
@@ -98,9 +104,10 @@ def worker(args) -> int:
     return 0
 
 
-def run_one(subset: Path, nproc: int, threads: int, args) -> dict:
+def run_one(subset: Path, nproc: int, threads: int, args, plain_bn: bool = False) -> dict:
     me = [str(Path(__file__).resolve()), "--worker", str(subset), "--epochs", str(args.epochs),
-          "--batch", str(args.batch), "--threads", str(threads)]
+          "--batch", str(args.batch), "--threads", str(threads)] + \
+        (["--plain-bn"] if plain_bn else [])
     if nproc == 1:
         cmd = [sys.executable, *me]
     else:
@@ -124,22 +131,30 @@ def main(argv=None) -> int:
                    help="threads of the 1-process contender (default: all cores)")
     p.add_argument("--subset", help="feature subset file (default under /tmp)")
     p.add_argument("--json", help="also write the results here")
+    p.add_argument("--probe-plain-bn", action="store_true",
+                   help="add the 2proc-1t-plainbn contender (per-process BatchNorm)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--plain-bn", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         return worker(args)
     subset = prepare(args)
-    contenders = {f"1proc-{args.threads}t": (1, args.threads), "2proc-1t": (2, 1),
-                  "1proc-1t": (1, 1)}
+    contenders = {f"1proc-{args.threads}t": (1, args.threads, False), "2proc-1t": (2, 1, False),
+                  "1proc-1t": (1, 1, False)}
+    if args.probe_plain_bn:
+        contenders["2proc-1t-plainbn"] = (2, 1, True)
     times = {name: [] for name in contenders}
     cpu = {name: [] for name in contenders}
+    losses = {name: [] for name in contenders}
     for r in range(args.rounds):
-        for name, (nproc, threads) in contenders.items():
-            res = run_one(subset, nproc, threads, args)
+        for name, (nproc, threads, plain_bn) in contenders.items():
+            res = run_one(subset, nproc, threads, args, plain_bn)
             times[name].append(res["step_s"])
             cpu[name].append(res["cpu_step_s"])
+            losses[name].append(res["train_loss"])
             print(f"round {r + 1} {name}: {res['step_s'] * 1000:.0f} ms/step, "
-                  f"{res['cpu_step_s'] * 1000:.0f} CPU-ms/step "
+                  f"{res['cpu_step_s'] * 1000:.0f} CPU-ms/step, final loss "
+                  f"{res['train_loss']:.6f} "
                   f"(epochs {[round(s, 2) for s in res['epochs_s']]} s, launch "
                   f"{res['launch_s']:.0f} s)", flush=True)
     base = statistics.median(times[f"1proc-{args.threads}t"])
@@ -158,7 +173,8 @@ def main(argv=None) -> int:
               f"{s['speedup_vs_1proc']:.2f}x | {s['median_cpu_ms']:.0f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "times_s": times,
-                                               "cpu_s": cpu, "summary": summary}, indent=1))
+                                               "cpu_s": cpu, "train_loss": losses,
+                                               "summary": summary}, indent=1))
     return 0
 
 
