@@ -47,7 +47,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -56,6 +55,7 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
 from .config import BatchConfig
+from .data.safe_io import atomic_write
 from .errors import BatchError, ManifestError, OptionalDependencyError
 
 log = logging.getLogger("mmengine.batch")
@@ -299,15 +299,6 @@ def read_results(path) -> List[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 class ResultStore:
     """The committed results of one RESULTS file: RESULTS itself (a finished earlier run) and
     the shard files of ``RESULTS.parts/``. Holds one JSON line per id; ``commit`` writes a
@@ -448,17 +439,8 @@ class ResultStore:
         return fresh
 
     def _write_atomic(self, path: Path, text: str) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"),
+                     sync_dir=True)
 
     def finish(self, items: Sequence[BatchInput]) -> Path:
         """Write RESULTS (every input's row once, in input order) atomically and remove the
@@ -467,22 +449,15 @@ class ResultStore:
         if missing:
             raise BatchError(f"{len(missing)} input(s) have no result yet (e.g. {missing[0]!r}): "
                              f"run the same command again to finish")
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-" + self.out.name, dir=self.out.parent)
-        os.close(fd)
-        try:
+        def write(tmp: str) -> None:
             if self.format == "jsonl":
                 with open(tmp, "w", encoding="utf-8") as f:
                     for it in items:
                         f.write(self.lines[it.id] + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
             else:
                 self._write_parquet(tmp, items)
-            os.replace(tmp, self.out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        _fsync_dir(self.out.parent)
+
+        atomic_write(self.out, write, sync_dir=True)
         for shard in self.parts.glob(_PART_PREFIX + "*.jsonl"):
             shard.unlink()
         (self.parts / _RUN_FILE).unlink(missing_ok=True)

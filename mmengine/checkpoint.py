@@ -14,13 +14,18 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 
-from .config import InputLimits, ModelConfig, from_dict, model_config_from_stored, to_dict
+from .config import (
+    InputLimits,
+    ModelConfig,
+    model_config_from_stored,
+    to_dict,
+)
+from .data.safe_io import atomic_write
 from .errors import CheckpointError, InputFileError
 
 FORMAT = "mmengine-checkpoint/1"
@@ -30,24 +35,7 @@ PathLike = Union[str, os.PathLike]
 
 
 # ------------------------------------------------------------------ atomic file helpers
-def atomic_write(path: PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file in ``path``'s folder, then rename it over
-    ``path`` (readers see the old or the new file, never a partial one)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
+# (atomic_write itself: data.safe_io)
 def atomic_write_json(path: PathLike, doc: Any) -> None:
     def write(tmp: str) -> None:
         with open(tmp, "w", encoding="utf-8") as fh:
@@ -205,9 +193,8 @@ def load_checkpoint(path: PathLike) -> Tuple[torch.nn.Module, dict]:
         ``(model in eval mode, meta dict)``. Raises ``CheckpointError`` when a file is missing,
         malformed, does not match its checksum, or its tensors do not fit the architecture.
     """
-    from .models import build_model
-
     from . import schema
+    from .models import build_model
 
     meta = read_meta(path)
     meta_path = Path(meta["_path"])

@@ -4,11 +4,19 @@
 ``stat``-ed before it is opened (a FIFO would block ``open`` until a writer appears, a device
 such as ``/dev/zero`` never ends), opened non-blocking, checked again on the open descriptor
 (the path may have been swapped in between), and read up to the limit.
+
+``atomic_write`` is how every file the package writes is replaced (engine files, checkpoints,
+feature caches, splits, corpus files, batch results): readers see the old or the new file,
+never a partial one.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+import tempfile
+from pathlib import Path
+from typing import Callable, Union
 
 from ..errors import FileLimitError, InputFileError
 
@@ -101,3 +109,36 @@ def loads_bounded(blob, max_bytes: float, max_depth: int):
         raise ValueError(f"JSON nested deeper than {max_depth} levels "
                          "(InputLimits.max_json_depth)")
     return obj
+
+
+def fsync_dir(path) -> None:
+    """fsync a folder (a rename into it survives a power cut); best effort."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write(path: Union[str, os.PathLike], write: Callable[[str], None], *,
+                 sync_dir: bool = False) -> Path:
+    """Call ``write(tmp_path)`` on a temporary file in ``path``'s folder (created if needed),
+    fsync it and rename it over ``path``; the temporary file is removed on any failure.
+    ``sync_dir``: also fsync the folder afterwards. Returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if sync_dir:
+        fsync_dir(path.parent)
+    return path

@@ -30,8 +30,6 @@ Rules:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -42,6 +40,7 @@ import numpy as np
 from ..config import SplitConfig
 from ..errors import SplitError
 from .manifest import Dataset
+from .safe_io import atomic_write
 
 SPLITS = ("train", "val", "test")
 FORMAT = "mmengine-split/1"
@@ -172,17 +171,12 @@ def write_split(path, assignment: dict, *, seed: int, ratios, grouped_by: Option
         "counts": {s: counts.get(s, 0) for s in SPLITS},
         "assignment": dict(assignment),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=1, ensure_ascii=False)
             f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def read_split(path) -> dict:

@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +41,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..config import AudioConfig, FrontendConfig, to_dict
+from ..data.safe_io import atomic_write
 
 FEATURE_VERSION = 2  # 2: float32 path windows and FFTs in float64
 CACHE_FORMAT = "mmengine-feature-cache/1"
@@ -121,23 +120,12 @@ def clip_samples(audio_cfg: AudioConfig) -> int:
     return int(round(audio_cfg.clip_seconds * audio_cfg.sample_rate))
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_json(path: Path, doc: dict) -> None:
     def write(tmp):
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump(doc, f, ensure_ascii=False)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 @contextlib.contextmanager
@@ -214,7 +202,7 @@ def _compute(todo: list, doc: dict, cache_dir: Path, audio_cfg: AudioConfig,
         name = f"{SHARD_PREFIX}{doc['next_shard']:06d}{SHARD_SUFFIX}"
         tensors = {"logmel": np.ascontiguousarray(np.concatenate(buf_logmel), dtype=np.float32),
                    "mfcc": np.ascontiguousarray(np.concatenate(buf_mfcc), dtype=np.float32)}
-        _atomic_write(cache_dir / name, lambda tmp: save_file(
+        atomic_write(cache_dir / name, lambda tmp: save_file(
             tensors, tmp, metadata={"format": CACHE_FORMAT}))
         doc["next_shard"] += 1
         for row, (key, fp) in enumerate(buf_keys):

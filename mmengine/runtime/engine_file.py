@@ -39,12 +39,12 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
 from ..config import InputLimits
+from ..data.safe_io import atomic_write
 from ..errors import EngineFileError, InputFileError
 
 MAGIC = b"MMENGINE"
@@ -117,18 +117,7 @@ def write_engine_file(path: PathLike, header: dict, payload: bytes) -> Path:
     """Atomically write ``header`` + ``payload`` to ``path``; returns the path."""
     path = Path(path)
     data = encode(header, payload)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
 def _parse_fixed(path: str, head: bytes, max_header: float = MAX_HEADER_BYTES) -> tuple:

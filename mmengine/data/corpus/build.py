@@ -17,15 +17,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ...config import AudioConfig, SplitConfig
+from ..safe_io import atomic_write
 from . import recipes, render
 
 TASKS = {
@@ -45,19 +45,6 @@ def default_dir(task: str) -> Path:
 def default_manifest(task: str) -> Path:
     """Where ``build_dataset(task)`` writes its manifest by default."""
     return default_dir(task) / "manifest.jsonl"
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def job_seed(seed: int, task: str, item: dict, k: int) -> int:
