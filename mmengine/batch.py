@@ -332,7 +332,9 @@ class ResultStore:
         self._take_lock()
         try:
             self._check_run_file()
-            for tmp in self.parts.glob(".tmp-*"):  # left by a run killed while writing
+            # temporary files left by a run killed while writing (data.safe_io.atomic_write
+            # names them .NAME.XXXX.tmp; runs before it used .tmp-*)
+            for tmp in [*self.parts.glob(".*.tmp"), *self.parts.glob(".tmp-*")]:
                 tmp.unlink(missing_ok=True)
             if self.out.exists():
                 self._load_rows(read_results(self.out), str(self.out))
