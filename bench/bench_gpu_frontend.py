@@ -37,7 +37,7 @@ torch front end on cuda: decode on the CPU, log-Mel/MFCC on the GPU) and ``batch
   kernels; named, since ``auto`` picks only verified backends); absent, with the reason, when
   the CUDA extension or triton is missing.
 
-Method: ``bench/harness.py``'s, as the CPU peer suites: every contender runs warm in its own
+Method: ``mmengine/harness.py``'s, as the CPU peer suites: every contender runs warm in its own
 spawned process (its own DALI thread pool and CUDA context; built and called twice per batch
 before timing), contenders interleaved round by round in rotating order; reported per batch:
 the median over rounds of each round's best call, clips/s, p50/p99, peak RSS and the ratio to
@@ -117,7 +117,7 @@ def make_audio(folder: Path, distinct: int, fmt: str) -> list:
 
 
 # ---------------------------------------------------------------------- contenders
-# harness factories (bench/harness.py): factory(threads=..., **kwargs) -> (info, make), and
+# harness factories (mmengine/harness.py): factory(threads=..., **kwargs) -> (info, make), and
 # make(workload_params, batch) -> the callable timed; each runs in its own spawned process.
 def _waves(paths):
     import soundfile as sf
@@ -247,9 +247,9 @@ def engine_contender(threads: int, kind: str, paths: list, engine: str, source: 
 
 def run_suite(suite: str, batches, rounds: int, threads: int, paths: list, source: str,
               engine: Optional[Path] = None) -> dict:
-    """One suite through ``bench.harness.run_interleaved`` (its result dict); ``engine``: the
+    """One suite through ``mmengine.harness.run_interleaved`` (its result dict); ``engine``: the
     engine file of the ``engine`` suite."""
-    from bench.harness import Contender, Workload, run_interleaved
+    from mmengine.harness import Contender, Workload, run_interleaved
 
     factory = f"bench.bench_gpu_frontend:{suite}_contender"
     extra = {"engine": str(engine)} if suite == "engine" else {}
@@ -288,7 +288,7 @@ def main(argv=None) -> int:
         if not suites:
             return 2
 
-    from bench.harness import write_outputs
+    from mmengine.harness import write_outputs
 
     results = []
     with tempfile.TemporaryDirectory(prefix="mmengine-gpu-bench-") as tmp:

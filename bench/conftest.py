@@ -6,7 +6,7 @@ Two kinds of test per suite:
 * ``test_<contender>``: one contender in the pytest process, one small configuration, timed by
   ``benchmark.pedantic`` (quick, comparable with other pytest-benchmark runs; contenders that
   bring their own thread pools share the process here, so prefer the interleaved numbers).
-* ``test_<suite>_interleaved``: the multi-process interleaved harness (``bench/harness.py``)
+* ``test_<suite>_interleaved``: the multi-process interleaved harness (``mmengine/harness.py``)
   with few rounds; its per-contender medians and ratios go to ``benchmark.extra_info`` (the
   pedantic timing of that test is the harness's own run time).
 
@@ -68,7 +68,7 @@ def make_or_skip(factory, params: dict, batch: int, **kwargs):
 def benchmark_interleaved(benchmark, contenders, workloads, batches, **kwargs):
     """One ``run_interleaved`` as the benchmark's single pedantic round (group "interleaved"),
     its figures recorded with ``record_interleaved``; returns ``(result, extra_info)``."""
-    from bench.harness import run_interleaved
+    from mmengine.harness import run_interleaved
 
     result = {}
 

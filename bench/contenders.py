@@ -1,6 +1,6 @@
 """Contenders and workloads of the peer benchmarks (``bench/run_peers.py``; not run in CI).
 
-Every ``*_factory`` function runs inside a harness worker (``bench.harness``) as
+Every ``*_factory`` function runs inside a harness worker (``mmengine.harness``) as
 ``factory(threads=..., **kwargs) -> (info, make)``; ``make(params, batch)`` returns the
 callable timed for one (workload, batch). Heavy imports happen inside them, never at module
 level (this module is also imported by the parent process and by spawned workers).
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.harness import Contender, Workload  # noqa: E402
+from mmengine.harness import Contender, Workload  # noqa: E402
 
 D_STD, H_STD, L_STD = 148, 128, 2
 FRAMES_30S = 1292

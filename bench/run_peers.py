@@ -25,7 +25,7 @@ Suites (``bench/contenders.py``):
   engine's own decoding, DALI CPU features, ONNX Runtime) and ``dali-plain+ort`` (DALI decodes
   and computes the features, ONNX Runtime runs the model). Clips/s.
 
-Method (``bench/harness.py``): every contender runs warm in its own spawned process (built and
+Method (``mmengine/harness.py``): every contender runs warm in its own spawned process (built and
 called twice per (workload, batch) before timing); contenders take turns round by round
 (A B C A B C ...) so the machine's fast/slow phases (~2x apart on a shared VM) hit all alike;
 each turn times up to a few calls and keeps the best; reported: median over rounds of those
@@ -48,7 +48,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import contenders as C  # noqa: E402
-from bench.harness import run_interleaved, write_outputs  # noqa: E402
+from mmengine.harness import run_interleaved, write_outputs  # noqa: E402
 
 SUITES = ("classifier", "model", "decode", "frontend", "e2e")
 
