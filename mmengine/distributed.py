@@ -357,7 +357,7 @@ class _Step(nn.Module):
 
     def forward(self, xb, y, y_all, *, weight, multilabel: bool, aux_weight: float,
                 world: int):
-        from .training import aux_terms
+        from .models.losses import aux_terms
 
         if self.aux is None:
             logits = self.model(xb)

@@ -38,6 +38,7 @@ from .errors import CheckpointError, DataError
 from .metrics import classification_metrics
 from .models import batch_from_arrays, build_model, compute_norm_stats, dims_of
 from .models.fusion import batch_keys
+from .models.losses import aux_heads, aux_loss, aux_terms  # noqa: F401 (aux_terms: API)
 
 STATE_FORMAT = "mmengine-train-state/1"
 #: TrainConfig fields that may change between an interrupted run and its resumption
@@ -143,49 +144,6 @@ def class_weights(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=n_classes).astype(float)
     w = np.where(counts > 0, counts.sum() / (n_classes * np.maximum(counts, 1)), 0.0)
     return torch.tensor(w, dtype=torch.float32)
-
-
-def aux_heads(model: nn.Module, n_classes: int, dropout: float = 0.5) -> nn.ModuleDict:
-    """One dropout + linear head per stream of a fusion model (``model.stream_dims()``), for
-    the auxiliary losses of ``TrainConfig.aux_weight``; empty for models without streams."""
-    dims = model.stream_dims() if hasattr(model, "stream_dims") else {}
-    return nn.ModuleDict({name: nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, n_classes))
-                          for name, dim in dims.items()})
-
-
-def aux_terms(heads: nn.ModuleDict, parts: Dict[str, tuple], y: torch.Tensor,
-              multilabel: bool, weight: Optional[torch.Tensor] = None
-              ) -> List[Tuple[torch.Tensor, torch.Tensor]]:
-    """``(summed loss, normaliser)`` of each stream head present in ``parts`` (the pieces of
-    ``aux_loss``; data-parallel training sums the normalisers over ranks)."""
-    terms = []
-    for name, head in heads.items():
-        if name not in parts:
-            continue
-        summary, mask = parts[name]
-        logits = head(summary)
-        if multilabel:
-            per = nn.functional.binary_cross_entropy_with_logits(
-                logits, y, reduction="none").mean(dim=1)
-            norm = mask.sum()
-        else:
-            per = nn.functional.cross_entropy(logits, y, weight=weight, reduction="none")
-            norm = (mask * (weight[y] if weight is not None else 1.0)).sum()
-        terms.append(((per * mask).sum(), norm))
-    return terms
-
-
-def aux_loss(heads: nn.ModuleDict, parts: Dict[str, tuple], y: torch.Tensor,
-             multilabel: bool, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Mean over streams of each stream head's loss on the clips that have the stream (its
-    mask after modality dropout); a stream no clip of the batch has is skipped. Cross-entropy
-    with the class ``weight`` normalised like ``nn.CrossEntropyLoss``'s weighted mean, or
-    BCE-with-logits averaged over classes (multi-label)."""
-    losses = [num / norm for num, norm in aux_terms(heads, parts, y, multilabel, weight)
-              if float(norm) > 0]
-    if not losses:
-        return y.new_zeros((), dtype=torch.float32)
-    return torch.stack(losses).mean()
 
 
 def lr_at(step: int, total: int, cfg: TrainConfig, peak: Optional[float] = None) -> float:

@@ -27,24 +27,9 @@ import numpy as np
 from ...config import AudioConfig, SplitConfig
 from ..safe_io import atomic_write
 from . import recipes, render
+from .recipes import TASKS, default_dir, default_manifest  # noqa: F401 (the builder's API)
 
-TASKS = {
-    "folk": "dance type of fiddle tunes (reel, jig, hornpipe, slip jig): audio + title + notes",
-    "vocal": "mode (major/minor) of Bach chorales: audio + German lyrics + notes",
-}
 FILE_KINDS = (("audio", ".flac"), ("midi", ".mid"), ("rows", ".json"))
-
-
-def default_dir(task: str) -> Path:
-    """``$MMENGINE_DATA_DIR/<task>``, else ``~/.cache/mmengine/data/<task>``."""
-    base = os.environ.get("MMENGINE_DATA_DIR")
-    root = Path(base) if base else Path.home() / ".cache" / "mmengine" / "data"
-    return root / task
-
-
-def default_manifest(task: str) -> Path:
-    """Where ``build_dataset(task)`` writes its manifest by default."""
-    return default_dir(task) / "manifest.jsonl"
 
 
 def job_seed(seed: int, task: str, item: dict, k: int) -> int:

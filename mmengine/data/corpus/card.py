@@ -26,6 +26,7 @@ from typing import List, Optional
 import numpy as np
 
 from . import recipes, render
+from .recipes import TASKS, default_dir
 
 SPLITS = ("train", "val", "test")
 DOCS_PATH = Path(__file__).resolve().parents[3] / "docs" / "DATA.md"
@@ -188,7 +189,6 @@ def _ceiling_section(out: Path, task: str) -> str:
 
 def render_card(task: str, out: Path) -> Path:
     """Write ``out/DATA.md`` from what the folder holds. Returns its path."""
-    from .build import TASKS
 
     rows = _read_jsonl(out / "manifest.jsonl")
     failures = _read_jsonl(out / "failures.jsonl")
@@ -361,7 +361,6 @@ def _summary_row(task: str, out: Path) -> List:
 
 def write_docs(tasks=("folk", "vocal"), path: Path = DOCS_PATH) -> Path:
     """``docs/DATA.md``: a preface, a summary table and the card of each default build."""
-    from .build import TASKS, default_dir
 
     parts = [
         "# Built-in data sets\n",
@@ -398,7 +397,6 @@ def write_docs(tasks=("folk", "vocal"), path: Path = DOCS_PATH) -> Path:
 def main(argv: List[str]) -> int:
     import argparse
 
-    from .build import TASKS, default_dir
 
     ap = argparse.ArgumentParser(prog="python -m mmengine.data.corpus.card",
                                  description="baselines and data card of a built data set")

@@ -37,7 +37,7 @@ def measure(task: str = "vocal", progress: bool = True) -> Dict[str, dict]:
     from tqdm.auto import tqdm
 
     from ...metrics import classification_metrics
-    from .build import default_dir
+    from .recipes import default_dir
 
     root = default_dir(task)
     manifest = root / "manifest.jsonl"

@@ -38,6 +38,7 @@ after one of its members (normalised title; chorale file name).
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections import Counter, defaultdict
@@ -45,6 +46,25 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
 import numpy as np
+
+#: the built-in data sets (``mmengine data build TASK``) and what they label
+TASKS = {
+    "folk": "dance type of fiddle tunes (reel, jig, hornpipe, slip jig): audio + title + notes",
+    "vocal": "mode (major/minor) of Bach chorales: audio + German lyrics + notes",
+}
+
+
+def default_dir(task: str) -> Path:
+    """``$MMENGINE_DATA_DIR/<task>``, else ``~/.cache/mmengine/data/<task>``."""
+    base = os.environ.get("MMENGINE_DATA_DIR")
+    root = Path(base) if base else Path.home() / ".cache" / "mmengine" / "data"
+    return root / task
+
+
+def default_manifest(task: str) -> Path:
+    """Where ``build_dataset(task)`` writes its manifest by default."""
+    return default_dir(task) / "manifest.jsonl"
+
 
 RECIPE_DIR = Path(__file__).resolve().parent.parent / "recipes"
 RECIPE_FORMAT = "mmengine-recipe/1"
