@@ -4,7 +4,7 @@ Workload (the classifier's): 2-layer LSTM, input 148, hidden 128, T = 1292 and 6
 64, 256, weights fp32 and bf16. Every contender runs in this one process on the same inputs,
 warm, interleaved round by round (the order rotating each round); each call is timed with CUDA
 events; the table gives medians, sequences/s, GFLOP/s from the formula
-    FLOPs per sequence = Σ_layers 2·4H·(D + H)·T
+    FLOPs per sequence = Σ_layers 2·4H·(D + H)·T          (``mmengine.flops.recurrent_flops``)
 and the ratio to cuDNN (>1: faster than cuDNN). Contenders that cannot run here are named in
 the output with the reason.
 
@@ -45,19 +45,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from mmengine.errors import MMEngineError  # noqa: E402
+from mmengine.flops import recurrent_flops  # noqa: E402
 from mmengine.models.reference import layers_from_torch  # noqa: E402
 from mmengine.runtime.gpu_lstm import CudaLSTM, TritonLSTM  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-
-
-def lstm_flops(input_size: int, hidden: int, layers: int, steps: int) -> int:
-    """FLOPs of one sequence: Σ_layers 2·4H·(D + H)·T (input and recurrent GEMMs)."""
-    total, d = 0, input_size
-    for _ in range(layers):
-        total += 2 * 4 * hidden * (d + hidden) * steps
-        d = hidden
-    return total
 
 
 def model_shape() -> dict:
@@ -275,7 +267,7 @@ def main(argv=None) -> int:
         contenders, absent = make_contenders(lstm, dtype, trt_opts)
         absent_all.update({f"{k} ({dt_name})": v for k, v in absent.items()})
         for steps in args.steps:
-            flops = lstm_flops(args.input_size, args.hidden, args.layers, steps)
+            flops = recurrent_flops(args.input_size, args.hidden, args.layers, steps)
             for batch in args.batches:
                 x = torch.randn(batch, steps, args.input_size, device="cuda")
                 med = bench_point(contenders, x, args.rounds, args.warmup)

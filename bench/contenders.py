@@ -12,7 +12,7 @@ Workloads:
   every process), zero states, last hidden state out. Standard shape D = 148 at T = 1,292 and
   T = 646, plus the model's own shape (``model_shape``: the fused width, hidden size, layers
   and the frame count after the stems, T' = FusionLSTM.out_frames(1292) = 646 by default).
-  FLOPs per sequence: T * sum_l 2 * 4H * (D_l + H) (``bench_native_lstm._flops``).
+  FLOPs per sequence: T * sum_l 2 * 4H * (D_l + H) (``mmengine.flops.recurrent_flops``).
 * frontend: B audio files (30 s, 22,050 Hz FLAC) → log-Mel (128, 1292) + MFCC (20, 1292).
 * e2e: B audio files → class probabilities with ``Engine.classify(paths, batch_size=B)``.
 """
@@ -29,17 +29,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from mmengine.flops import recurrent_flops  # noqa: E402
 from mmengine.harness import Contender, Workload  # noqa: E402
 
 D_STD, H_STD, L_STD = 148, 128, 2
 FRAMES_30S = 1292
 CLIP_SECONDS, SAMPLE_RATE = 30.0, 22050
 CACHE = Path(tempfile.gettempdir()) / "mmengine-bench"
-
-
-def lstm_flops(D: int, H: int, L: int, T: int) -> float:
-    """FLOPs of one sequence through an L-layer LSTM (input D, hidden H, T steps)."""
-    return T * sum(2 * 4 * H * ((D if k == 0 else H) + H) for k in range(L))
 
 
 # =============================================================================== classifier
@@ -176,11 +172,11 @@ def classifier_suite(frames: Sequence[int] = (FRAMES_30S, 646), model: bool = Tr
     workloads = []
     for T in frames:
         p = {"kind": "lstm", "D": D_STD, "H": H_STD, "L": L_STD, "T": int(T)}
-        workloads.append(Workload(f"lstm-T{T}", p, "sequences", lstm_flops(D_STD, H_STD, L_STD, T)))
+        workloads.append(Workload(f"lstm-T{T}", p, "sequences", recurrent_flops(D_STD, H_STD, L_STD, T)))
     if model:
         p = model_shape()
         workloads.append(Workload(f"model-T{p['T']}", p, "sequences",
-                                  lstm_flops(p["D"], p["H"], p["L"], p["T"])))
+                                  recurrent_flops(p["D"], p["H"], p["L"], p["T"])))
     return contenders, workloads
 
 
