@@ -172,7 +172,8 @@ def classifier_suite(frames: Sequence[int] = (FRAMES_30S, 646), model: bool = Tr
     workloads = []
     for T in frames:
         p = {"kind": "lstm", "D": D_STD, "H": H_STD, "L": L_STD, "T": int(T)}
-        workloads.append(Workload(f"lstm-T{T}", p, "sequences", recurrent_flops(D_STD, H_STD, L_STD, T)))
+        workloads.append(Workload(f"lstm-T{T}", p, "sequences",
+                                  recurrent_flops(D_STD, H_STD, L_STD, T)))
     if model:
         p = model_shape()
         workloads.append(Workload(f"model-T{p['T']}", p, "sequences",

@@ -36,7 +36,8 @@ def test_classifier_contender(benchmark, name, bench_threads):
     h = _last_hidden(out)
     assert h.shape == (BATCH, C.H_STD) and np.isfinite(h).all()
     benchmark.group = f"classifier T={T} batch={BATCH}"
-    benchmark.extra_info.update(info=info, flops=C.recurrent_flops(C.D_STD, C.H_STD, C.L_STD, T) * BATCH)
+    benchmark.extra_info.update(info=info,
+                                flops=C.recurrent_flops(C.D_STD, C.H_STD, C.L_STD, T) * BATCH)
     benchmark.pedantic(fn, rounds=5, iterations=1, warmup_rounds=1)
 
 

@@ -263,7 +263,7 @@ def _bench(args: argparse.Namespace) -> int:
                     rounds=args.rounds, threads=args.threads, out_json=args.json,
                     backends=args.backends.split(",") if args.backends else None)
     print(format_table(res))
-    return 0
+    return 1 if res["failed"] else 0
 
 
 # ----------------------------------------------------------------------------- main
@@ -425,12 +425,26 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     bt.set_defaults(handler="batch")
 
-    bn = sub.add_parser("bench", help="throughput/latency of an engine on every backend here")
+    bn = sub.add_parser(
+        "bench", help="throughput/latency of an engine on every backend here",
+        description="Throughput and latency of Engine.predict_features on every backend that "
+        "can run the engine (or --backends), each backend warm in its own process, the "
+        "backends interleaved round by round (mmengine.harness). Per backend and batch: "
+        "seq/s (batch / median over rounds of each round's best call), p50/p99 ms of every "
+        "call, GFLOP/s of the recurrent stack and of the whole model (mmengine.flops, from "
+        "the engine header), the ratio to torch, the backend process's peak RSS.",
+        epilog="exit status: 0 every backend timed; 1 a backend could not be loaded or timed "
+        "(the table names why)")
     bn.add_argument("model", help="engine file (.mme)")
     bn.add_argument("--batches", default="1,8,64", help="comma-separated batch sizes")
-    bn.add_argument("--rounds", type=int, default=10, help="interleaved timed rounds")
-    bn.add_argument("--threads", type=int, help="threads for native/onnx")
-    bn.add_argument("--backends", help="comma-separated backends (default: all available)")
+    bn.add_argument("--rounds", type=int, default=10,
+                    help="interleaved timed rounds (default 10; in each, every backend and "
+                    "batch runs up to 5 calls, stopping once 0.25 s has passed, and keeps the "
+                    "best)")
+    bn.add_argument("--threads", type=int,
+                    help="threads for native/onnx (default: the backend's own default)")
+    bn.add_argument("--backends", help="comma-separated backends (default: all available that "
+                    "can run the file)")
     bn.add_argument("--json", help="also write the results as JSON here")
     bn.set_defaults(handler="bench")
     return p
