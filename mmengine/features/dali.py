@@ -84,7 +84,7 @@ from ..errors import (
     AudioUnsupportedFormatError,
     BackendUnavailableError,
 )
-from .frontend import check_waveforms
+from .base import check_waveforms
 from .reference import check_config, hann_window
 
 #: anti-alias FIR: -6 dB point and transition width as fractions of the lower Nyquist

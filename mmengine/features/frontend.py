@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections import defaultdict
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 
@@ -26,6 +25,7 @@ from .._ext import has
 from ..config import FrontendConfig
 from ..errors import OptionalDependencyError, UnknownBackendError
 from . import reference
+from .base import check_waveforms, length_groups  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -39,29 +39,6 @@ def auto_frontend(cfg: FrontendConfig = FrontendConfig()) -> str:
     from .native import available, supports
 
     return "native" if available() and supports(cfg) else "reference"
-
-
-def check_waveforms(waveforms: Sequence[np.ndarray], dtype=np.float32) -> List[np.ndarray]:
-    """Waveforms as 1-D arrays of ``dtype``; ``ValueError`` naming the index of a bad one."""
-    out = []
-    for i, w in enumerate(waveforms):
-        w = np.asarray(w, dtype=dtype)
-        if w.ndim != 1:
-            raise ValueError(f"waveform {i}: expected a 1-D mono waveform, got shape {w.shape}")
-        if not np.isfinite(w).all():
-            raise ValueError(f"waveform {i}: contains non-finite samples")
-        out.append(w)
-    return out
-
-
-def length_groups(waves: Sequence[np.ndarray], batch_size: int) -> Iterator[List[int]]:
-    """Indices of equal-length waveforms, at most ``batch_size`` at a time (order kept)."""
-    by_length = defaultdict(list)
-    for i, w in enumerate(waves):
-        by_length[w.size].append(i)
-    for idx in by_length.values():
-        for s in range(0, len(idx), batch_size):
-            yield idx[s:s + batch_size]
 
 
 class ReferenceFrontend:

@@ -112,7 +112,7 @@ class NativeFrontend:
         ``[{"logmel": (n_mels, T_i), "mfcc": (n_mfcc, T_i)}]`` float32, in input order.
 
         Raises ``ValueError`` naming the index of a waveform that is not 1-D or not finite."""
-        from .frontend import check_waveforms
+        from .base import check_waveforms
 
         waves = check_waveforms(waveforms)
         out = self._plan.compute(waves, self.num_threads)
@@ -133,7 +133,7 @@ class NativeFrontend:
         """:meth:`compute` on the calling thread only, with a plan (scratch) no other thread
         uses meanwhile: for pipelines whose worker threads each decode and featurise their own
         files (no lock shared with other threads, no oversubscribed cores)."""
-        from .frontend import check_waveforms
+        from .base import check_waveforms
 
         with self._borrowed_plan() as plan:
             out = plan.compute(check_waveforms(waveforms), 1)
