@@ -358,6 +358,55 @@ PYBIND11_MODULE(_C, m) {
         "truncated or unsupported input. mono=True: (frames, 1), the mean of the channels, "
         "one frame of every channel held at a time.");
 
+  struct PyFlacStream {  // the buffer stays exported (and so alive) as long as the stream
+    py::buffer_info buf;
+    std::unique_ptr<mmengine::audio::FlacStream> s;
+  };
+  py::class_<PyFlacStream>(m, "FlacStream", py::module_local(),
+      "FlacStream(data, max_frames=None, mono=False): decode a FLAC file's bytes (any "
+      "contiguous byte buffer, e.g. an mmap) frame by frame; read(want) returns the next whole "
+      "frames, at least `want` samples unless the stream ends (then 0), as float32 (k, 1) when "
+      "mono else (k, channels): the samples, checks and mix of decode_flac. FlacLimitError as "
+      "soon as more than max_frames samples are decoded (a declared total: at construction); "
+      "RuntimeError on malformed, truncated or unsupported input.")
+      .def(py::init([](py::buffer data, py::object max_frames, bool mono) {
+             namespace au = mmengine::audio;
+             auto* w = new PyFlacStream{data.request(), nullptr};
+             std::unique_ptr<PyFlacStream> own(w);
+             if (w->buf.itemsize != 1 || w->buf.ndim > 1 ||
+                 (w->buf.ndim == 1 && w->buf.strides[0] != 1))
+               throw py::value_error("FlacStream expects a contiguous 1-D byte buffer");
+             const auto* p = static_cast<const uint8_t*>(w->buf.ptr);
+             const size_t n = size_t(w->buf.size);
+             const uint64_t limit =
+                 max_frames.is_none() ? au::kNoLimit : max_frames.cast<uint64_t>();
+             w->s = std::make_unique<au::FlacStream>(p, n, au::flac_parse_info(p, n), mono,
+                                                     limit);
+             return own.release();
+           }), py::arg("data"), py::arg("max_frames") = py::none(), py::arg("mono") = false)
+      .def("read", [](PyFlacStream& w, uint64_t want) {
+             std::vector<float> out;
+             {
+               py::gil_scoped_release release;
+               w.s->read(want, out);
+             }
+             const auto& info = w.s->info();
+             const py::ssize_t cols = w.s->mono() ? 1 : py::ssize_t(info.channels);
+             py::array_t<float> arr({py::ssize_t(out.size()) / cols, cols});
+             if (!out.empty()) std::memcpy(arr.mutable_data(), out.data(), out.size() * 4);
+             return arr;
+           }, py::arg("want"))
+      .def_property_readonly("sample_rate", [](const PyFlacStream& w) {
+             return w.s->info().sample_rate; })
+      .def_property_readonly("channels", [](const PyFlacStream& w) {
+             return w.s->info().channels; })
+      .def_property_readonly("total_samples", [](const PyFlacStream& w) {
+             return w.s->info().total_samples; })
+      .def_property_readonly("decoded", [](const PyFlacStream& w) { return w.s->decoded(); })
+      .def_property_readonly("byte_pos", [](const PyFlacStream& w) { return w.s->byte_pos(); })
+      .def_property_readonly("finished", [](const PyFlacStream& w) {
+             return w.s->finished(); });
+
   py::class_<lstm::Model, std::unique_ptr<lstm::Model>>(m, "LSTM", py::module_local(),
       "Packed LSTM stack (see mmengine.runtime.native for the layout).")
       .def(py::init(&make_lstm), py::arg("num_layers"), py::arg("input_size"),

@@ -456,3 +456,51 @@ def test_own_encoder_rejects_invalid(rng):
     si[8 + 16], si[8 + 17] = 0, 255  # 256 -> 255
     with pytest.raises(RuntimeError, match="more samples than STREAMINFO declares"):
         _decode(bytes(si))
+
+
+# ---- frame by frame (FlacStream) ------------------------------------------------------------
+
+def _streamed(data, want: int, mono: bool = False, max_frames=None) -> np.ndarray:
+    s = C.FlacStream(np.frombuffer(data, np.uint8), max_frames, mono)
+    parts = []
+    while True:
+        y = s.read(want)
+        if len(y) == 0:
+            break
+        assert len(y) >= want or s.finished or s.decoded == s.total_samples
+        parts.append(y)
+    assert s.finished and s.byte_pos <= len(data)
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("ch", [1, 2, 3, 8])
+def test_stream_equals_whole_decode(ch, rng):
+    """Any read size gives the samples of decode_flac, channels mixed as decode_flac(mono)."""
+    data = _encode_sf(_signal("walk", 50_001, ch, rng), 44100, 24)
+    for mono in (False, True):
+        whole, _ = C.decode_flac(data, None, mono)
+        for want in (1, 1000, 4096, 65536, 1 << 20):
+            got = _streamed(data, want, mono)
+            assert got.shape == whole.shape and np.array_equal(got, whole), (mono, want)
+
+
+def test_stream_unknown_total_limit_and_errors(rng):
+    x = _ints(rng, 3000, 2, 24)
+    data = _encode(x, 24, 96000, [1024, 1024, 952], ("fixed", 2), assign=10, unknown_total=True)
+    assert np.array_equal(_streamed(data, 100), _expect(x, 24))
+    assert np.array_equal(_streamed(data, 100, max_frames=3000), _expect(x, 24))
+    s = C.FlacStream(data, 2500)  # counted frame by frame: refused at the frame that passes it
+    assert len(s.read(1000)) == 1024
+    with pytest.raises(C.FlacLimitError):
+        s.read(2000)
+    known = _encode_sf(_signal("sine", 5000, 1, rng), 22050, 16)
+    with pytest.raises(C.FlacLimitError):  # a declared total over the limit: at construction
+        C.FlacStream(known, 4999)
+    with pytest.raises(RuntimeError, match="truncated"):
+        _streamed(known[:len(known) // 2], 512)
+    bad = bytearray(known)
+    bad[len(known) // 2] ^= 0x10
+    with pytest.raises(RuntimeError):
+        _streamed(bytes(bad), 512)
+    with pytest.raises(RuntimeError, match="not a FLAC stream"):
+        C.FlacStream(b"RIFF0000WAVEfmt ")

@@ -718,6 +718,23 @@ FlacInfo flac_parse_info(const uint8_t* d, size_t size) {
 
 namespace {
 
+// out[i] = the mean of the nch channels of row i of `in` (rows x nch, interleaved), summed in
+// numpy's order for a float32 row mean (bit-identical to np.mean(axis=1, dtype=float32)).
+void mix_rows(const float* in, uint32_t nch, uint32_t rows, float* out) {
+  const float count = float(nch);
+  for (uint32_t i = 0; i < rows; ++i) {
+    const float* f = in + size_t(i) * nch;
+    float sum;
+    if (nch == 8) {  // numpy sums a row of 8 pairwise
+      sum = ((f[0] + f[1]) + (f[2] + f[3])) + ((f[4] + f[5]) + (f[6] + f[7]));
+    } else {
+      sum = f[0];
+      for (uint32_t c = 1; c < nch; ++c) sum += f[c];
+    }
+    out[i] = sum / count;
+  }
+}
+
 // Decodes the frames of the stream; get_out(done, bs) returns where the bs x channels floats
 // of the frame that follows `done` decoded samples go. With a known total the stream must hold exactly that many samples.
 template <typename GetOut>
@@ -754,21 +771,10 @@ void flac_decode_mono_into(const uint8_t* data, size_t size, const FlacInfo& inf
   const uint32_t nch = info.channels;
   if (nch == 1) return flac_decode_into(data, size, info, out);
   std::vector<float> scratch;  // one frame, interleaved
-  uint64_t at = 0;  // the summation order is numpy's for a float32 row mean (bit-identical)
+  uint64_t at = 0;
   uint32_t held = 0;
-  const float count = float(nch);
   auto mix = [&] {  // the frame decoded into scratch -> out[at .. at + held)
-    for (uint32_t i = 0; i < held; ++i) {
-      const float* f = scratch.data() + size_t(i) * nch;
-      float sum;
-      if (nch == 8) {  // numpy sums a row of 8 pairwise
-        sum = ((f[0] + f[1]) + (f[2] + f[3])) + ((f[4] + f[5]) + (f[6] + f[7]));
-      } else {
-        sum = f[0];
-        for (uint32_t c = 1; c < nch; ++c) sum += f[c];
-      }
-      out[at + i] = sum / count;
-    }
+    mix_rows(scratch.data(), nch, held, out + at);
     held = 0;
   };
   decode_frames(data, size, info, [&](uint64_t done, uint32_t bs) {
@@ -811,5 +817,75 @@ std::vector<float> flac_decode(const uint8_t* data, size_t size, const FlacInfo&
   flac_decode_into(data, size, known, out.data());
   return out;
 }
+
+// ---- frame by frame -----------------------------------------------------------------------
+struct FlacStream::Impl {
+  Decoder dec;
+  size_t pos;
+  bool mono;
+  uint64_t limit;
+  bool done = false;
+  std::vector<float> scratch;  // one frame, interleaved (mono mixing)
+
+  Impl(const uint8_t* d, size_t n, const FlacInfo& i, bool m, uint64_t lim)
+      : dec(d, n, i), pos(i.audio_offset), mono(m && i.channels > 1), limit(lim) {}
+};
+
+FlacStream::FlacStream(const uint8_t* data, size_t size, const FlacInfo& info, bool mono,
+                       uint64_t max_samples)
+    : impl_(new Impl(data, size, info, mono, max_samples)) {
+  if (info.total_samples > max_samples)
+    throw FlacLimitError("FLAC: STREAMINFO declares " + std::to_string(info.total_samples) +
+                         " samples, more than " + std::to_string(max_samples));
+}
+
+FlacStream::~FlacStream() { delete impl_; }
+
+void FlacStream::read(uint64_t want, std::vector<float>& out) {
+  Impl& s = *impl_;
+  Decoder& dec = s.dec;
+  const uint64_t total = dec.info.total_samples;
+  const uint32_t nch = dec.info.channels;
+  const uint32_t width = s.mono ? 1 : nch;
+  out.clear();
+  uint64_t got = 0;
+  auto sink = [&](uint32_t bs) -> float* {  // the checks of decode_frames and flac_count_samples
+    if (total && total - dec.decoded < bs)
+      fail("stream holds more samples than STREAMINFO declares (" + std::to_string(total) +
+           ")");
+    if (dec.decoded + bs > s.limit)
+      throw FlacLimitError("FLAC: stream holds more than " + std::to_string(s.limit) +
+                           " samples");
+    if (s.mono) {
+      if (s.scratch.size() < size_t(bs) * nch) s.scratch.resize(size_t(bs) * nch);
+      return s.scratch.data();
+    }
+    out.resize(size_t(got + bs) * width);
+    return out.data() + size_t(got) * width;
+  };
+  while (!s.done && got < want) {
+    if (!(total ? dec.decoded < total : s.pos < dec.size)) {
+      s.done = true;
+      break;
+    }
+    if (s.pos >= dec.size)
+      fail("truncated stream: " + std::to_string(dec.decoded) + " of " + std::to_string(total) +
+           " samples present");
+    const uint64_t before = dec.decoded;
+    s.pos = dec.frame(s.pos, sink);
+    const uint32_t bs = uint32_t(dec.decoded - before);
+    if (s.mono) {
+      out.resize(size_t(got + bs));
+      mix_rows(s.scratch.data(), nch, bs, out.data() + got);
+    }
+    got += bs;
+  }
+}
+
+bool FlacStream::finished() const { return impl_->done; }
+uint64_t FlacStream::decoded() const { return impl_->dec.decoded; }
+size_t FlacStream::byte_pos() const { return impl_->pos; }
+const FlacInfo& FlacStream::info() const { return impl_->dec.info; }
+bool FlacStream::mono() const { return impl_->mono || impl_->dec.info.channels == 1; }
 
 }  // namespace mmengine::audio

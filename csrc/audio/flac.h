@@ -59,4 +59,32 @@ uint64_t flac_count_samples(const uint8_t* data, size_t size, const FlacInfo& in
 std::vector<float> flac_decode(const uint8_t* data, size_t size, const FlacInfo& info,
                                uint64_t max_samples = kNoLimit);
 
+// Frame-by-frame decoding: each read() decodes whole frames until it holds at least `want`
+// samples (or the stream ends), so only about `want` samples plus one frame are held at a
+// time, whatever the stream's length. The samples, their checks (CRCs, frame numbers, the
+// STREAMINFO total: fewer or more samples throw) and the channel mix (mono: the mean of the
+// channels, as flac_decode_mono_into) are those of the whole-stream functions; a stream of
+// unknown length throws FlacLimitError as soon as it passes max_samples. `data` must stay
+// valid (and unchanged) while the object lives; info as for flac_decode_into.
+class FlacStream {
+ public:
+  FlacStream(const uint8_t* data, size_t size, const FlacInfo& info, bool mono,
+             uint64_t max_samples = kNoLimit);
+  ~FlacStream();
+  FlacStream(const FlacStream&) = delete;
+  FlacStream& operator=(const FlacStream&) = delete;
+  // Replaces `out` with the next frames: k x (mono ? 1 : channels) floats, interleaved;
+  // k >= want unless the stream ended (k == 0 once it has).
+  void read(uint64_t want, std::vector<float>& out);
+  bool finished() const;
+  uint64_t decoded() const;  // samples decoded so far
+  size_t byte_pos() const;   // offset of the next frame (everything before it is consumed)
+  const FlacInfo& info() const;
+  bool mono() const;  // the output has one column (mono requested, or one channel)
+
+ private:
+  struct Impl;
+  Impl* impl_;
+};
+
 }  // namespace mmengine::audio
