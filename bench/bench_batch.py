@@ -19,9 +19,13 @@ Contenders, over the same N folk clips (30 s FLAC, from the built-in data set):
   actors, idle workers) and this driver spent during the full run: the CPU Ray takes beside
   the actors (which have exited when it is read).
 
-Rounds are interleaved (each round starts with the next contender), after one untimed warm-up
-round (page cache, Ray's worker pool); tables give the median over rounds, and ratios of
-medians. Targets (issue 14): Ray overhead at equal total threads <= 15 % (``ray-1x2`` steady vs
+Rounds are interleaved (``mmengine.harness.interleaved_rounds``: each round starts with the
+next contender), after one untimed warm-up round (page cache, Ray's worker pool); tables give
+the median over rounds (``harness.median``), and ratios of medians. A contender's turn is a
+whole run (a Ray cluster's actors started, a manifest classified, results written), timed
+around the call and read from its ``BatchSummary``, not a warm callable the harness's workers
+could time call by call; the long-track profile times its repeated calls with
+``harness.time_calls``. Targets (issue 14): Ray overhead at equal total threads <= 15 % (``ray-1x2`` steady vs
 ``inproc-2t``), and 2 actors >= 1.7x one actor of one thread each (``ray-2x1`` vs ``ray-1x1``).
 
     python bench/bench_batch.py --engine folk.mme [--clips 200] [--rounds 3] [--batch-size 8]
@@ -35,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -44,6 +47,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from mmengine.harness import interleaved_rounds, median, time_calls  # noqa: E402
 
 
 def folk_clips(n: int):
@@ -59,7 +64,8 @@ def stage_profile(engine_path, files, reps: int = 2) -> dict:
     """Milliseconds per 30 s clip on one thread, best of ``reps`` passes over ``files``:
     decode (``load_audio``), front end (``compute_serial`` of its windows), and the whole
     ``Engine.classify`` (workers=1); ``rest`` = whole - decode - front end (the model, and
-    the text/symbolic inputs and glue)."""
+    the text/symbolic inputs and glue). Its own timer: the decode and front-end times are
+    sums of per-file stage times inside one pass, not calls of one callable."""
     from mmengine.data.audio import load_audio, windows
     from mmengine.runtime import Engine
 
@@ -108,22 +114,20 @@ def long_tracks(files, work: Path, minutes: float = 4.0) -> dict:
 
 
 def track_profile(engine_path, tracks: dict, reps: int = 3) -> dict:
-    """Per long track on one thread, best of ``reps``: bytes, decode ms (``load_audio``:
-    decode, mix, resample to the engine's rate) and whole ``Engine.classify`` ms."""
+    """Per long track on one thread, best of ``reps`` consecutive calls
+    (``harness.time_calls``): bytes, decode ms (``load_audio``: decode, mix, resample to the
+    engine's rate) and whole ``Engine.classify`` ms."""
     from mmengine.data.audio import load_audio
     from mmengine.runtime import Engine
 
     eng = Engine.load(engine_path, threads=1)
     out = {}
     for fmt, p in tracks.items():
-        dec = whole = float("inf")
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            load_audio(str(p), eng.audio_cfg)
-            dec = min(dec, time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            r = eng.classify([str(p)], workers=1)[0]
-            whole = min(whole, time.perf_counter() - t0)
+        got = []
+        dec = min(time_calls(lambda: load_audio(str(p), eng.audio_cfg), float("inf"), reps))
+        whole = min(time_calls(lambda: got.append(eng.classify([str(p)], workers=1)[0]),
+                               float("inf"), reps))
+        r = got[-1]
         out[fmt] = {"bytes": p.stat().st_size, "windows": len(r.windows),
                     "decode_ms": 1000 * dec, "whole_ms": 1000 * whole}
     return out
@@ -131,7 +135,9 @@ def track_profile(engine_path, tracks: dict, reps: int = 3) -> dict:
 
 def driver_profile(work: Path, n: int = 100_000, batch: int = 32) -> dict:
     """The driver's own cost per row, with synthetic rows of the real shape: committing
-    shards of ``batch`` rows (JSON, fsync, rename) and assembling Parquet and JSONL."""
+    shards of ``batch`` rows (JSON, fsync, rename) and assembling Parquet and JSONL. Its own
+    timer: one pass of ``n`` rows is the measurement (rows/s over the pass), not repeated
+    calls."""
     from mmengine.batch import BatchInput, ResultStore
 
     ident = {"engine_sha256": "0" * 64, "engine_version": "0.1.0"}
@@ -278,24 +284,28 @@ def main(argv=None) -> int:
           f"{args.cpus} CPUs; warm-up round", flush=True)
     for name in names:
         run(name)
-    results = {n: [] for n in names}
-    for r in range(args.rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            got = run(name)
-            results[name].append(got)
-            print(f"round {r + 1} {name:10s} wall {got['wall']:6.2f} items/s, steady "
-                  f"{got['steady']:6.2f} items/s, in-run {got['in_run']:6.2f}, start-up "
-                  f"{got['startup_s']:.1f} s, CPU s per 100 clips: Ray + driver "
-                  f"{got['ray_cpu_s_per_100']:.2f}, engine {got['engine_cpu_s_per_100']:.2f}",
-                  flush=True)
+    done = [0]
+
+    def measure(name, _):
+        got = run(name)
+        done[0] += 1
+        print(f"round {(done[0] - 1) // len(names) + 1} {name:10s} wall {got['wall']:6.2f} "
+              f"items/s, steady "
+              f"{got['steady']:6.2f} items/s, in-run {got['in_run']:6.2f}, start-up "
+              f"{got['startup_s']:.1f} s, CPU s per 100 clips: Ray + driver "
+              f"{got['ray_cpu_s_per_100']:.2f}, engine {got['engine_cpu_s_per_100']:.2f}",
+              flush=True)
+        return got
+
+    timed = interleaved_rounds(names, [None], args.rounds, measure)
+    results = {n: timed[(n, None)] for n in names}
     ray.shutdown()
     ref = labels[names[0]]
     agree = {n: sum(labels[n][k] == ref[k] for k in ref) / len(ref) for n in names}
 
     keys = ("wall", "steady", "in_run", "startup_s", "ray_cpu_s_per_100",
             "engine_cpu_s_per_100")
-    med = {n: {k: statistics.median(x[k] for x in results[n]) for k in keys} for n in names}
+    med = {n: {k: median([x[k] for x in results[n]]) for k in keys} for n in names}
     lines = ["| contender | wall items/s | steady items/s | in-run items/s | start-up s | "
              "Ray + driver CPU s / 100 clips | engine CPU s / 100 clips | labels = "
              f"{names[0]} |",

@@ -10,7 +10,11 @@ the CPU seconds of that epoch per step, summed over the processes: on a machine 
 other work shares, the wall time says how long a step took, the CPU time how much work DDP
 added (communication, synchronised BatchNorm, the second process's own overheads).
 
-Contenders, each a fresh launch per round, interleaved round by round:
+Contenders, each a fresh launch per round, interleaved round by round (the harness's
+``mmengine.harness.interleaved_rounds``: each round starts with the next contender; medians
+with ``harness.median``). Not the harness's warm workers and timer: a step runs inside
+``training.train`` under torchrun, in processes launched for it, and its time is the one the
+run itself records (an epoch's seconds over its steps), not a call the harness could time.
     1proc-Nt   one process, ``--threads`` torch threads (default: all cores)
     2proc-1t   two processes under torchrun (``--standalone``), 1 thread each (same cores)
     1proc-1t   one process, 1 thread (what each rank of 2proc-1t has)
@@ -29,7 +33,6 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +40,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from mmengine.harness import interleaved_rounds, median  # noqa: E402
 
 
 def _subset_path(args) -> Path:
@@ -146,22 +155,28 @@ def main(argv=None) -> int:
     times = {name: [] for name in contenders}
     cpu = {name: [] for name in contenders}
     losses = {name: [] for name in contenders}
-    for r in range(args.rounds):
-        for name, (nproc, threads, plain_bn) in contenders.items():
-            res = run_one(subset, nproc, threads, args, plain_bn)
-            times[name].append(res["step_s"])
-            cpu[name].append(res["cpu_step_s"])
-            losses[name].append(res["train_loss"])
-            print(f"round {r + 1} {name}: {res['step_s'] * 1000:.0f} ms/step, "
-                  f"{res['cpu_step_s'] * 1000:.0f} CPU-ms/step, final loss "
-                  f"{res['train_loss']:.6f} "
-                  f"(epochs {[round(s, 2) for s in res['epochs_s']]} s, launch "
-                  f"{res['launch_s']:.0f} s)", flush=True)
-    base = statistics.median(times[f"1proc-{args.threads}t"])
-    summary = {name: {"median_step_ms": statistics.median(t) * 1000,
+    launches = [0]
+
+    def launch(name, _):
+        nproc, threads, plain_bn = contenders[name]
+        res = run_one(subset, nproc, threads, args, plain_bn)
+        times[name].append(res["step_s"])
+        cpu[name].append(res["cpu_step_s"])
+        losses[name].append(res["train_loss"])
+        launches[0] += 1
+        print(f"round {(launches[0] - 1) // len(contenders) + 1} {name}: "
+              f"{res['step_s'] * 1000:.0f} ms/step, "
+              f"{res['cpu_step_s'] * 1000:.0f} CPU-ms/step, final loss "
+              f"{res['train_loss']:.6f} "
+              f"(epochs {[round(s, 2) for s in res['epochs_s']]} s, launch "
+              f"{res['launch_s']:.0f} s)", flush=True)
+
+    interleaved_rounds(list(contenders), [None], args.rounds, launch)
+    base = median(times[f"1proc-{args.threads}t"])
+    summary = {name: {"median_step_ms": median(t) * 1000,
                       "min_step_ms": min(t) * 1000,
-                      "speedup_vs_1proc": base / statistics.median(t),
-                      "median_cpu_ms": statistics.median(cpu[name]) * 1000}
+                      "speedup_vs_1proc": base / median(t),
+                      "median_cpu_ms": median(cpu[name]) * 1000}
                for name, t in times.items()}
     print(f"\nglobal batch {args.batch}, {args.clips} training clips, "
           f"{-(-args.clips // args.batch)} steps/epoch, {args.rounds} rounds, {os.cpu_count()} cores")

@@ -2,8 +2,9 @@
 
 Workload (the classifier's): 2-layer LSTM, input 148, hidden 128, T = 1292 and 646, batch 1, 8,
 64, 256, weights fp32 and bf16. Every contender runs in this one process on the same inputs,
-warm, interleaved round by round (the order rotating each round); each call is timed with CUDA
-events; the table gives medians, sequences/s, GFLOP/s from the formula
+warm, interleaved round by round (the order rotating each round: the harness's
+``interleaved_rounds``); each call is timed with CUDA events (not the harness's host clock or
+its one process per contender: see ``bench_point``); the table gives medians, sequences/s, GFLOP/s from the formula
     FLOPs per sequence = Σ_layers 2·4H·(D + H)·T          (``mmengine.flops.recurrent_flops``)
 and the ratio to cuDNN (>1: faster than cuDNN). Contenders that cannot run here are named in
 the output with the reason.
@@ -34,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 from pathlib import Path
 
@@ -46,6 +46,7 @@ if str(ROOT) not in sys.path:
 
 from mmengine.errors import MMEngineError  # noqa: E402
 from mmengine.flops import recurrent_flops  # noqa: E402
+from mmengine.harness import interleaved_rounds, median  # noqa: E402
 from mmengine.models.reference import layers_from_torch  # noqa: E402
 from mmengine.runtime.gpu_lstm import CudaLSTM, TritonLSTM  # noqa: E402
 
@@ -199,18 +200,21 @@ def time_call(fn, x) -> float:
 
 
 def bench_point(contenders, x, rounds: int, warmup: int) -> dict:
-    """Median ms per call of each contender, interleaved round by round."""
+    """Median ms per call of each contender, interleaved round by round in rotating order
+    (``mmengine.harness.interleaved_rounds``), one CUDA-event-timed call per turn.
+
+    In this process rather than ``harness.run_interleaved``'s one process per contender: the
+    contenders share the GPU, its CUDA context and the input tensor (no CPU thread pools to
+    keep apart), and a call is timed with CUDA events (``time_call``) on the device rather
+    than with the host clock the harness's workers use."""
     with torch.inference_mode():
         for fn in contenders.values():
             for _ in range(warmup):
                 fn(x)
         torch.cuda.synchronize()
-        times = {name: [] for name in contenders}
-        names = list(contenders)
-        for r in range(rounds):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                times[name].append(time_call(contenders[name], x))
-    return {name: statistics.median(ts) for name, ts in times.items()}
+        times = interleaved_rounds(list(contenders), [None], rounds,
+                                   lambda name, _: time_call(contenders[name], x))
+    return {name: median(times[(name, None)]) for name in contenders}
 
 
 def max_diff(contenders, x) -> dict:

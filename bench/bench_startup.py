@@ -2,8 +2,12 @@
 
 What a user pays for one file from the command line: interpreter start, imports, reading and
 checking the engine, building the backend, decoding, features, the model, printing. Each run
-is a new process (``os.wait4`` gives its own peak RSS); the engines take turns run by run,
-each with the backend it was built for. Reported: median and min over the runs.
+is a new process (``os.wait4`` gives its own peak RSS); the engines take turns run by run
+(``mmengine.harness.interleaved_rounds``, each round starting with the next engine), each with
+the backend it was built for. Reported: median and min over the runs.
+
+Its own timer (``one_run``) rather than the harness's warm workers: what is measured is the
+cold start of a fresh process, which a warm callable timed repeatedly cannot show.
 
     python bench/bench_startup.py FILE ENGINE [ENGINE ...] [--runs 5] [--threads 2]
 """
@@ -12,10 +16,16 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from mmengine.harness import interleaved_rounds, median  # noqa: E402
 
 
 def one_run(cmd) -> tuple:
@@ -43,18 +53,18 @@ def main(argv=None) -> int:
 
     exe = shutil.which("mmengine") or sys.exit("the mmengine command is not on PATH")
     labels = {e: "{backend} {dtype}".format(**read_header(e)) for e in args.engines}
-    runs = {e: [] for e in args.engines}
-    for _ in range(args.runs):
-        for e in args.engines:
-            runs[e].append(one_run([exe, "classify", e, args.file, "--backend",
-                                    read_header(e)["backend"], "--threads", str(args.threads)]))
+    got = interleaved_rounds(
+        args.engines, [args.file], args.runs,
+        lambda e, f: one_run([exe, "classify", e, f, "--backend", read_header(e)["backend"],
+                              "--threads", str(args.threads)]))
+    runs = {e: got[(e, args.file)] for e in args.engines}
     print(f"mmengine classify ENGINE {args.file} (fresh process each run, {args.runs} runs, "
           f"--threads {args.threads})")
     print(f"{'engine':14s} {'median s':>9s} {'min s':>7s} {'median MiB':>11s} {'max MiB':>8s}")
     for e, rs in runs.items():
         walls, rss = [r[0] for r in rs], [r[1] for r in rs]
-        print(f"{labels[e]:14s} {statistics.median(walls):9.3f} {min(walls):7.3f} "
-              f"{statistics.median(rss):11.1f} {max(rss):8.1f}")
+        print(f"{labels[e]:14s} {median(walls):9.3f} {min(walls):7.3f} "
+              f"{median(rss):11.1f} {max(rss):8.1f}")
     return 0
 
 

@@ -4,11 +4,12 @@ CI: ``tests/`` is the test suite).
 Two kinds of test per suite:
 
 * ``test_<contender>``: one contender in the pytest process, one small configuration, timed by
-  ``benchmark.pedantic`` (quick, comparable with other pytest-benchmark runs; contenders that
-  bring their own thread pools share the process here, so prefer the interleaved numbers).
-* ``test_<suite>_interleaved``: the multi-process interleaved harness (``mmengine/harness.py``)
-  with few rounds; its per-contender medians and ratios go to ``benchmark.extra_info`` (the
-  pedantic timing of that test is the harness's own run time).
+  ``benchmark.pedantic`` (pytest-benchmark's own timer, kept so that these tests compare with
+  other pytest-benchmark runs; contenders that bring their own thread pools share the process
+  here, so prefer the interleaved numbers).
+* ``test_<suite>_interleaved``: the multi-process interleaved harness
+  (``mmengine/harness.py``) with few rounds; its per-contender medians and ratios go to
+  ``benchmark.extra_info`` (the pedantic timing of that test is the harness's own run time).
 
 Options: ``--bench-rounds N`` (interleaved rounds, default 2), ``--bench-threads N`` (2).
 """

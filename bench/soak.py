@@ -30,7 +30,12 @@ peaked at) is split in tenths, the first and last tenth standing for the first a
 thousand items of a 10,000-item run.
 
 Flat: the peak of the last 1,000 items is at most ``--tolerance-mb`` above the peak of the
-first 1,000 (the result list itself grows by ~1 KB per item). Exit status 0 when every pass
+first 1,000 (the result list itself grows by ~1 KB per item).
+
+Not a timing benchmark, so not the harness (``mmengine.harness``): its measurement is memory
+over one long run (RSS sampled by a thread every 50 ms, read per chunk or per tenth of the
+run), which repeated interleaved calls of a warm callable would not show; its clock only
+places the samples in time and gives the run's items/s as a by-product. Exit status 0 when every pass
 is flat, every class got its expected outcome and every item has a result; 1 otherwise.
 """
 from __future__ import annotations
