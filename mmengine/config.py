@@ -7,7 +7,7 @@ never repeated as a default elsewhere (the CLI reads its defaults from these cla
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Optional, Tuple, Type, TypeVar
 
 T = TypeVar("T")
@@ -215,6 +215,11 @@ class SplitConfig:
 MODALITIES = ("mfcc", "mel", "text", "symbolic")
 #: the sizes a model is built with (``models.build_model``), stored in checkpoints and engines
 DIM_KEYS = ("n_mfcc", "n_mels", "text_dim", "symbolic_dim", "n_classes", "multilabel")
+#: modality -> the names of its arrays in a model's inputs (batch dicts, engine io, ONNX)
+MODALITY_INPUTS = {"mfcc": ("mfcc",), "mel": ("logmel",), "text": ("text", "text_mask"),
+                   "symbolic": ("symbolic", "symbolic_mask")}
+#: the order of those arrays in every input list
+INPUT_ORDER = ("mfcc", "logmel", "text", "text_mask", "symbolic", "symbolic_mask")
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ file. Keys a field table does not list are left alone (they size nothing).
 from __future__ import annotations
 
 import math
-import struct
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .config import LIMIT_CEILINGS, MODALITIES, InputLimits, from_dict
+from .data.safe_io import safetensors_index  # noqa: F401 (re-exported)
 from .errors import CheckpointError, EngineFileError
 
 # kinds: ("int", lo, hi), ("num", lo, hi), ("bool",), ("choice", values), ("ints", max_len, lo,
@@ -74,8 +74,6 @@ FRONTEND_FIELDS: _Spec = {
 #: input names an engine may declare, and how many fixed dims each has after "batch"
 _INPUTS = {"mfcc": "n_mfcc", "logmel": "n_mels", "text": "text_dim", "text_mask": None,
            "symbolic": "symbolic_dim", "symbolic_mask": None}
-_ST_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2,
-              "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}
 
 
 def _num(v) -> bool:
@@ -187,18 +185,17 @@ def check_engine_fields(header: Mapping) -> None:
     # exactly the model's inputs in their order (export.input_spec): a header may not leave
     # one out (the model would run without it) or empty the list (found by tests/fuzz/pyfuzz.py:
     # classify then raised KeyError from the model)
-    from .config import model_config_from_stored
-    from .export import _INPUT_ORDER, _MODALITY_INPUTS
+    from .config import INPUT_ORDER, MODALITY_INPUTS, model_config_from_stored
 
     # the modalities the model uses: configured and present in the data (FusionLSTM drops a
     # modality whose size in dims is 0)
     dims = model.get("dims") or {}
     size = {"mfcc": "n_mfcc", "mel": "n_mels", "text": "text_dim", "symbolic": "symbolic_dim"}
     names = {n for m in model_config_from_stored(dict(model["config"])).modalities
-             if dims.get(size.get(m, ""), 1) for n in _MODALITY_INPUTS.get(m, ())}
+             if dims.get(size.get(m, ""), 1) for n in MODALITY_INPUTS.get(m, ())}
     if not names & {"mfcc", "logmel"}:
         names.add("logmel")
-    want = [n for n in _INPUT_ORDER if n in names]
+    want = [n for n in INPUT_ORDER if n in names]
     if [s["name"] for s in io["inputs"]] != want:
         raise ValueError(f"io.inputs {[s['name'] for s in io['inputs']]} are not the model's "
                          f"inputs {want}")
@@ -229,45 +226,6 @@ def safetensors_shapes(data: bytes, max_json: float, max_depth: int,
     stop after the header when ``body_size`` (the bytes after it) is given."""
     return {k: (d, s) for k, (d, s, _, _) in
             safetensors_index(data, max_json, max_depth, body_size)[0].items()}
-
-
-def safetensors_index(data: bytes, max_json: float, max_depth: int,
-                      body_size: Optional[int] = None
-                      ) -> Tuple[Dict[str, Tuple[str, Tuple[int, ...], int, int]], int, dict]:
-    """``({name: (dtype, shape, begin, end)}, body offset, metadata)`` of safetensors bytes:
-    the header read within the JSON limits, every tensor's byte range checked against its
-    dtype, shape and the body (``ValueError``); ``begin``/``end`` count from the body offset."""
-    from .data.safe_io import loads_bounded
-
-    if len(data) < 8:
-        raise ValueError("safetensors payload shorter than its 8-byte header length")
-    (n,) = struct.unpack("<Q", data[:8])
-    if n > max_json or 8 + n > len(data):
-        raise ValueError(f"safetensors header length {n} exceeds the payload or "
-                         "InputLimits.max_json_bytes")
-    head = loads_bounded(bytes(data[8:8 + n]), max_json, max_depth)
-    if not isinstance(head, dict):
-        raise ValueError("safetensors header is not an object")
-    body = len(data) - 8 - n if body_size is None else body_size
-    out = {}
-    for name, t in head.items():
-        if name == "__metadata__":
-            continue
-        if (not isinstance(t, dict) or t.get("dtype") not in _ST_DTYPES
-                or not isinstance(t.get("shape"), list)
-                or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
-                           for x in t["shape"])
-                or not isinstance(t.get("data_offsets"), list) or len(t["data_offsets"]) != 2):
-            raise ValueError(f"safetensors entry {name!r} is malformed")
-        a, b = t["data_offsets"]
-        count = math.prod(t["shape"])
-        if not (isinstance(a, int) and isinstance(b, int) and 0 <= a <= b <= body
-                and b - a == count * _ST_DTYPES[t["dtype"]]):
-            raise ValueError(f"safetensors entry {name!r}: bytes {a}..{b} do not hold "
-                             f"{t['shape']} {t['dtype']} within the {body}-byte body")
-        out[name] = (t["dtype"], tuple(t["shape"]), a, b)
-    meta = head.get("__metadata__")
-    return out, 8 + n, meta if isinstance(meta, dict) else {}
 
 
 def expected_shapes(cfg_dict: Mapping, dims: Mapping) -> Dict[str, Tuple[int, ...]]:

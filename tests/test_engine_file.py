@@ -182,9 +182,9 @@ def test_build_from_checkpoint(tmp_path, backend):
     """``mmengine build RUN -o X.mme --backend B``: a saved checkpoint becomes an engine whose
     header carries its labels and settings and whose runner computes the model's logits."""
     from mmengine.checkpoint import save_checkpoint
-    from mmengine.export import example_inputs
+    from mmengine.export import build_engine, example_inputs
     from mmengine.models import build_model
-    from mmengine.runtime import build_engine, registry
+    from mmengine.runtime import registry
 
     if backend not in registry.available_backends():
         pytest.skip(f"{backend} is not available here")

@@ -12,11 +12,13 @@ never a partial one.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import stat
+import struct
 import tempfile
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Dict, Optional, Tuple, Union
 
 from ..errors import FileLimitError, InputFileError
 
@@ -142,3 +144,45 @@ def atomic_write(path: Union[str, os.PathLike], write: Callable[[str], None], *,
     if sync_dir:
         fsync_dir(path.parent)
     return path
+
+
+#: safetensors dtype -> bytes per element
+_ST_DTYPES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2,
+              "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "F64": 8, "I64": 8, "U64": 8}
+
+
+def safetensors_index(data: bytes, max_json: float, max_depth: int,
+                      body_size: Optional[int] = None
+                      ) -> Tuple[Dict[str, Tuple[str, Tuple[int, ...], int, int]], int, dict]:
+    """``({name: (dtype, shape, begin, end)}, body offset, metadata)`` of safetensors bytes:
+    the header read within the JSON limits, every tensor's byte range checked against its
+    dtype, shape and the body (``ValueError``); ``begin``/``end`` count from the body offset."""
+    if len(data) < 8:
+        raise ValueError("safetensors payload shorter than its 8-byte header length")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > max_json or 8 + n > len(data):
+        raise ValueError(f"safetensors header length {n} exceeds the payload or "
+                         "InputLimits.max_json_bytes")
+    head = loads_bounded(bytes(data[8:8 + n]), max_json, max_depth)
+    if not isinstance(head, dict):
+        raise ValueError("safetensors header is not an object")
+    body = len(data) - 8 - n if body_size is None else body_size
+    out = {}
+    for name, t in head.items():
+        if name == "__metadata__":
+            continue
+        if (not isinstance(t, dict) or t.get("dtype") not in _ST_DTYPES
+                or not isinstance(t.get("shape"), list)
+                or not all(isinstance(x, int) and not isinstance(x, bool) and x >= 0
+                           for x in t["shape"])
+                or not isinstance(t.get("data_offsets"), list) or len(t["data_offsets"]) != 2):
+            raise ValueError(f"safetensors entry {name!r} is malformed")
+        a, b = t["data_offsets"]
+        count = math.prod(t["shape"])
+        if not (isinstance(a, int) and isinstance(b, int) and 0 <= a <= b <= body
+                and b - a == count * _ST_DTYPES[t["dtype"]]):
+            raise ValueError(f"safetensors entry {name!r}: bytes {a}..{b} do not hold "
+                             f"{t['shape']} {t['dtype']} within the {body}-byte body")
+        out[name] = (t["dtype"], tuple(t["shape"]), a, b)
+    meta = head.get("__metadata__")
+    return out, 8 + n, meta if isinstance(meta, dict) else {}

@@ -39,11 +39,11 @@ _NP_DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "I64": np
 def read_safetensors(data: bytes, path: str = "<payload>") -> Tuple[Dict[str, np.ndarray], dict]:
     """(name -> numpy array, metadata) of a safetensors blob, without torch.
 
-    The header is read and every tensor's byte range checked by ``schema.safetensors_index``
+    The header is read and every tensor's byte range checked by ``data.safe_io.safetensors_index``
     (within ``InputLimits``' JSON size and depth) before any array is made; bfloat16 tensors
     come back as float32 holding the same values. ``EngineFileError`` on a bad blob."""
     from ..config import InputLimits
-    from ..schema import safetensors_index
+    from ..data.safe_io import safetensors_index
 
     limits = InputLimits()
     try:

@@ -26,7 +26,7 @@ def build(model, header: Mapping, *, dtype: str = "fp32", opset: Optional[int] =
     """Payload for ``--backend onnx``: (ONNX bytes, backend header options)."""
     import torch
 
-    from ..export import ONNX_OPSET, export_onnx
+    from ..spec import ONNX_OPSET, export_onnx
 
     if dtype != "fp32":
         raise ValueError("the onnx backend builds fp32 only (ONNX's LSTM op has no bf16)")

@@ -191,7 +191,7 @@ def build_plan(onnx_bytes: bytes, inputs: Sequence[Mapping], settings: TensorRTS
 
 def build(model, header: Mapping, *, dtype: str = "fp32", **options) -> Tuple[bytes, dict]:
     """Payload for ``--backend tensorrt``: (plan bytes, backend header options)."""
-    from ..export import export_onnx
+    from ..spec import export_onnx
 
     settings = TensorRTSettings.from_options(options)
     _require_trt()

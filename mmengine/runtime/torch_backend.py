@@ -18,7 +18,7 @@ from typing import Callable, Dict, Mapping, Optional, Tuple
 import numpy as np
 import torch
 
-from ..export import rebuild_model
+from ..spec import rebuild_model
 from .engine_file import EngineFile
 
 log = logging.getLogger("mmengine.runtime")

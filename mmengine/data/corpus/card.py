@@ -21,7 +21,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 
