@@ -385,16 +385,17 @@ PYBIND11_MODULE(_C, m) {
              return own.release();
            }), py::arg("data"), py::arg("max_frames") = py::none(), py::arg("mono") = false)
       .def("read", [](PyFlacStream& w, uint64_t want) {
-             std::vector<float> out;
+             auto* out = new std::vector<float>();  // handed to the array: no copy
+             py::capsule owner(out, [](void* p) { delete static_cast<std::vector<float>*>(p); });
              {
                py::gil_scoped_release release;
-               w.s->read(want, out);
+               w.s->read(want, *out);
              }
-             const auto& info = w.s->info();
-             const py::ssize_t cols = w.s->mono() ? 1 : py::ssize_t(info.channels);
-             py::array_t<float> arr({py::ssize_t(out.size()) / cols, cols});
-             if (!out.empty()) std::memcpy(arr.mutable_data(), out.data(), out.size() * 4);
-             return arr;
+             const py::ssize_t cols = w.s->mono() ? 1 : py::ssize_t(w.s->info().channels);
+             return py::array_t<float>({py::ssize_t(out->size()) / cols, cols},
+                                       {cols * py::ssize_t(sizeof(float)),
+                                        py::ssize_t(sizeof(float))},
+                                       out->data(), owner);
            }, py::arg("want"))
       .def_property_readonly("sample_rate", [](const PyFlacStream& w) {
              return w.s->info().sample_rate; })
