@@ -15,6 +15,11 @@ Pipeline of :func:`load_audio`::
 
 Levels are otherwise untouched (no loudness normalisation): a quiet file stays quiet.
 
+:class:`WindowStream` runs the same pipeline block by block and cuts the windows of
+:func:`windows` as it goes (what ``Engine.classify`` uses for files): bit-identical windows,
+the same checks and errors, and a decoding thread holds one block, the resampler's state and
+one window instead of the whole file (a file whose peak passes 1.0 is streamed twice).
+
 Errors (subclasses of :class:`~mmengine.errors.AudioError`; messages name the file and why):
 
 - ``AudioMissingError``: no such file, or the path is a directory.
@@ -64,7 +69,7 @@ import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Tuple, Type, Union
+from typing import Iterable, Iterator, List, Optional, Tuple, Type, Union
 
 import numpy as np
 import soundfile as sf
@@ -123,26 +128,10 @@ def decode(path: PathLike, *, max_duration_s: Optional[float] = None,
     Raises:
         AudioError: one of the subclasses listed in the module docstring.
     """
-    path_s = os.fspath(path)
-    try:
-        st = os.stat(path_s)
-    except FileNotFoundError:
-        raise AudioMissingError(path_s) from None
-    except ValueError as exc:  # a NUL byte in the name: no such file can exist
-        raise AudioMissingError(path_s, str(exc)) from None
-    except OSError as exc:
-        raise AudioError(path_s, exc.strerror or str(exc)) from None
-    if not stat.S_ISREG(st.st_mode):
-        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise AudioMissingError(path_s, f"path is {what}")
-    if st.st_size == 0:
-        raise AudioEmptyError(path_s)
     limits = limits or InputLimits()
     if max_duration_s is None:
         max_duration_s = limits.max_seconds
-    if st.st_size > limits.max_file_bytes:
-        raise AudioLimitError(path_s, f"{st.st_size} bytes > {limits.max_file_bytes}",
-                              "max_file_bytes")
+    path_s = _checked_file(path, limits)
     kind = None
     try:
         kind = _sniff(path_s)
@@ -164,7 +153,44 @@ def decode(path: PathLike, *, max_duration_s: Optional[float] = None,
             y, failure = _read_known_length(f, header_frames, mono)
         else:
             y, failure = _read_unknown_length(path_s, f, limit, max_duration_s, mono)
-    n = len(y)
+    _check_decoded(path_s, kind, fmt, sr, channels, header_frames, len(y), failure)
+    bad = ~np.isfinite(y)
+    if bad.any():
+        first = int(np.argmax(bad.any(axis=1)))
+        raise AudioNonFiniteError(
+            path_s, f"{int(bad.sum())} non-finite sample(s), first at frame {first}")
+    return y, sr
+
+
+def _checked_file(path: PathLike, limits: InputLimits) -> str:
+    """``path`` as a str once it is known to be a regular, non-empty file within
+    ``limits.max_file_bytes`` (``AudioMissingError``, ``AudioEmptyError``,
+    ``AudioLimitError``)."""
+    path_s = os.fspath(path)
+    try:
+        st = os.stat(path_s)
+    except FileNotFoundError:
+        raise AudioMissingError(path_s) from None
+    except ValueError as exc:  # a NUL byte in the name: no such file can exist
+        raise AudioMissingError(path_s, str(exc)) from None
+    except OSError as exc:
+        raise AudioError(path_s, exc.strerror or str(exc)) from None
+    if not stat.S_ISREG(st.st_mode):
+        what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise AudioMissingError(path_s, f"path is {what}")
+    if st.st_size == 0:
+        raise AudioEmptyError(path_s)
+    if st.st_size > limits.max_file_bytes:
+        raise AudioLimitError(path_s, f"{st.st_size} bytes > {limits.max_file_bytes}",
+                              "max_file_bytes")
+    return path_s
+
+
+def _check_decoded(path_s: str, kind: Optional[str], fmt: str, sr: int, channels: int,
+                   header_frames: Optional[int], n: int, failure: Optional[str]) -> None:
+    """The checks of a libsndfile decode of ``n`` frames (``failure``: the reason it stopped
+    early, or None), in :func:`decode`'s order: the decoder's failure or the container's
+    structure, an MP3 under-read, fewer frames than the header announces, no frames."""
     expected, spf, xing = 0, 1, False
     if kind == "mp3":
         problem, expected, spf, xing = _mpeg_scan(path_s)
@@ -186,12 +212,6 @@ def decode(path: PathLike, *, max_duration_s: Optional[float] = None,
             path_s, f"header announces {header_frames} frames, {n} could be decoded")
     if n == 0:
         raise AudioZeroLengthError(path_s, f"{fmt}, {sr} Hz, {channels} channel(s)")
-    bad = ~np.isfinite(y)
-    if bad.any():
-        first = int(np.argmax(bad.any(axis=1)))
-        raise AudioNonFiniteError(
-            path_s, f"{int(bad.sum())} non-finite sample(s), first at frame {first}")
-    return y, sr
 
 
 def to_mono(y: np.ndarray) -> np.ndarray:
@@ -341,6 +361,306 @@ def windows(y: np.ndarray, n: int, hop: Optional[int] = None) -> List[np.ndarray
     if covered < m and 2 * (m - tail_start) >= n:
         out.append(loop_to_length(y[tail_start:], n))
     return out
+
+
+# ----------------------------------------------------------------------------- streaming
+
+#: frames decoded per block by :class:`WindowStream` (64 Ki frames: 256 KiB per channel)
+_STREAM_FRAMES = 1 << 16
+#: bytes of a memory-mapped FLAC file read before the pages behind the decoder are dropped
+_RELEASE_BYTES = 1 << 22
+
+
+class _NativeRefused(Exception):
+    """The C++ FLAC decoder refused the stream part-way: decode it again with libsndfile (as
+    :func:`decode` does when ``decode_flac`` refuses a file)."""
+
+
+class WindowStream:
+    """The windows of ``windows(load_audio(path, cfg, ...), window)``, decoded block by block.
+
+    Iterating yields ``(index, window)``: ``window`` (``window``,) float32, a new array each
+    time. A decoding thread holds one block of the file (``block_frames`` frames of every
+    channel, or one FLAC frame), the resampler's state and one window, whatever the file's
+    length; a FLAC file is memory-mapped and the pages behind the decoder are dropped every
+    few MB.
+
+    Pipeline per block: decode (the C++ FLAC decoder frame by frame, ``mmengine._C.FlacStream``;
+    everything else, and any FLAC it refuses, by libsndfile block by block) -> mix the
+    channels (the mean, as :func:`to_mono`) -> ``soxr.ResampleStream`` (quality
+    ``cfg.resample_quality``; bit-identical to the one-shot :func:`resample`, measured on every
+    block size tried) -> cut into windows by the rule of :func:`windows` (hop = ``window``): full
+    windows at 0, n, 2n, ...; a tail of at least ``ceil(n / 2)`` samples looped to ``n``; a file
+    no longer than one window gives one looped window.
+
+    Restarts: the index goes back to 0 when the windows already yielded are void, and those
+    from there on replace them (a consumer keeps ``out[:index]`` and appends):
+
+    - :func:`peak_safe` scales the whole file by ``1 / peak`` when its peak passes 1.0, which
+      is known only at its end: the file is then streamed a second time with that scale (a
+      float file above full scale, or a full-scale file whose resampling overshoots; the cost
+      is decoding and resampling it twice).
+    - The C++ FLAC decoder refuses a stream part-way: it is decoded again by libsndfile, whose
+      checks name the problem (as :func:`decode` falls back).
+
+    The windows, once iteration ends without an error, are bit-identical to
+    ``windows(load_audio(path, cfg, max_duration_s=..., limits=...), window)``. Every limit and
+    check of :func:`load_audio` applies with the same ``AudioError`` subclass: those the header
+    decides before the first block, the others (a length found while decoding, a decoder's
+    failure, a cut container, non-finite samples: no window is yielded after the first of
+    them) while or after streaming; windows yielded before an error are void.
+
+    Attributes (after a complete iteration):
+        samples: length of the whole resampled waveform (``len(load_audio(...))``).
+        sample_rate: the file's own rate.
+        passes: times the file was streamed (2 when it was rescaled or re-decoded).
+    """
+
+    def __init__(self, path: PathLike, cfg: Optional[AudioConfig] = None,
+                 window: Optional[int] = None, *, max_duration_s: Optional[float] = None,
+                 limits: Optional[InputLimits] = None, block_frames: int = _STREAM_FRAMES):
+        self.cfg = cfg or AudioConfig()
+        self.limits = limits or InputLimits()
+        self.window = int(round(self.cfg.clip_seconds * self.cfg.sample_rate)
+                          if window is None else window)
+        if self.window < 1 or block_frames < 1:
+            raise ValueError(f"window and block_frames must be >= 1, got {self.window}, "
+                             f"{block_frames}")
+        self.path = path
+        self.max_duration_s = (min(self.cfg.max_duration_s, self.limits.max_seconds)
+                               if max_duration_s is None else max_duration_s)
+        self.block_frames = int(block_frames)
+        self.samples: Optional[int] = None
+        self.sample_rate: Optional[int] = None
+        self.passes = 0
+
+    def __iter__(self) -> Iterator[Tuple[int, np.ndarray]]:
+        native, scale = True, None
+        while True:
+            self.passes += 1
+            try:
+                peak = yield from self._one_pass(native, scale)
+            except _NativeRefused:
+                native = False
+                continue
+            if scale is None and peak > 1.0:
+                scale = np.float32(1.0 / peak)  # peak_safe's factor
+                continue
+            return
+
+    def _one_pass(self, native: bool, scale):
+        """Yields this pass's ``(index, window)``; returns the resampled waveform's peak."""
+        cfg, n = self.cfg, self.window
+        sr, blocks = _open_mono_blocks(self.path, self.max_duration_s, self.limits,
+                                       self.block_frames, native)
+        self.sample_rate = sr
+        rs = (None if sr == cfg.sample_rate else
+              soxr.ResampleStream(sr, cfg.sample_rate, 1, dtype="float32",
+                                  quality=cfg.resample_quality))
+        buf = np.empty(n, np.float32)
+        state = {"fill": 0, "index": 0, "samples": 0, "peak": 0.0}
+
+        def cut(y: np.ndarray):
+            nonlocal buf
+            if y.size == 0:
+                return
+            state["samples"] += len(y)
+            state["peak"] = max(state["peak"], float(y.max()), -float(y.min()))
+            pos = 0
+            while pos < len(y):
+                fill = state["fill"]
+                k = min(n - fill, len(y) - pos)
+                buf[fill:fill + k] = y[pos:pos + k]
+                state["fill"] = fill + k
+                pos += k
+                if state["fill"] == n:
+                    out = buf if scale is None else (buf * scale).astype(np.float32, copy=False)
+                    buf = np.empty(n, np.float32)
+                    state["fill"] = 0
+                    state["index"] += 1
+                    yield state["index"] - 1, out
+
+        n_in = 0
+        for block in blocks:
+            n_in += len(block)
+            yield from cut(block if rs is None else rs.resample_chunk(block, last=False))
+        if rs is not None:
+            yield from cut(rs.resample_chunk(np.empty(0, np.float32), last=True))
+        m, fill = state["samples"], state["fill"]
+        if m == 0:
+            raise AudioZeroLengthError(os.fspath(self.path),
+                                       f"{n_in} frame(s) at {sr} Hz resample to nothing")
+        if fill and (state["index"] == 0 or 2 * fill >= n):  # the rule of windows()
+            tail = buf[:fill] if scale is None else (buf[:fill] * scale).astype(np.float32,
+                                                                                copy=False)
+            yield state["index"], loop_to_length(tail, n)
+        self.samples = m
+        return state["peak"]
+
+
+def stream_windows(path: PathLike, cfg: Optional[AudioConfig] = None,
+                   window: Optional[int] = None, **kwargs) -> List[np.ndarray]:
+    """The final windows of a :class:`WindowStream` as a list (restarts resolved): equal to
+    ``windows(load_audio(path, cfg, ...), window)``, decoded with bounded memory while
+    decoding (the list itself holds the whole file: for tests and small files)."""
+    out: List[np.ndarray] = []
+    for i, w in WindowStream(path, cfg, window, **kwargs):
+        del out[i:]
+        out.append(w)
+    return out
+
+
+def _open_mono_blocks(path: PathLike, max_duration_s: float, limits: InputLimits,
+                      block_frames: int, native: bool = True
+                      ) -> Tuple[int, Iterator[np.ndarray]]:
+    """``(sample rate, blocks)``: the file's mono samples at its own rate as float32 (k,)
+    blocks (each valid until the next is taken), with :func:`decode`'s checks: those of the
+    file and its header before this returns, the others while or after the blocks are read
+    (``AudioNonFiniteError``: after the last block, no block being given after the first
+    non-finite sample). ``native``: try the C++ FLAC decoder first (``_NativeRefused`` when
+    it refuses the stream part-way)."""
+    path_s = _checked_file(path, limits)
+    kind = None
+    try:
+        kind = _sniff(path_s)
+        if kind == "flac" and native:
+            fast = _open_flac_native(path_s, max_duration_s, limits, block_frames)
+            if fast is not None:
+                return fast
+        f = sf.SoundFile(path_s)
+    except sf.LibsndfileError as exc:
+        raise _classify_unopenable(path_s, kind, exc) from None
+    except OSError as exc:
+        raise AudioError(path_s, exc.strerror or str(exc)) from None
+    try:
+        sr, channels = f.samplerate, f.channels
+        header_frames = f.frames if 0 <= f.frames < _UNKNOWN_FRAMES else None
+        limit = _frame_limit(path_s, sr, channels, max_duration_s, limits)
+        if header_frames is not None:
+            _check_frames(path_s, header_frames, sr, channels, max_duration_s, limits)
+    except BaseException:
+        f.close()
+        raise
+    return sr, _sndfile_blocks(path_s, f, kind, header_frames, limit, max_duration_s,
+                               block_frames)
+
+
+def _sndfile_blocks(path: str, f: sf.SoundFile, kind: Optional[str],
+                    header_frames: Optional[int], limit: float, max_duration_s: float,
+                    block_frames: int) -> Iterator[np.ndarray]:
+    """The blocks of :func:`_open_mono_blocks` read by libsndfile: ``SoundFile.read`` when
+    the header gives the length (as ``_read_known_length``), ``sf_readf_float`` with the
+    limit checked block by block when it does not (as ``_read_unknown_length``, one pass: no
+    output to allocate)."""
+    from soundfile import _ffi, _snd
+
+    with f:
+        sr, channels, fmt = f.samplerate, f.channels, f.format
+        known = header_frames is not None
+        rows = min(block_frames, max(header_frames, 1)) if known else block_frames
+        block = np.empty((rows, channels), np.float32)
+        mono = np.empty((rows, 1), np.float32)
+        n, failure = 0, None
+        bad, first_bad = 0, -1
+        while not known or n < header_frames:
+            if known:
+                try:
+                    got = len(f.read(out=block[:min(rows, header_frames - n)]))
+                except sf.LibsndfileError as exc:
+                    failure = _sf_reason(exc)
+                    break
+                if got == 0:
+                    break
+            else:
+                got = _snd.sf_readf_float(f._file, _ffi.cast("float *", block.ctypes.data),
+                                          rows)
+                err = _snd.sf_error(f._file)
+                failure = _ffi.string(_snd.sf_error_number(err)).decode() if err else None
+                if n + got > limit:
+                    raise AudioTooLongError(path, f"more than {max_duration_s:g} s (no "
+                                            "length in header)")
+            if channels > 1:
+                _mix(mono[:got], block[:got])
+                y = mono[:got, 0]
+            else:
+                y = block[:got, 0]
+            finite = np.isfinite(y)
+            if not finite.all():
+                if bad == 0:
+                    first_bad = n + int(np.argmin(finite))
+                bad += int(got - finite.sum())
+            n += got
+            if bad == 0 and got:
+                yield y
+            if not known and (failure is not None or got < rows):
+                break
+    _check_decoded(path, kind, fmt, sr, channels, header_frames, n, failure)
+    if bad:
+        raise AudioNonFiniteError(path, f"{bad} non-finite sample(s), first at frame "
+                                  f"{first_bad}")
+
+
+def _open_flac_native(path: str, max_duration_s: float, limits: InputLimits,
+                      block_frames: int) -> Optional[Tuple[int, Iterator[np.ndarray]]]:
+    """:func:`_open_mono_blocks` by the C++ decoder frame by frame (``mmengine._C.FlacStream``
+    on a memory map of the file), with the checks of ``_decode_flac_native``; None where that
+    returns None (the caller takes libsndfile)."""
+    from .._ext import native
+
+    C = native()
+    if C is None or not hasattr(C, "FlacStream"):  # an older build
+        return None
+    head = _head(path, 42)
+    if len(head) < 42 or (head[4] & 0x7F) != 0:
+        return None
+    sr, total = _streaminfo_rate_total(head[8:42])
+    channels = ((head[8 + 12] >> 1) & 7) + 1
+    max_frames = _frame_limit(path, sr, channels, max_duration_s, limits)
+    if total:
+        _check_frames(path, total, sr, channels, max_duration_s, limits)
+    with open(path, "rb") as fh:
+        mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        stream = C.FlacStream(mm, int(max_frames), True)
+    except C.FlacLimitError:
+        mm.close()
+        raise _flac_limit_error(path, max_frames, max_duration_s, sr, channels) from None
+    except (RuntimeError, ValueError):
+        mm.close()
+        return None
+    return int(stream.sample_rate), _flac_native_blocks(path, C, mm, stream, max_frames,
+                                                        max_duration_s, block_frames)
+
+
+def _flac_native_blocks(path: str, C, mm: mmap.mmap, stream, max_frames: float,
+                        max_duration_s: float, block_frames: int) -> Iterator[np.ndarray]:
+    released = 0
+    try:
+        while True:
+            try:
+                y = stream.read(block_frames)
+            except C.FlacLimitError:
+                raise _flac_limit_error(path, max_frames, max_duration_s,
+                                        int(stream.sample_rate), int(stream.channels)) from None
+            except (RuntimeError, ValueError):
+                raise _NativeRefused(path) from None
+            if len(y) == 0:
+                break
+            yield y[:, 0]
+            pos = stream.byte_pos
+            if pos - released >= _RELEASE_BYTES and hasattr(mm, "madvise"):
+                upto = pos - pos % mmap.PAGESIZE  # the decoder never goes back
+                mm.madvise(mmap.MADV_DONTNEED, released, upto - released)
+                released = upto
+        if stream.decoded == 0:
+            raise AudioZeroLengthError(path, f"FLAC, {stream.sample_rate} Hz, "
+                                       f"{stream.channels} channel(s)")
+    finally:
+        del stream
+        try:
+            mm.close()
+        except BufferError:  # still exported by a live reference: closed when collected
+            pass
 
 
 @dataclass
@@ -544,18 +864,24 @@ def _decode_flac_native(path: str, max_duration_s: Optional[float] = None,
     try:
         y, rate = C.decode_flac(buf, int(max_frames), mono and channels > 1)
     except C.FlacLimitError:
-        if max_frames < max_duration_s * sr:
-            raise AudioLimitError(path, f"more than {int(max_frames)} frames x {channels} "
-                                  f"channels of float32 (no length in header)",
-                                  "max_decoded_bytes") from None
-        raise AudioTooLongError(path, f"more than {max_duration_s:g} s (no length in "
-                                "header)") from None
+        raise _flac_limit_error(path, max_frames, max_duration_s, sr, channels) from None
     except (RuntimeError, ValueError):
         return None
     del buf
     if len(y) == 0:
         raise AudioZeroLengthError(path, f"FLAC, {rate} Hz, {channels} channel(s)")
     return y, int(rate)
+
+
+def _flac_limit_error(path: str, max_frames: float, max_duration_s: float, sr: int,
+                      channels: int) -> AudioLimitError:
+    """The typed error for a FLAC stream of unknown length that holds more than
+    ``max_frames`` samples (the C++ decoder's ``FlacLimitError``)."""
+    if max_frames < max_duration_s * sr:
+        return AudioLimitError(path, f"more than {int(max_frames)} frames x {channels} "
+                               f"channels of float32 (no length in header)",
+                               "max_decoded_bytes")
+    return AudioTooLongError(path, f"more than {max_duration_s:g} s (no length in header)")
 
 
 def _streaminfo_rate_total(si: bytes) -> Tuple[int, int]:
