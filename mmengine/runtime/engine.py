@@ -4,20 +4,24 @@
     >>> eng.classify("song.wav", lyrics="...")          # -> Prediction(label, score, top_k, ...)
     >>> eng.classify(["a.flac", "bad.wav", "b.wav"])    # -> [Prediction, ErrorEntry, Prediction]
 
-Pipeline per item: decode (``mmengine.data.audio.load_audio``, or an ``(array, sr)`` tuple
-mixed to mono, resampled and made peak-safe the same way) → windows of
-``AudioConfig.clip_seconds`` (``mmengine.data.audio.windows``: a short file is looped to one
-window, a long one cut, its tail kept when at least half a window) → log-Mel + MFCC
+Pipeline per item: decode (a file: ``mmengine.data.audio.WindowStream``, the windows of
+``load_audio`` decoded, resampled and cut block by block; an ``(array, sr)`` tuple mixed to
+mono, resampled and made peak-safe the same way) → windows of ``AudioConfig.clip_seconds``
+(``mmengine.data.audio.windows``: a short file is looped to one window, a long one cut, its
+tail kept when at least half a window) → log-Mel + MFCC
 (``mmengine.features.reference.compute_features``) + TF-IDF of the lyrics (the vectoriser in the
 header) + symbolic features of a MIDI file when the model uses them (missing → mask False) →
 backend → softmax (sigmoid for multi-label models) → mean of the window probabilities.
 
-Memory is bounded by ``workers`` and ``batch_size``, not by the inputs: each decoding thread
-holds one decoded file while it cuts it into windows (and, with the native front end,
-featurises them); a decoded item then keeps only its windows' features (or windows), and at
-most ``2 * workers`` items, or one batch of windows, wait for the backend (``_decoded``). Every
-input is checked against ``Engine.limits`` (``mmengine.config.InputLimits``) before it is
-decoded or parsed.
+Memory: a decoding thread streams its file (one block of it, the resampler's state and one
+window at a time, whatever the file's length; with the native front end each window is
+featurised as soon as it is cut and dropped); a decoded item keeps its windows' features (or,
+with another front end, its windows), and at most ``2 * workers`` items, or one batch of
+windows, wait for the backend (``_decoded``). What still grows with a file's length is its
+item's features (592 bytes per 512 samples at the default settings: 23 MB for 15 minutes),
+bounded by ``max_duration_s``. An array input is held whole (the caller holds it anyway).
+Every input is checked against ``Engine.limits`` (``mmengine.config.InputLimits``) before it
+is decoded or parsed.
 
 A list (or manifest) returns one result per input in input order: ``Prediction`` or, for an
 input that cannot be used (missing, corrupt, empty, too long, ...), ``ErrorEntry``; a single
@@ -355,7 +359,9 @@ class Engine:
         return items, single
 
     def _decode(self, item: _Item) -> np.ndarray:
-        """(n,) float32 waveform at the engine's rate, or raise the item's error."""
+        """(n,) float32 waveform at the engine's rate, or raise the item's error. The engine
+        uses it for array inputs and items already known bad; a file is decoded whole here
+        (``load_audio``), while ``classify`` streams files (``_streamed``)."""
         from ..data import audio as audio_io
 
         if item.error is not None:
@@ -387,9 +393,10 @@ class Engine:
         """(item, (samples, windows or None, per-window features or None) or exception) in
         order.
 
-        Memory: with a front end that featurises on the decoding threads, an item keeps only
-        its windows' features (the waveform and its windows are dropped on the thread that
-        decoded them). Up to ``max(2 * workers, queue)`` items are queued (short clips keep
+        Memory: a file is streamed (``_streamed``: the thread holds one block, the
+        resampler's state and one window); with a front end that featurises on the decoding
+        threads, an item keeps only its windows' features (each window is dropped on the
+        thread that cut it). Up to ``max(2 * workers, queue)`` items are queued (short clips keep
         the threads busy while the backend runs a batch), but a thread starts a new file only
         while the finished items not yet taken hold fewer than ``ahead`` windows (the batch
         size): what waits is about one batch of windows plus one file per thread, whatever
@@ -415,15 +422,18 @@ class Engine:
                     if closed[0]:
                         return None
             try:
-                y = self._decode(item)
-                n = len(y)
-                wins = cut_windows(y, self.window)
-                if self._worker_features:
-                    feats = self.frontend.compute_serial(wins)
-                    del y, wins
-                    got = (n, None, feats)
+                if item.array is None and item.error is None:  # a file: streamed
+                    got = self._streamed(item)
                 else:
-                    got = (n, wins, None)
+                    y = self._decode(item)
+                    n = len(y)
+                    wins = cut_windows(y, self.window)
+                    if self._worker_features:
+                        feats = self.frontend.compute_serial(wins)
+                        del y, wins
+                        got = (n, None, feats)
+                    else:
+                        got = (n, wins, None)
             except _ITEM_ERRORS as exc:
                 return exc
             except (MemoryError, RecursionError) as exc:  # defence in depth: one item only
@@ -454,6 +464,25 @@ class Engine:
                     budget.notify_all()
                 for _, fut in pending:
                     fut.cancel()
+
+    def _streamed(self, item: _Item) -> Tuple[int, Optional[List[np.ndarray]],
+                                              Optional[List[dict]]]:
+        """``(samples, windows or None, features or None)`` of a file, decoded, resampled and
+        cut while streaming (``mmengine.data.audio.WindowStream``: the windows of
+        ``windows(load_audio(path))``, bit-identical); with a front end that featurises on
+        the decoding threads each window is featurised as soon as it is cut and dropped, so
+        the thread holds one block of the file, the resampler's state and one window."""
+        from ..data.audio import WindowStream
+
+        stream = WindowStream(item.path, self.audio_cfg, self.window, limits=self.limits)
+        out: list = []
+        for i, w in stream:
+            del out[i:]  # a restart (rescaled or re-decoded file) voids windows from i on
+            out.extend(self.frontend.compute_serial([w]) if self._worker_features else [w])
+            del w
+        if self._worker_features:
+            return stream.samples, None, out
+        return stream.samples, out, None
 
     @staticmethod
     def _take(pending, budget, held, taken, n_windows):
