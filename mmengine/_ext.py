@@ -25,7 +25,6 @@ OPTIONAL = {
     "tinysoundfont": ("tinysoundfont", "data"),
     "pretty_midi": ("pretty_midi", "data"),
     "librosa": ("librosa", "dev"),
-    "matplotlib": ("matplotlib", "dev"),
 }
 
 

@@ -275,12 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"{PROJECT} {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    from .data.corpus.recipes import TASKS  # names for --help (stdlib + numpy)
+
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     data = sub.add_parser("data", help="built-in data sets (rendered offline from music21 scores)")
     dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     b = dsub.add_parser("build", help="render a built-in data set into the cache folder")
-    b.add_argument("task", nargs="?", default="folk", help="folk (default), vocal or essen")
+    b.add_argument("task", nargs="?", default="folk",
+                   help="a built-in data set: " + ", ".join(TASKS) + " (default folk)")
     b.add_argument("--out", help="output folder (default: $MMENGINE_DATA_DIR/<task> "
                    "or ~/.cache/mmengine/data/<task>)")
     b.add_argument("--limit", type=int, help="render only N items (quick runs, tests)")

@@ -15,7 +15,6 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ._ext import require
 from .checkpoint import atomic_write_json, load_checkpoint
 from .config import (LEGACY_MODEL_DEFAULTS, LEGACY_TRAIN_DEFAULTS, MODALITIES, ModelConfig,
                      TrainConfig, to_dict)
@@ -178,7 +177,8 @@ def modality_contributions(model, fs, label_names: Sequence[str], *, repeats: in
 
 # ------------------------------------------------------------------ plots
 def _pyplot():
-    mpl = require("matplotlib")
+    import matplotlib as mpl  # a core dependency
+
     mpl.use("Agg")
     import matplotlib.pyplot as plt
 

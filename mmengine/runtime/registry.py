@@ -273,12 +273,6 @@ def unverified_reason(name: str) -> Optional[str]:
             f"backend={name!r}")
 
 
-def unavailable_reason(name: str) -> Optional[str]:
-    """None when backend ``name`` can run here, else why not (one sentence)."""
-    _check_name(name)
-    return _why(name)
-
-
 def preference_order() -> Tuple[str, ...]:
     """The order ``auto`` walks on this machine."""
     return PREFERENCE_GPU if _ext.cuda_available() else PREFERENCE_CPU
