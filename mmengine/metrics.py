@@ -1,6 +1,6 @@
-"""Classification metrics in numpy (same numbers as scikit-learn with ``zero_division=0`` and
-``labels=range(C)``: a class that is absent from both truth and predictions counts as 0 in
-macro averages).
+"""Classification metrics: scikit-learn's (``labels=range(C)``, ``zero_division=0``: a class
+absent from both truth and predictions counts as 0 in macro averages), behind one validation
+step that turns empty, mismatched or unknown labels into ``DataError`` and one plain-JSON dict.
 
 Single-label: ``y_true``, ``y_pred`` are (N,) integer class indices in [0, C).
 Multi-label: (N, C) 0/1 indicator arrays; accuracy is exact-match (subset) accuracy, per-class
@@ -15,10 +15,8 @@ import numpy as np
 from .errors import DataError
 
 
-def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
+def _safe_div(num, den) -> float:
+    return float(num) / float(den) if den > 0 else 0.0
 
 
 def check_labels(y_true, y_pred, n_classes: int,
@@ -53,49 +51,42 @@ def check_labels(y_true, y_pred, n_classes: int,
 
 def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
     """(C, C) int64 counts; row = true class, column = predicted class."""
+    from sklearn.metrics import confusion_matrix as sk_confusion
+
     yt, yp = check_labels(y_true, y_pred, n_classes, multilabel=False)
-    return np.bincount(yt * n_classes + yp, minlength=n_classes * n_classes).reshape(
-        n_classes, n_classes)
+    return sk_confusion(yt, yp, labels=np.arange(n_classes)).astype(np.int64)
 
 
 def multilabel_confusion_matrix(y_true, y_pred) -> np.ndarray:
     """(C, 2, 2) per-class ``[[tn, fp], [fn, tp]]`` (scikit-learn's layout)."""
+    from sklearn.metrics import multilabel_confusion_matrix as sk_mcm
+
     yt, yp = check_labels(y_true, y_pred, np.asarray(y_true).shape[-1], multilabel=True)
-    tp = (yt & yp).sum(0)
-    fp = ((1 - yt) & yp).sum(0)
-    fn = (yt & (1 - yp)).sum(0)
-    tn = yt.shape[0] - tp - fp - fn
-    return np.stack([np.stack([tn, fp], 1), np.stack([fn, tp], 1)], 1)
-
-
-def _counts(y_true, y_pred, n_classes: int, multilabel: bool):
-    if multilabel:
-        mcm = multilabel_confusion_matrix(y_true, y_pred)
-        return mcm[:, 1, 1], mcm[:, 0, 1], mcm[:, 1, 0]
-    cm = confusion_matrix(y_true, y_pred, n_classes)
-    tp = np.diag(cm)
-    return tp, cm.sum(0) - tp, cm.sum(1) - tp
+    return sk_mcm(yt, yp).astype(np.int64)
 
 
 def precision_recall_f1(y_true, y_pred, n_classes: int, *, multilabel: bool = False):
     """Per-class precision, recall, F1 (each (C,) float64, 0 where undefined) and support (C,)
     (true examples per class)."""
-    tp, fp, fn = _counts(y_true, y_pred, n_classes, multilabel)
-    precision = _safe_div(tp, tp + fp)
-    recall = _safe_div(tp, tp + fn)
-    f1 = _safe_div(2 * tp, 2 * tp + fp + fn)
-    return precision, recall, f1, (tp + fn).astype(np.int64)
+    from sklearn.metrics import precision_recall_fscore_support
+
+    yt, yp = check_labels(y_true, y_pred, n_classes, multilabel)
+    p, r, f, s = precision_recall_fscore_support(yt, yp, labels=np.arange(n_classes),
+                                                 average=None, zero_division=0)
+    return (p.astype(np.float64), r.astype(np.float64), f.astype(np.float64),
+            s.astype(np.int64))
 
 
 def accuracy(y_true, y_pred, n_classes: Optional[int] = None, *, multilabel: bool = False) -> float:
-    """Fraction of examples predicted exactly right."""
+    """Fraction of examples predicted exactly right (subset accuracy for multi-label)."""
+    from sklearn.metrics import accuracy_score
+
     yt, yp = np.asarray(y_true), np.asarray(y_pred)
     if n_classes is not None:
         yt, yp = check_labels(yt, yp, n_classes, multilabel)
     elif yt.shape != yp.shape or yt.shape[0] == 0:
         raise DataError(f"bad shapes {yt.shape} / {yp.shape}")
-    eq = yt == yp
-    return float((eq.all(axis=1) if multilabel else eq).mean())
+    return float(accuracy_score(yt, yp))
 
 
 def classification_metrics(y_true, y_pred, n_classes: int, *, multilabel: Optional[bool] = None,
@@ -113,8 +104,14 @@ def classification_metrics(y_true, y_pred, n_classes: int, *, multilabel: Option
         yt = (yt > 0.5).astype(np.int64) if yt.dtype.kind == "f" else yt
     yt, yp = check_labels(yt, y_pred, n_classes, multilabel)
     p, r, f, s = precision_recall_f1(yt, yp, n_classes, multilabel=multilabel)
-    tp, fp, fn = _counts(yt, yp, n_classes, multilabel)
-    w = _safe_div(s, s.sum()) if s.sum() > 0 else np.zeros_like(p)
+    cm = (multilabel_confusion_matrix(yt, yp) if multilabel
+          else confusion_matrix(yt, yp, n_classes))
+    if multilabel:
+        tp, fp, fn = cm[:, 1, 1].sum(), cm[:, 0, 1].sum(), cm[:, 1, 0].sum()
+    else:  # micro over single labels: every error is one fp and one fn
+        tp = np.trace(cm)
+        fp = fn = cm.sum() - tp
+    w = s / s.sum() if s.sum() > 0 else np.zeros_like(p)
     names = list(label_names) if label_names is not None else [str(i) for i in range(n_classes)]
     if len(names) != n_classes:
         raise DataError(f"{len(names)} label names for {n_classes} classes")
@@ -125,13 +122,11 @@ def classification_metrics(y_true, y_pred, n_classes: int, *, multilabel: Option
         "macro_f1": float(f.mean()),
         "weighted_precision": float((p * w).sum()), "weighted_recall": float((r * w).sum()),
         "weighted_f1": float((f * w).sum()),
-        "micro_precision": float(_safe_div(tp.sum(), tp.sum() + fp.sum())),
-        "micro_recall": float(_safe_div(tp.sum(), tp.sum() + fn.sum())),
-        "micro_f1": float(_safe_div(2 * tp.sum(), 2 * tp.sum() + fp.sum() + fn.sum())),
+        "micro_precision": _safe_div(tp, tp + fp), "micro_recall": _safe_div(tp, tp + fn),
+        "micro_f1": _safe_div(2 * tp, 2 * tp + fp + fn),
         "per_class": [{"name": n, "precision": float(a), "recall": float(b), "f1": float(c),
                        "support": int(d)} for n, a, b, c, d in zip(names, p, r, f, s)],
-        "confusion_matrix": (multilabel_confusion_matrix(yt, yp) if multilabel
-                             else confusion_matrix(yt, yp, n_classes)).tolist(),
+        "confusion_matrix": cm.tolist(),
     }
     return out
 
