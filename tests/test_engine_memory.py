@@ -9,7 +9,7 @@ Holding every decoded waveform until its windows are classified, as the engine o
 the peak by about 65 MB per extra file (measured: 206, 467 and 858 MB for 2, 6 and 12 files);
 the engine keeps only each item's features and lets at most ``2 * workers`` items (or a
 batch's worth of windows) wait: measured 217-247 MB for 8 files and 236-299 MB for 24 with
-whole-file decoding, 150-152 and 159-161 MB streamed (how many finished items wait depends on
+whole-file decoding, 145-161 and 154-160 MB streamed (how many finished items wait depends on
 timing), so 24 files must peak within two decoded waveforms of 8.
 
 Length of the files: files are streamed (``mmengine.data.audio.WindowStream``): a decoding
