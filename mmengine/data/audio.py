@@ -410,7 +410,7 @@ class WindowStream:
     failure, a cut container, non-finite samples: no window is yielded after the first of
     them) while or after streaming; windows yielded before an error are void.
 
-    Attributes (after a complete iteration):
+    Each iteration streams the file anew. Attributes (after a complete iteration):
         samples: length of the whole resampled waveform (``len(load_audio(...))``).
         sample_rate: the file's own rate.
         passes: times the file was streamed (2 when it was rescaled or re-decoded).
@@ -436,6 +436,7 @@ class WindowStream:
 
     def __iter__(self) -> Iterator[Tuple[int, np.ndarray]]:
         native, scale = True, None
+        self.passes, self.samples = 0, None
         while True:
             self.passes += 1
             try:
