@@ -52,13 +52,25 @@ def _runnable():
     return order[:order.index(C.best_isa()) + 1]
 
 
-def _check(out, y, cfg, what, *, broadband, lm_tol=0.01, mf_tol=1e-3):
+# Tolerances: about 2x the maximum measured over every case and ISA (scalar, AVX2, AVX-512) on
+# the 2-core AMD EPYC (AVX-512, AVX512-BF16) development machine, rounded up to 1/2/5 x 10^k. The kernels are
+# the same code on an AVX2-only CPU (CI), whose results equal this machine's AVX2 ones.
+BROADBAND_DB = 1e-4  # noise/mixture, every bin: measured 2.6e-5 dB (nfft1024-hop256 mixture)
+TONAL_DB = 0.05  # tone/chirp, bins within 100 dB of the peak: measured 0.015 dB (scalar,
+#                  nfft512-hop100 tone), 0.011 dB AVX2/AVX-512: float32 FFT rounding ~140 dB
+#                  under the peak is ~0.01 dB on bins 100 dB down (every bin: up to 16 dB)
+MEDIAN_DB = 2e-4  # median over the compared bins: measured 8.2e-5 dB (tonal), 1.1e-6 broadband
+MFCC = 2e-4  # broadband: measured 5.3e-5 (narrow-dbref mixture)
+
+
+def _check(out, y, cfg, what, *, broadband, lm_tol=None, mf_tol=MFCC):
     d, dm, keep = reference_diff(out, y, cfg, what, broadband=broadband)
+    lm_tol = lm_tol if lm_tol is not None else BROADBAND_DB if broadband else TONAL_DB
     msg = (f"{what}: log-Mel max |diff| {d[keep].max():.2g} dB "
            f"({'all bins' if broadband else 'bins within 100 dB of the peak'}; every bin "
            f"{d.max():.2g} dB); MFCC {dm.max():.2g}")
     assert d[keep].max() <= lm_tol, msg
-    assert np.median(d[keep]) <= 1e-3, msg
+    assert np.median(d[keep]) <= MEDIAN_DB, msg
     if broadband:
         assert dm.max() <= mf_tol, msg
     return d[keep].max()
@@ -70,10 +82,7 @@ def test_matches_reference_every_variant_and_isa(rng, isa, variant):
     sig = parity_signals(rng, SR)
     outs = NativeFrontend(cfg, num_threads=2).compute(list(sig.values()))
     for (name, y), out in zip(sig.items(), outs):
-        # noise/mixture: every bin within 1e-3 dB (measured <= 1e-5); tone/chirp: float32
-        # rounding ~140 dB under the peak gives ~0.01 dB on bins 100 dB down (DALI: 7e-3)
-        _check(out, y, cfg, f"{isa}/{variant}/{name}", broadband=name in ("noise", "mixture"),
-               lm_tol=1e-3 if name in ("noise", "mixture") else 0.02)
+        _check(out, y, cfg, f"{isa}/{variant}/{name}", broadband=name in ("noise", "mixture"))
 
 
 def test_lengths_around_block_and_edge_boundaries(rng, isa):
@@ -86,7 +95,8 @@ def test_lengths_around_block_and_edge_boundaries(rng, isa):
     waves = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in lengths]
     outs = NativeFrontend(cfg).compute(waves)
     for n, y, out in zip(lengths, waves, outs):
-        _check(out, y, cfg, f"{isa}/{n} samples", broadband=True, lm_tol=1e-3)
+        # measured (every ISA): 2.9e-6 dB log-Mel, 1.0e-5 MFCC
+        _check(out, y, cfg, f"{isa}/{n} samples", broadband=True, lm_tol=1e-5, mf_tol=5e-5)
 
 
 def test_silence_sits_on_the_reference_floor():
