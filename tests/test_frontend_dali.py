@@ -42,9 +42,22 @@ def _edge_frames(cfg: FrontendConfig, n: int) -> np.ndarray:
     return (starts < 0) | (starts + cfg.n_fft > n)
 
 
-def _check(out, y, cfg, what, *, broadband, lm_tol=0.01, mf_tol=0.01):
+# Tolerances of DALI's CPU operators: about 2x the maximum measured over every case on the
+# 2-core AMD EPYC development machine (DALI 2.4.0), rounded up to 1/2/5 x 10^k.
+BROADBAND_DB = 5e-4  # noise/mixture, every bin: measured 1.1e-4 dB (also FLAC/WAV files 8.8e-5)
+TONAL_DB = 0.02  # tone/chirp, bins within 100 dB of the peak: measured 6.9e-3 dB (OGG tone
+#                  5.8e-3): float32 FFT rounding ~140 dB under the peak (every bin: up to 6.6 dB)
+MEDIAN_DB = 5e-4  # median over every bin: measured 1.6e-4 dB (tone)
+MFCC = 5e-4  # broadband: measured 1.0e-4
+#: DALI on a GPU (cuFFT): never measured (DALI cannot travel to the GPU machines, bench/gpu/
+#: run.sh), so the bounds from before the CPU measurement: 0.01 dB, median 1e-3 dB, MFCC 0.01
+GPU = {"lm_tol": 0.01, "mf_tol": 0.01, "med_tol": 1e-3}
+
+
+def _check(out, y, cfg, what, *, broadband, lm_tol=None, mf_tol=MFCC, med_tol=MEDIAN_DB):
     """Compare DALI's output to the float64 reference on interior and on all frames."""
     d, dm, keep = reference_diff(out, y, cfg, what, broadband=broadband)
+    lm_tol = lm_tol if lm_tol is not None else BROADBAND_DB if broadband else TONAL_DB
     edge = _edge_frames(cfg, y.size)
     inner = d[:, ~edge][keep[:, ~edge]]
     interior = inner.max() if inner.size else 0.0  # a clip shorter than n_fft: edges only
@@ -53,7 +66,7 @@ def _check(out, y, cfg, what, *, broadband, lm_tol=0.01, mf_tol=0.01):
            f"({'all bins' if broadband else 'bins within 100 dB of the peak'}; every bin "
            f"{d.max():.2g} dB); MFCC {dm.max():.2g}")
     assert interior <= lm_tol and every <= lm_tol, msg
-    assert np.median(d) <= 1e-3, msg
+    assert np.median(d) <= med_tol, msg
     if broadband:
         assert dm.max() <= mf_tol, msg
     return interior, every
@@ -67,8 +80,7 @@ def test_from_arrays_matches_reference_on_interior_and_edge_frames(rng, variant)
     outs = DaliFrontend(cfg, batch_size=3).from_arrays(list(sig.values()))
     assert len(outs) == len(sig)
     for (name, y), out in zip(sig.items(), outs):
-        # measured: noise/mixture <= 1.2e-4 dB log-Mel and <= 1e-4 MFCC on every bin; tone and
-        # chirp <= 7e-3 dB within 100 dB of the peak; edge frames as close as interior ones
+        # edge frames as close as interior ones
         _check(out, y, cfg, f"{variant}/{name}", broadband=name in ("noise", "mixture"))
 
 
@@ -77,7 +89,9 @@ def test_from_arrays_mixed_lengths_in_one_batch(rng):
     waves = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (SR, 777, 3001, 2 * SR + 5)]
     outs = DaliFrontend(cfg, batch_size=4).from_arrays(waves)
     for i, (y, out) in enumerate(zip(waves, outs)):
-        _check(out, y, cfg, f"clip {i} ({y.size} samples)", broadband=True, lm_tol=1e-3)
+        # measured: 2.5e-5 dB log-Mel, 1.3e-5 MFCC
+        _check(out, y, cfg, f"clip {i} ({y.size} samples)", broadband=True, lm_tol=1e-4,
+               mf_tol=5e-5)
 
 
 def test_silence_sits_on_the_same_floor_as_the_reference():
@@ -115,7 +129,7 @@ def test_from_files_decodes_and_downmixes_like_the_reference(rng, tmp_path):
     outs = DaliFrontend(cfg, batch_size=2).from_files(paths)
     flac = sf.read(tmp_path / "mono.flac", dtype="float32")[0]
     ogg = sf.read(tmp_path / "tone.ogg", dtype="float32")[0]
-    # measured: FLAC/WAV as for arrays (<= 1.2e-4 dB); OGG (the same libvorbis decode) 3e-3 dB
+    # measured: FLAC/WAV 8.2e-5 dB; OGG (the same libvorbis decode; a tone) 5.8e-3 dB
     _check(outs[0], flac, cfg, "flac", broadband=True)
     _check(outs[1], (left + right) / 2, cfg, "stereo wav (mean of channels)", broadband=True)
     _check(outs[2], ogg, cfg, "ogg tone", broadband=False)
@@ -152,7 +166,8 @@ def test_from_files_resamples_like_load_audio(rng, tmp_path):
         body = (d * bright)[:-2][:, ~edge].max()  # all but the top two Mel bands
         top = (d * bright)[-2:][:, ~edge].max()  # the anti-alias transition band
         ends = d[:, edge].max()
-        # measured: body 0.012 dB, top bands 0.95 dB, edge frames 0.73 dB (noise)
+        # measured: body 0.011 dB, top bands 0.91 dB, edge frames 0.82 dB (noise): the bounds
+        # are about 2x (0.05, 2.0, 2.0 dB)
         msg = f"{path.name}: body {body:.2g} dB, top two bands {top:.2g} dB, edge frames {ends:.2g} dB"
         assert body <= 0.05 and top <= 2.0 and ends <= 2.0, msg
 
@@ -170,7 +185,8 @@ def test_downsampling_does_not_alias(tmp_path):
     centres = mel_band_edges(n_mels=cfg.n_mels, fmin=0.0, fmax=SR / 2, scale="slaney")[1:-1]
     alias_band = int(np.argmin(np.abs(centres - 7050.0)))
     level = lm[alias_band].max() - lm.max()
-    # measured: -130 dB (DALI's resampler alone, without the FIR: -8 dB)
+    # measured: -130 dB (DALI's resampler alone, without the FIR: -8 dB); the bound only has to
+    # tell the two apart, so it sits between them
     assert level <= -80.0, f"alias at 7.05 kHz only {level:.1f} dB under the peak"
 
 
@@ -180,6 +196,9 @@ def test_antialias_kernel_response():
     assert antialias_kernel(SR, SR).tolist() == [1.0]
     for sr_in in (44100, 48000, 16000):
         h = antialias_kernel(sr_in, SR).astype(np.float64)
+        # the filter's specification, not a measured error: unity DC gain, passband flat to
+        # 0.01 dB, stopband 90 dB down (measured: |sum - 1| <= 1.3e-8, ripple 6.3e-5 dB,
+        # stopband <= -96 dB at 16 kHz, -100.6 dB at 44.1/48 kHz)
         assert h.size % 2 == 1 and abs(h.sum() - 1.0) < 1e-4
         nyq = min(sr_in, SR) / 2
         f, H = freqz(h, worN=8192, fs=sr_in)
@@ -222,7 +241,7 @@ def test_gpu_matches_reference(rng, tmp_path):
     sig = parity_signals(rng, SR)
     fe = DaliFrontend(cfg, device="gpu", batch_size=3)
     for (name, y), out in zip(sig.items(), fe.from_arrays(list(sig.values()))):
-        _check(out, y, cfg, f"gpu {name}", broadband=name in ("noise", "mixture"))
+        _check(out, y, cfg, f"gpu {name}", broadband=name in ("noise", "mixture"), **GPU)
     sf.write(tmp_path / "a.flac", sig["noise"], SR, subtype="PCM_24")
     flac = sf.read(tmp_path / "a.flac", dtype="float32")[0]
-    _check(fe.from_files([tmp_path / "a.flac"])[0], flac, cfg, "gpu flac", broadband=True)
+    _check(fe.from_files([tmp_path / "a.flac"])[0], flac, cfg, "gpu flac", broadband=True, **GPU)
