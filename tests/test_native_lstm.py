@@ -162,8 +162,10 @@ def test_activations_accuracy(isa):
     sig_rel = np.max(np.abs(sig - sig_ref)[keep] / sig_ref[keep])
     nz = th_ref != 0
     th_rel = np.max(np.abs(th - th_ref)[nz] / np.abs(th_ref[nz]))
-    assert sig_rel < 1e-6, f"{isa}: sigmoid max relative error {sig_rel:.3g}"
-    assert th_rel < 1e-6, f"{isa}: tanh max relative error {th_rel:.3g}"
+    # measured (AMD EPYC, every ISA): sigmoid 1.5e-7, tanh 2.0e-7 (AVX2; 1.6e-7 the others)
+    # relative; bound about 2x
+    assert sig_rel < 5e-7, f"{isa}: sigmoid max relative error {sig_rel:.3g}"
+    assert th_rel < 5e-7, f"{isa}: tanh max relative error {th_rel:.3g}"
     assert th[x32 == 0].tolist() == [0.0] * int((x32 == 0).sum())
 
 

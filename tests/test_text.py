@@ -63,10 +63,12 @@ def test_json_rebuild_matches_sklearn(cfg):
         x, mask = v.transform(HELD_OUT)
         assert x.dtype == np.float32 and x.shape == ref.shape
         err = float(np.abs(x - ref).max())
-        assert err <= 1e-6, f"max |ours - sklearn| = {err:.3g}"
+        # float32 vs sklearn's float64: measured 3.8e-8 here, 2.2e-7 on the training texts
+        # (below); one bound, about 2x the larger
+        assert err <= 5e-7, f"max |ours - sklearn| = {err:.3g}"
         np.testing.assert_array_equal(mask, np.abs(ref).sum(1) > 0)
     x_train, _ = rebuilt.transform(TRAIN)
-    assert np.abs(x_train - sk.transform(TRAIN).toarray()).max() <= 1e-6
+    assert np.abs(x_train - sk.transform(TRAIN).toarray()).max() <= 5e-7
 
 
 def test_json_contents():
