@@ -48,6 +48,7 @@ from ..errors import InputLimitError, MidiError, TextLimitError
 from ..data.manifest import MANIFEST_SUFFIXES  # noqa: F401 (re-exported: cli, batch)
 from . import engine_file
 from .registry import BACKENDS, select_backend
+from .window_store import WindowStore
 
 log = logging.getLogger("mmengine.runtime")
 
@@ -423,7 +424,7 @@ class Engine:
                         return None
             try:
                 if item.array is None and item.error is None:  # a file: streamed
-                    got = self._streamed(item)
+                    got = self._streamed(item, keep=limit)
                 else:
                     y = self._decode(item)
                     n = len(y)
@@ -465,24 +466,34 @@ class Engine:
                 for _, fut in pending:
                     fut.cancel()
 
-    def _streamed(self, item: _Item) -> Tuple[int, Optional[List[np.ndarray]],
-                                              Optional[List[dict]]]:
+    def _streamed(self, item: _Item, keep: Optional[int] = None
+                  ) -> Tuple[int, Optional[List[np.ndarray]], Optional[WindowStore]]:
         """``(samples, windows or None, features or None)`` of a file, decoded, resampled and
         cut while streaming (``mmengine.data.audio.WindowStream``: the windows of
         ``windows(load_audio(path))``, bit-identical); with a front end that featurises on
         the decoding threads each window is featurised as soon as it is cut and dropped, so
-        the thread holds one block of the file, the resampler's state and one window."""
+        the thread holds one block of the file, the resampler's state and one window, and the
+        features go to a ``WindowStore`` that holds ``keep`` windows in memory (the batch
+        size) and the rest of a long file in a temporary file."""
         from ..data.audio import WindowStream
 
         stream = WindowStream(item.path, self.audio_cfg, self.window, limits=self.limits)
-        out: list = []
-        for i, w in stream:
-            del out[i:]  # a restart (rescaled or re-decoded file) voids windows from i on
-            out.extend(self.frontend.compute_serial([w]) if self._worker_features else [w])
-            del w
-        if self._worker_features:
-            return stream.samples, None, out
-        return stream.samples, out, None
+        if not self._worker_features:
+            wins: list = []
+            for i, w in stream:
+                del wins[i:]  # a restart (rescaled or re-decoded file) voids windows from i on
+                wins.append(w)
+            return stream.samples, wins, None
+        store = WindowStore(keep)
+        try:
+            for i, w in stream:
+                store.truncate(i)  # a restart voids the windows from i on
+                store.append(self.frontend.compute_serial([w])[0])
+                del w
+        except BaseException:
+            store.close()
+            raise
+        return stream.samples, None, store
 
     @staticmethod
     def _take(pending, budget, held, taken, n_windows):
@@ -561,6 +572,7 @@ class Engine:
                     sym, present = self._symbolic(item, n_samples, n_win)
                     extra["symbolic_mask"] = np.bool_(present)
             except (MemoryError, RecursionError) as exc:  # defence in depth: one item only
+                _close_store(got)
                 err = InputLimitError(f"{item.path}: input needs more resources than "
                                       f"available ({type(exc).__name__})")
                 item.error = err
@@ -568,6 +580,7 @@ class Engine:
                                                  item.id)
                 continue
             except _ITEM_ERRORS as exc:
+                _close_store(got)
                 item.error = _without_frames(exc)
                 results[item.index] = ErrorEntry(item.path, str(exc), type(exc).__name__,
                                                  item.id)
@@ -576,7 +589,8 @@ class Engine:
             for w in range(n_win):
                 row = dict(extra)
                 if waves is None:
-                    row["mfcc"], row["logmel"] = feats[w]["mfcc"], feats[w]["logmel"]
+                    f = feats[w]  # a spilled window is read back once
+                    row["mfcc"], row["logmel"] = f["mfcc"], f["logmel"]
                 else:
                     waves[len(rows)] = wins[w]
                 if self._symbolic_dim:
@@ -584,6 +598,7 @@ class Engine:
                 rows.append((item.index, row))
                 if len(rows) == batch_size:
                     flush()
+            _close_store(got)  # every window is in a batch row now
             del wins, feats, got
         flush()
         for item in items:
@@ -616,6 +631,12 @@ class Engine:
             else:
                 out[name] = np.stack([r[name] for _, r in rows])
         return out
+
+
+def _close_store(got) -> None:
+    """Close the ``WindowStore`` of a decoded item's result, if it has one."""
+    if isinstance(got, tuple) and len(got) == 3 and isinstance(got[2], WindowStore):
+        got[2].close()
 
 
 def _make_frontend(name: str, cfg: FrontendConfig, threads: Optional[int],
