@@ -663,10 +663,17 @@ def model_inputs(params: dict, batch: int) -> dict:
             "symbolic": sym, "symbolic_mask": np.ones(B, bool)}
 
 
-def model_factory(threads: int, engine: str, backend: str, autocast: bool = False):
+def model_factory(threads: int, engine: str, backend: str, autocast: bool = False,
+                  recheck_margin: Optional[float] = None):
     """The engine's runner alone (features in, logits out): ``native`` (the whole model in
-    C++), ``onnx`` (ONNX Runtime on the exported whole model), ``torch`` (eager, fp32, or CPU
-    autocast bf16 with ``autocast``)."""
+    C++; a bf16 engine reruns its close calls in fp32 below ``recheck_margin``, default
+    ``config.BF16_RECHECK_MARGIN``, 0: never), ``onnx`` (ONNX Runtime on the exported whole
+    model), ``torch`` (eager, fp32, or CPU autocast bf16 with ``autocast``).
+
+    Workloads: ``kind`` "model" (``model_inputs``: random arrays of one shape) or "clips"
+    (``params["npz"]``: the inputs of real clips, ``clip_inputs``; one call runs every clip,
+    ``batch`` at a time, so a call's time divided by ``params["clips"]`` is the time per
+    clip, close calls included)."""
     from mmengine.runtime import registry
     from mmengine.runtime.engine_file import read_engine_file
 
@@ -685,12 +692,35 @@ def model_factory(threads: int, engine: str, backend: str, autocast: bool = Fals
         info = f"{backend} {ef.header['dtype']}" + (
             f", whole model in C++, ISA {native().selected_isa()}"
             if getattr(runner, "whole_model", False) else "")
+        if getattr(runner, "recheck", None) is not None:
+            if recheck_margin is not None:
+                runner.recheck_margin = float(recheck_margin)
+            info += (f", close calls (margin < {runner.recheck_margin:g}) rerun in fp32"
+                     if runner.recheck_margin > 0 else ", no fp32 recheck")
     if backend == "onnx":
         import onnxruntime as ort
 
         info = f"onnxruntime {ort.__version__} CPU EP, intra-op {threads} threads"
 
     def make(params, batch):
+        if params.get("kind") == "clips":
+            import numpy as np
+
+            with np.load(params["npz"]) as z:
+                data = {k: z[k] for k in z.files}
+            n = params["clips"]
+            chunks = [{k: v[s:s + batch] for k, v in data.items()} for s in range(0, n, batch)]
+
+            def run_clips():
+                for x in chunks:
+                    if autocast:
+                        import torch
+
+                        with torch.autocast("cpu", dtype=torch.bfloat16):
+                            runner(x)
+                    else:
+                        runner(x)
+            return run_clips
         x = model_inputs(params, batch)
         if autocast:
             import torch

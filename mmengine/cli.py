@@ -368,7 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=["native", "onnx", "tensorrt", "torch", "triton", "cuda"],
                     help="payload to pre-pack (default native)")
     bd.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
-                    help="weight precision (default fp32)")
+                    help="compute precision (default fp32); a native bf16 engine reruns its "
+                    "close calls (top-two margin < config.BF16_RECHECK_MARGIN) in fp32, so it "
+                    "decides like the fp32 engine")
     bd.set_defaults(handler="build")
 
     c = sub.add_parser(

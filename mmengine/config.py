@@ -221,6 +221,14 @@ MODALITY_INPUTS = {"mfcc": ("mfcc",), "mel": ("logmel",), "text": ("text", "text
 #: the order of those arrays in every input list
 INPUT_ORDER = ("mfcc", "logmel", "text", "text_mask", "symbolic", "symbolic_mask")
 
+#: bf16 native engines rerun in fp32 every input whose decision margin (top-two softmax
+#: probabilities; ``runtime.native_model.decision_margin``) is below this, so that they decide
+#: like the fp32 engine. Chosen on the validation splits of the default model (seed 0): the
+#: largest change of that margin between bf16 and fp32 was 0.013 (folk) and 0.0027 (vocal),
+#: so 0.05 is ~4x the larger; it reran 3 of 222 folk and 0 of 102 vocal validation clips at
+#: 0.02 (``python bench/bf16_flips.py RUN DATA``; figures in bench/RESULTS.md)
+BF16_RECHECK_MARGIN = 0.05
+
 
 @dataclass(frozen=True)
 class ModelConfig:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mmengine import _ext
-from mmengine.config import ModelConfig, first_design
+from mmengine.config import FrontendConfig, ModelConfig, first_design
 from mmengine.errors import EngineFileError
 from mmengine.export import model_spec
 from mmengine.models import build_model
@@ -168,6 +168,65 @@ def test_bf16_kernel_matches_fp32_kernel_on_bf16_weights():
         _C.set_isa("auto")
     assert not np.array_equal(a, b)  # the bf16 kernel ran (activations rounded)
     np.testing.assert_allclose(a, b, rtol=0.02, atol=0.02 * np.abs(b).max())
+
+
+def test_bf16_recheck_reruns_exactly_the_close_rows_in_fp32():
+    """A bf16 runner with its fp32 twin: rows whose bf16 decision margin is below the recheck
+    margin take the fp32 graph's logits (bit for bit), the other rows keep bf16's; margin 0
+    reruns nothing; an infinite margin makes the runner the fp32 graph."""
+    m = make_model(seed=6)
+    x = inputs(m, 9, 40, seed=3)
+    fp32 = nm.GraphRunner(graph_of(m), threads=2)(x)
+    raw = nm.GraphRunner(graph_of(m, "bf16"), threads=2)(x)
+    assert not np.array_equal(raw, fp32)
+    margins = nm.decision_margin(raw)
+    cut = float(np.median(margins))
+    r = nm.GraphRunner(graph_of(m, "bf16"), threads=2, recheck=graph_of(m), recheck_margin=cut)
+    out = r(x)
+    close = margins < cut
+    assert 0 < close.sum() < len(close) and r.rechecked == close.sum() and r.calls == 9
+    np.testing.assert_array_equal(out[close], fp32[close])
+    np.testing.assert_array_equal(out[~close], raw[~close])
+    none = nm.GraphRunner(graph_of(m, "bf16"), threads=2, recheck=graph_of(m), recheck_margin=0)
+    np.testing.assert_array_equal(none(x), raw)
+    assert none.rechecked == 0
+    every = nm.GraphRunner(graph_of(m, "bf16"), threads=2, recheck=graph_of(m),
+                           recheck_margin=np.inf)
+    np.testing.assert_array_equal(every(x), fp32)
+
+
+def test_decision_margins():
+    p = np.array([[0.5, 0.3, 0.2], [0.34, 0.33, 0.33]])
+    np.testing.assert_allclose(nm.probability_margin(p), [0.2, 0.01])
+    np.testing.assert_allclose(nm.decision_margin(np.log(p)), [0.2, 0.01])
+    q = np.array([[0.9, 0.45], [0.2, 0.99]])
+    np.testing.assert_allclose(nm.probability_margin(q, multilabel=True), [0.1, 0.6])
+    z = np.log(q / (1 - q))
+    np.testing.assert_allclose(nm.decision_margin(z, multilabel=True), [0.1, 0.6])
+    assert np.isinf(nm.probability_margin(np.ones((2, 1)))).all()
+
+
+def test_bf16_engine_decides_like_fp32_on_close_calls(tmp_path):
+    """Engine files: a bf16 native engine stores float32 master weights and carries the fp32
+    twin; with every row close (an infinite margin) its probabilities equal the fp32
+    engine's."""
+    from mmengine.export import build_engine_from_model
+    from mmengine.runtime.engine import Engine
+    from mmengine.runtime.engine_file import read_engine_file
+
+    m = make_model(seed=7, modalities=("mfcc", "mel"))
+    kw = dict(backend="native", labels=["a", "b", "c", "d"],
+              frontend_cfg=FrontendConfig(n_mfcc=7, n_mels=13))
+    e32 = Engine.load(build_engine_from_model(m, tmp_path / "f.mme", **kw), backend="native")
+    path16 = build_engine_from_model(m, tmp_path / "h.mme", dtype="bf16", **kw)
+    e16 = Engine.load(path16, backend="native")
+    tensors, _ = nm.read_safetensors(read_engine_file(path16).payload, str(path16))
+    w = tensors["classifier.head.weight"]
+    np.testing.assert_array_equal(w, m.classifier.head.weight.detach().numpy())  # not rounded
+    assert e16.runner.recheck is not None and e32.runner.recheck is None
+    x = inputs(m, 5, 33, seed=1)
+    e16.runner.recheck_margin = np.inf
+    np.testing.assert_array_equal(e16.predict_features(x), e32.predict_features(x))
 
 
 @pytest.mark.parametrize("over", [

@@ -6,10 +6,17 @@ fusion, the LSTM stack, pooling, late streams and head, weights read from the pa
 torch. Other designs (the first, strided one; GRU/RNN cells are refused at build time) run
 ``model.encode`` in torch and the LSTM stack in C++ (``NativeRunner``), so those need torch.
 
-Payload (``safetensors``, one blob): the model's state dict exactly as the torch backend stores
-it (so ``auto`` can fall back to torch from the same file when ``mmengine._C`` is missing) plus
-``native.*``: the LSTM stack packed by ``native.pack_lstm`` in the engine's dtype (fp32 or bf16
-weights, fp32 accumulation). A torch-built file also runs here: its LSTM is packed at load.
+Payload (``safetensors``, one blob): the model's state dict in float32 (so ``auto`` can fall
+back to torch from the same file when ``mmengine._C`` is missing; torch casts the classifier to
+the engine's dtype itself) plus ``native.*``: the LSTM stack packed by ``native.pack_lstm`` in
+the engine's dtype (fp32 or bf16 weights, fp32 accumulation). A torch-built file also runs here:
+its LSTM is packed at load.
+
+bf16 engines keep the float32 weights as the master copy: besides the bf16 graph, the runner
+holds an fp32 twin that reruns every input whose bf16 decision is closer than
+``config.BF16_RECHECK_MARGIN`` (``native_model.GraphRunner``), so bf16 decides like fp32.
+Files written before this stored the classifier in bf16; their twin runs those bf16 weights in
+fp32 arithmetic.
 """
 from __future__ import annotations
 
@@ -41,7 +48,7 @@ def build(model, header: Mapping, *, dtype: str = "fp32") -> Tuple[bytes, dict]:
     from .native import pack_lstm
     from .torch_backend import NATIVE_PREFIX, serialize, state_tensors
 
-    tensors = state_tensors(model, dtype)
+    tensors = state_tensors(model, "fp32")  # master weights: the bf16 runner's fp32 twin
     for k, v in pack_lstm(_layers(model), dtype).items():
         tensors[NATIVE_PREFIX + k] = torch.from_numpy(np.ascontiguousarray(v))
     return serialize(tensors), {"packed": "mmengine.runtime.native.pack_lstm"}
@@ -100,11 +107,21 @@ def load(ef: EngineFile, *, threads: int = 0):
     from . import native_model
 
     if native_model.unsupported_reason(ef.header["model"]) is None:
+        from ..config import BF16_RECHECK_MARGIN
+
         tensors, _ = native_model.read_safetensors(ef.payload, ef.path)
         packed = {k[len("native."):]: v for k, v in tensors.items() if k.startswith("native.")}
+        dtype = ef.header["dtype"]
         graph = native_model.build_graph(ef.header["model"], tensors, path=ef.path,
-                                         packed_lstm=packed or None, dtype=ef.header["dtype"])
-        return native_model.GraphRunner(graph, threads=threads)
+                                         packed_lstm=packed or None, dtype=dtype)
+        twin = None
+        if dtype != "fp32":  # the fp32 twin packs its own LSTM from the float weights
+            state = {k: v for k, v in tensors.items() if not k.startswith("native.")}
+            twin = native_model.build_graph(ef.header["model"], state, path=ef.path,
+                                            dtype="fp32")
+        return native_model.GraphRunner(graph, threads=threads, recheck=twin,
+                                        recheck_margin=BF16_RECHECK_MARGIN,
+                                        multilabel=bool(ef.header.get("multilabel", False)))
     return load_split(ef, threads=threads)
 
 
