@@ -378,10 +378,13 @@ def test_bf16_engine_close_to_fp32(model, loaded, audio_dir, tmp_path, backend):
                                    text=vectorizer().to_json(), text_field="lyrics")
     eng = Engine.load(path, backend=backend)
     assert eng.header["dtype"] == "bf16"
+    if getattr(eng.runner, "recheck", None) is not None:
+        eng.runner.recheck_margin = 0.0  # bf16 itself here (the fp32 recheck: test_native_model)
     got = np.asarray(eng.classify(audio_dir["long"], lyrics="jig").windows)
     ref = np.asarray(loaded["torch"].classify(audio_dir["long"], lyrics="jig").windows)
     err = np.abs(got - ref).max()
-    assert 0 < err < 5e-2, f"bf16 vs fp32 max |diff| {err:.3g}"
+    # measured 1.9e-4 and 5.7e-4 (the two backends, AVX512-BF16 CPU); bound ~2.5x the larger
+    assert 0 < err < 1.5e-3, f"bf16 vs fp32 max |diff| {err:.3g}"
 
 
 def test_frontend_option_native_matches_reference(engines, audio_dir):

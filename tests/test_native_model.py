@@ -139,13 +139,14 @@ def test_threads_and_repeated_calls_agree():
 
 def test_bf16_close_to_fp32(isa):
     """bf16 graphs: bf16 LSTM and convolution weights on every ISA, and bf16 activations into
-    the convolutions (vdpbf16ps) where the CPU has AVX512-BF16: logits within 5 % of fp32."""
+    the convolutions (vdpbf16ps) where the CPU has AVX512-BF16: logits within 0.5 % of fp32's
+    scale (measured 2.6e-3 on scalar/AVX2/AVX-512, 2.0e-3 with AVX512-BF16: bound ~2x)."""
     m = make_model(seed=4)
     for B, T in [(2, 50), (1, 1), (3, 17)]:
         x = inputs(m, B, T, seed=T)
         ref = torch_logits(m, x)
         out = nm.GraphRunner(graph_of(m, "bf16"))(x)
-        assert np.abs(out - ref).max() < 0.05 * max(1.0, np.abs(ref).max())
+        assert np.abs(out - ref).max() < 5e-3 * max(1.0, np.abs(ref).max())
 
 
 def test_bf16_kernel_matches_fp32_kernel_on_bf16_weights():
@@ -167,7 +168,8 @@ def test_bf16_kernel_matches_fp32_kernel_on_bf16_weights():
     finally:
         _C.set_isa("auto")
     assert not np.array_equal(a, b)  # the bf16 kernel ran (activations rounded)
-    np.testing.assert_allclose(a, b, rtol=0.02, atol=0.02 * np.abs(b).max())
+    # measured max |a - b| 3.2e-3 = 1.5e-4 of max |b|; bound 2x
+    np.testing.assert_allclose(a, b, rtol=0, atol=3e-4 * np.abs(b).max())
 
 
 def test_bf16_recheck_reruns_exactly_the_close_rows_in_fp32():
