@@ -69,7 +69,7 @@ import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, List, Optional, Tuple, Type, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Type, Union
 
 import numpy as np
 import soundfile as sf
@@ -132,18 +132,9 @@ def decode(path: PathLike, *, max_duration_s: Optional[float] = None,
     if max_duration_s is None:
         max_duration_s = limits.max_seconds
     path_s = _checked_file(path, limits)
-    kind = None
-    try:
-        kind = _sniff(path_s)
-        if kind == "flac":
-            fast = _decode_flac_native(path_s, max_duration_s, limits, mono)
-            if fast is not None:
-                return fast
-        f = sf.SoundFile(path_s)
-    except sf.LibsndfileError as exc:
-        raise _classify_unopenable(path_s, kind, exc) from None
-    except OSError as exc:
-        raise AudioError(path_s, exc.strerror or str(exc)) from None
+    kind, fast, f = _open(path_s, lambda: _decode_flac_native(path_s, max_duration_s, limits, mono))
+    if fast is not None:
+        return fast
     with f:
         sr, channels, fmt = f.samplerate, f.channels, f.format
         header_frames = f.frames if 0 <= f.frames < _UNKNOWN_FRAMES else None
@@ -521,18 +512,10 @@ def _open_mono_blocks(path: PathLike, max_duration_s: float, limits: InputLimits
     non-finite sample). ``native``: try the C++ FLAC decoder first (``_NativeRefused`` when
     it refuses the stream part-way)."""
     path_s = _checked_file(path, limits)
-    kind = None
-    try:
-        kind = _sniff(path_s)
-        if kind == "flac" and native:
-            fast = _open_flac_native(path_s, max_duration_s, limits, block_frames)
-            if fast is not None:
-                return fast
-        f = sf.SoundFile(path_s)
-    except sf.LibsndfileError as exc:
-        raise _classify_unopenable(path_s, kind, exc) from None
-    except OSError as exc:
-        raise AudioError(path_s, exc.strerror or str(exc)) from None
+    kind, fast, f = _open(path_s, (lambda: _open_flac_native(path_s, max_duration_s, limits,
+                                                         block_frames)) if native else None)
+    if fast is not None:
+        return fast
     try:
         sr, channels = f.samplerate, f.channels
         header_frames = f.frames if 0 <= f.frames < _UNKNOWN_FRAMES else None
@@ -727,6 +710,25 @@ _FOREIGN = (
     ("AMR", 0, b"#!AMR"),
     ("MIDI (not audio)", 0, b"MThd"),
 )
+
+
+def _open(path_s: str, native_flac: Optional[Callable[[], Any]]):
+    """``(kind, native result, None)`` when the file is FLAC and ``native_flac()`` (our
+    decoder) takes it, else ``(kind, None, soundfile.SoundFile)``, ``kind`` being what the
+    file's first bytes say it is (``_sniff``); a file neither opens is the typed
+    ``AudioError`` of that kind (``_classify_unopenable``)."""
+    kind = None
+    try:
+        kind = _sniff(path_s)
+        if kind == "flac" and native_flac is not None:
+            fast = native_flac()
+            if fast is not None:
+                return kind, fast, None
+        return kind, None, sf.SoundFile(path_s)
+    except sf.LibsndfileError as exc:
+        raise _classify_unopenable(path_s, kind, exc) from None
+    except OSError as exc:
+        raise AudioError(path_s, exc.strerror or str(exc)) from None
 
 
 def _sf_reason(exc: Exception) -> str:
