@@ -584,6 +584,23 @@ def _sndfile_blocks(path: str, f: sf.SoundFile, kind: Optional[str],
                                   f"{first_bad}")
 
 
+def _flac_streaminfo_checked(path: str, max_duration_s: float, limits: InputLimits
+                             ) -> Optional[Tuple[int, int, int]]:
+    """``(sample rate, channels, max frames)`` from a FLAC file's STREAMINFO (the first
+    metadata block), its declared length checked against the limits before anything is
+    decoded; None when the file does not start with a STREAMINFO block (libsndfile takes
+    it)."""
+    head = _head(path, 42)  # marker, block header, STREAMINFO
+    if len(head) < 42 or (head[4] & 0x7F) != 0:
+        return None
+    sr, total = _streaminfo_rate_total(head[8:42])
+    channels = ((head[8 + 12] >> 1) & 7) + 1
+    max_frames = _frame_limit(path, sr, channels, max_duration_s, limits)
+    if total:
+        _check_frames(path, total, sr, channels, max_duration_s, limits)
+    return sr, channels, max_frames
+
+
 def _open_flac_native(path: str, max_duration_s: float, limits: InputLimits,
                       block_frames: int) -> Optional[Tuple[int, Iterator[np.ndarray]]]:
     """:func:`_open_mono_blocks` by the C++ decoder frame by frame (``mmengine._C.FlacStream``
@@ -594,14 +611,10 @@ def _open_flac_native(path: str, max_duration_s: float, limits: InputLimits,
     C = native()
     if C is None or not hasattr(C, "FlacStream"):  # an older build
         return None
-    head = _head(path, 42)
-    if len(head) < 42 or (head[4] & 0x7F) != 0:
+    info = _flac_streaminfo_checked(path, max_duration_s, limits)
+    if info is None:
         return None
-    sr, total = _streaminfo_rate_total(head[8:42])
-    channels = ((head[8 + 12] >> 1) & 7) + 1
-    max_frames = _frame_limit(path, sr, channels, max_duration_s, limits)
-    if total:
-        _check_frames(path, total, sr, channels, max_duration_s, limits)
+    sr, channels, max_frames = info
     with open(path, "rb") as fh:
         mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
     try:
@@ -855,14 +868,10 @@ def _decode_flac_native(path: str, max_duration_s: Optional[float] = None,
     C = native()
     if C is None or "mono" not in (C.decode_flac.__doc__ or ""):  # an older build
         return None
-    head = _head(path, 42)  # marker, block header, STREAMINFO (the first metadata block)
-    if len(head) < 42 or (head[4] & 0x7F) != 0:
+    info = _flac_streaminfo_checked(path, max_duration_s, limits)
+    if info is None:
         return None
-    sr, total = _streaminfo_rate_total(head[8:42])
-    channels = ((head[8 + 12] >> 1) & 7) + 1
-    max_frames = _frame_limit(path, sr, channels, max_duration_s, limits)
-    if total:
-        _check_frames(path, total, sr, channels, max_duration_s, limits)
+    sr, channels, max_frames = info
     buf = np.fromfile(path, dtype=np.uint8)
     try:
         y, rate = C.decode_flac(buf, int(max_frames), mono and channels > 1)
