@@ -833,10 +833,13 @@ struct FlacStream::Impl {
 
 FlacStream::FlacStream(const uint8_t* data, size_t size, const FlacInfo& info, bool mono,
                        uint64_t max_samples)
-    : impl_(new Impl(data, size, info, mono, max_samples)) {
+    : impl_(nullptr) {
+  // checked before anything is allocated: a constructor that throws runs no destructor, so
+  // an Impl made first would leak (found by tests/fuzz/flac_fuzzer.cpp)
   if (info.total_samples > max_samples)
     throw FlacLimitError("FLAC: STREAMINFO declares " + std::to_string(info.total_samples) +
                          " samples, more than " + std::to_string(max_samples));
+  impl_ = new Impl(data, size, info, mono, max_samples);
 }
 
 FlacStream::~FlacStream() { delete impl_; }

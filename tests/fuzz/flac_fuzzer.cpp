@@ -9,7 +9,8 @@
 //
 // Differential properties: the entry points agree. flac_count_samples counts what flac_decode
 // returns; for a stream of known length flac_decode_into gives the same samples bit for bit
-// (or all fail); flac_decode_mono_into gives the channel mean of those samples, bit for bit.
+// (or all fail); flac_decode_mono_into gives the channel mean of those samples, bit for bit;
+// FlacStream (frame by frame, all channels or mono) gives the same samples as flac_decode.
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -31,6 +32,24 @@ constexpr uint64_t kMaxSamples = uint64_t(1) << 17;
 [[noreturn]] void finding(const char* what) {
   std::fprintf(stderr, "flac_fuzzer: %s\n", what);
   std::abort();
+}
+
+// mono[i] must be the mean of the nch channels of frame i of `out`, in numpy's float32 order
+// (8 channels: pairwise), bit for bit
+void check_mono(const std::vector<float>& out, uint32_t nch, const float* mono, size_t n,
+                const char* what) {
+  for (size_t i = 0; i < n; ++i) {
+    const float* f = out.data() + i * nch;
+    float sum;
+    if (nch == 8) {
+      sum = ((f[0] + f[1]) + (f[2] + f[3])) + ((f[4] + f[5]) + (f[6] + f[7]));
+    } else {
+      sum = f[0];
+      for (uint32_t c = 1; c < nch; ++c) sum += f[c];
+    }
+    const float want = sum / float(nch);
+    if (std::memcmp(&want, &mono[i], sizeof(float)) != 0) finding(what);
+  }
 }
 
 }  // namespace
@@ -100,21 +119,48 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     if (info.total_samples != 0 && mono_ok != ok)
       finding("flac_decode_mono_into and flac_decode disagree on success");
-    if (mono_ok && ok) {
-      const uint32_t nch = info.channels;
-      for (size_t i = 0; i < mono.size(); ++i) {
-        const float* f = out.data() + i * nch;
-        float sum;
-        if (nch == 8) {
-          sum = ((f[0] + f[1]) + (f[2] + f[3])) + ((f[4] + f[5]) + (f[6] + f[7]));
-        } else {
-          sum = f[0];
-          for (uint32_t c = 1; c < nch; ++c) sum += f[c];
-        }
-        const float want = sum / float(nch);
-        if (std::memcmp(&want, &mono[i], sizeof(float)) != 0)
-          finding("flac_decode_mono_into differs from the mean of flac_decode's channels");
+    if (mono_ok && ok)
+      check_mono(out, info.channels, mono.data(), mono.size(),
+                 "flac_decode_mono_into differs from the mean of flac_decode's channels");
+  }
+
+  // the frame-by-frame stream (mmengine._C.FlacStream, what the engine streams with), all
+  // channels and mono, reading a size taken from the input: where flac_decode succeeds the
+  // stream gives the same samples bit for bit (mono: their channel mean); where one fails
+  // and neither hit the limit, so does the other; it never holds much more than it was asked
+  const uint64_t want = 1 + (uint64_t(size) * 7919u) % 70000u;
+  for (const bool mono_s : {false, true}) {
+    std::vector<float> got, part;
+    bool s_ok = false, s_limited = false;
+    try {
+      au::FlacStream st(data, size, info, mono_s, kMaxSamples);
+      const size_t cols = st.mono() ? 1 : info.channels;
+      while (true) {
+        st.read(want, part);
+        if (part.empty()) break;
+        if (part.size() % cols != 0) finding("FlacStream: not whole frames");
+        if (part.size() / cols > want + 65536) finding("FlacStream: read far more than asked");
+        got.insert(got.end(), part.begin(), part.end());
+        if (got.size() / cols > kMaxSamples) finding("FlacStream: over the limit");
       }
+      if (!st.finished()) finding("FlacStream: an empty read before the end");
+      s_ok = true;
+    } catch (const au::FlacLimitError&) {
+      s_limited = true;
+    } catch (const std::runtime_error&) {
+    }
+    if (!limited && !s_limited && s_ok != ok)
+      finding("FlacStream and flac_decode disagree on success");
+    if (!(ok && s_ok)) continue;
+    if (!mono_s || info.channels == 1) {
+      if (got.size() != out.size() ||
+          (!got.empty() && std::memcmp(got.data(), out.data(), got.size() * sizeof(float))))
+        finding("FlacStream and flac_decode disagree on the samples");
+    } else {
+      if (got.size() * info.channels != out.size())
+        finding("FlacStream(mono) and flac_decode disagree on the length");
+      check_mono(out, info.channels, got.data(), got.size(),
+                 "FlacStream(mono) differs from the mean of flac_decode's channels");
     }
   }
   return 0;
