@@ -119,3 +119,21 @@ def test_engine_header_must_list_the_models_inputs(tmp_path, inputs):
                                  len(blob)) + blob + ef.payload)
     with pytest.raises(EngineFileError, match="are not the model's inputs"):
         Engine.load(path, backend="native")
+
+
+def test_regression_flac_that_loses_sync_is_truncated_both_ways():
+    """Found by pyfuzz.py (audio target, seed 0, once WindowStream joined it): a FLAC (under a
+    .wav name) whose STREAMINFO gives no usable length and whose decoder loses sync after 400
+    frames. The whole-file reader counted the frames, met the error, then read exactly 400
+    frames again and returned them as the file; the streamed reader refused it. Both refuse
+    it now, with the same error."""
+    from mmengine.config import AudioConfig
+    from mmengine.data import audio
+    from mmengine.errors import AudioTruncatedError
+
+    path = FUZZ / "regressions" / "audio" / "flac_lost_sync_unknown_length.wav"
+    cfg = AudioConfig(sample_rate=8000)
+    with pytest.raises(AudioTruncatedError, match="lost sync"):
+        audio.load_audio(path, cfg)
+    with pytest.raises(AudioTruncatedError, match="lost sync"):
+        list(audio.WindowStream(path, cfg, 3000))

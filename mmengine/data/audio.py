@@ -808,6 +808,7 @@ def _read_unknown_length(path: str, f: sf.SoundFile, limit: float, max_duration_
                                     "header)")
         if failure is not None or got < _BLOCK_FRAMES:
             break
+    counted_failure = failure  # the decoder's error after the n-th frame: the file is broken
     mix = mono and f.channels > 1
     y = np.empty((n, 1 if mix else f.channels), dtype=np.float32)
     with sf.SoundFile(path) as again:
@@ -821,7 +822,10 @@ def _read_unknown_length(path: str, f: sf.SoundFile, limit: float, max_duration_
             done += got
             if failure is not None or got == 0:
                 break
-    return y[:done], failure
+    # the second pass stops at the n-th frame, before the error the first one met (found by
+    # tests/fuzz/pyfuzz.py: a FLAC that loses sync after 400 frames loaded as a 400-frame file
+    # while the streamed reader, which reads on, refused it)
+    return y[:done], failure or counted_failure
 
 
 def _frame_limit(path: str, sr: int, channels: int, max_duration_s: float,

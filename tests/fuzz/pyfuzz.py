@@ -10,7 +10,8 @@ its size after setup plus ``--headroom-mb``: an allocation past that is a ``Memo
 
 Targets (each gets an equal share of ``--seconds``):
 
-audio          ``load_audio`` and the container walkers (``_structure_error`` for WAV, Ogg,
+audio          ``load_audio``, the streamed ``WindowStream`` (the same windows bit for bit, or an
+               error of the same class) and the container walkers (``_structure_error`` for WAV, Ogg,
                FLAC, MPEG) on mutated real files (WAV 16/24/float, RF64, AIFF, FLAC of known and
                unknown length, Ogg Vorbis, MP3) and on magic bytes + random bytes.
 manifest       ``load_manifest`` (training) and ``Engine.classify`` of a manifest (inference)
@@ -383,10 +384,32 @@ class AudioTarget(Target):
         data, ext = self.materialize(case)
         path = work / ("input" + ext)
         path.write_bytes(data)
-        y = self.expect(lambda: audio.load_audio(path, AudioConfig(sample_rate=8000)))
+        cfg = AudioConfig(sample_rate=8000)
+        y = self.expect(lambda: audio.load_audio(path, cfg))
         if y is not None:
             assert isinstance(y, np.ndarray) and y.dtype == np.float32 and y.ndim == 1, y
             assert y.size > 0 and np.isfinite(y).all() and np.abs(y).max() <= 1.0
+        # the engine's streamed path (WindowStream): the windows of windows(load_audio(...))
+        # bit for bit, or a typed error of the same class where load_audio raised one
+        want_error = None
+        if y is None:
+            try:
+                audio.load_audio(path, cfg)
+            except AudioError as exc:
+                want_error = type(exc).__name__
+        got, got_error = [], None
+        try:
+            for i, w in audio.WindowStream(path, cfg, 3000):
+                del got[i:]  # a restart voids the windows from i on
+                got.append(w)
+        except AudioError as exc:
+            got_error = type(exc).__name__
+        assert got_error == want_error, (got_error, want_error)
+        if y is not None:
+            ref = audio.windows(y, 3000)
+            assert len(got) == len(ref) and all(
+                a.dtype == np.float32 and np.array_equal(a, b) for a, b in zip(got, ref)), \
+                (len(got), len(ref))
         if data:
             for kind in ("wav", "ogg", "flac", "mp3"):
                 found = audio._structure_error(str(path), kind)
