@@ -16,7 +16,8 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .config import AudioConfig, FrontendConfig, ModelConfig, SplitConfig, TextConfig, TrainConfig
+from .config import (AudioConfig, BuildConfig, EngineConfig, FrontendConfig, ModelConfig,
+                     SplitConfig, TextConfig, TrainConfig)
 from .errors import MMEngineError
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,8 @@ def experiment(data="folk", out=None, *, seeds: Sequence[int] = (0, 1, 2), model
                           text_vectorizer=vec)
 
 
-def build_engine(run_or_checkpoint, out, *, backend: str = "native", dtype: str = "fp32",
-                 **options) -> Path:
+def build_engine(run_or_checkpoint, out, *, backend: str = BuildConfig.backend,
+                 dtype: str = BuildConfig.dtype, **options) -> Path:
     """Checkpoint → engine file (see ``mmengine.export.build_engine``)."""
     from .export import build_engine as _build
 
@@ -156,7 +157,7 @@ def benchmark(model, **kw) -> dict:
     return benchmark_engine(model, **kw)
 
 
-def load_engine(path, backend: str = "auto", **options):
+def load_engine(path, backend: str = EngineConfig.backend, **options):
     """``Engine.load``."""
     from .runtime.engine import Engine
 

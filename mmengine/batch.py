@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Union
 
-from .config import BatchConfig
+from .config import BatchConfig, EngineConfig
 from .data.safe_io import atomic_write
 from .errors import BatchError, ManifestError, OptionalDependencyError
 
@@ -179,7 +179,8 @@ class BatchClassifier:
             file at the same path).
     """
 
-    def __init__(self, engine, *, backend: str = "auto", frontend: str = "auto",
+    def __init__(self, engine, *, backend: str = EngineConfig.backend,
+                 frontend: str = EngineConfig.frontend,
                  threads: Optional[int] = None, top_k: int = BatchConfig.top_k,
                  window_batch: int = BatchConfig.window_batch,
                  expect_sha256: Optional[str] = None):
@@ -663,8 +664,9 @@ def _root_cause(exc: BaseException) -> str:
 def batch_classify(engine, source, out, *, ray: Union[bool, str, None] = None,
                    workers: Optional[int] = None, threads: Optional[int] = None,
                    batch_size: int = BatchConfig.batch_size, top_k: int = BatchConfig.top_k,
-                   window_batch: int = BatchConfig.window_batch, backend: str = "auto",
-                   frontend: str = "auto", retry_errors: bool = False,
+                   window_batch: int = BatchConfig.window_batch,
+                   backend: str = EngineConfig.backend, frontend: str = EngineConfig.frontend,
+                   retry_errors: bool = False,
                    progress: bool = True) -> BatchSummary:
     """Classify every input of ``source`` with ``engine`` into ``out``, resumably and exactly
     once (see the module docstring for the formats and the guarantees).

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from . import PROJECT, __version__
-from .config import BatchConfig, ModelConfig, TrainConfig
+from .config import BatchConfig, BuildConfig, EngineConfig, ModelConfig, TrainConfig
 from .errors import MMEngineError
 
 #: exit status of ``mmengine classify`` when at least one input failed (every result printed)
@@ -364,11 +364,12 @@ def build_parser() -> argparse.ArgumentParser:
     bd = sub.add_parser("build", help="build an engine file (.mme) from a run or checkpoint")
     bd.add_argument("run", help="run folder or checkpoint file")
     bd.add_argument("-o", "--output", required=True, help="engine file to write")
-    bd.add_argument("--backend", default="native",
+    bd.add_argument("--backend", default=BuildConfig.backend,
                     choices=["native", "onnx", "tensorrt", "torch", "triton", "cuda"],
-                    help="payload to pre-pack (default native)")
-    bd.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
-                    help="compute precision (default fp32); a native bf16 engine reruns its "
+                    help=f"payload to pre-pack (default {BuildConfig.backend})")
+    bd.add_argument("--dtype", default=BuildConfig.dtype, choices=["fp32", "bf16", "fp16"],
+                    help=f"compute precision (default {BuildConfig.dtype}); a native bf16 "
+                    "engine reruns its "
                     "close calls (top-two margin < config.BF16_RECHECK_MARGIN) in fp32, so it "
                     "decides like the fp32 engine")
     bd.set_defaults(handler="build")
@@ -386,15 +387,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model", help="engine file (.mme)")
     c.add_argument("files", nargs="+", help="audio files (WAV, FLAC, OGG, MP3) or a manifest")
     c.add_argument("--lyrics", help="a text file used as the lyrics/title of every input")
-    c.add_argument("--top-k", dest="top_k", type=int, default=3, help="labels shown (default 3)")
-    c.add_argument("--batch-size", dest="batch_size", type=int, default=32,
-                   help="windows per engine call (default 32)")
-    c.add_argument("--backend", default="auto", help="auto (default), native, onnx, torch, ...")
-    c.add_argument("--frontend", default="auto",
+    c.add_argument("--top-k", dest="top_k", type=int, default=EngineConfig.top_k,
+                   help=f"labels shown (default {EngineConfig.top_k})")
+    c.add_argument("--batch-size", dest="batch_size", type=int, default=EngineConfig.batch_size,
+                   help=f"windows per engine call (default {EngineConfig.batch_size})")
+    c.add_argument("--backend", default=EngineConfig.backend,
+                   help=f"{EngineConfig.backend} (default), native, onnx, torch, ...")
+    c.add_argument("--frontend", default=EngineConfig.frontend,
                    choices=["auto", "native", "reference", "torch", "dali"],
                    help="feature front end (default auto: native C++ when built)")
-    c.add_argument("--workers", type=int, default=0,
-                   help="decoding threads (default 0: one per core, at most 4)")
+    c.add_argument("--workers", type=int, default=EngineConfig.workers,
+                   help=f"decoding threads (default {EngineConfig.workers}: one per core, at "
+                   f"most {EngineConfig.max_auto_workers})")
     c.add_argument("--threads", type=int, help="threads of the native/onnx backend and front end")
     c.add_argument("--json", action="store_true", help="JSON output")
     c.set_defaults(handler="classify")
@@ -421,8 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
                          f"{BatchConfig.batch_size})")
     bt.add_argument("--top-k", dest="top_k", type=int, default=BatchConfig.top_k,
                     help=f"labels per row (default {BatchConfig.top_k})")
-    bt.add_argument("--backend", default="auto", help="auto (default), native, onnx, torch, ...")
-    bt.add_argument("--frontend", default="auto",
+    bt.add_argument("--backend", default=EngineConfig.backend,
+                    help=f"{EngineConfig.backend} (default), native, onnx, torch, ...")
+    bt.add_argument("--frontend", default=EngineConfig.frontend,
                     choices=["auto", "native", "reference", "torch", "dali"],
                     help="feature front end (default auto: native C++ when built)")
     bt.add_argument("--retry-errors", dest="retry_errors", action="store_true",

@@ -221,13 +221,6 @@ MODALITY_INPUTS = {"mfcc": ("mfcc",), "mel": ("logmel",), "text": ("text", "text
 #: the order of those arrays in every input list
 INPUT_ORDER = ("mfcc", "logmel", "text", "text_mask", "symbolic", "symbolic_mask")
 
-#: bf16 native engines rerun in fp32 every input whose decision margin (top-two softmax
-#: probabilities; ``runtime.native_model.decision_margin``) is below this, so that they decide
-#: like the fp32 engine. Chosen on the validation splits of the default model (seed 0): the
-#: largest change of that margin between bf16 and fp32 was 0.013 (folk) and 0.0027 (vocal),
-#: so 0.05 is ~4x the larger; it reran 3 of 222 folk and 0 of 102 vocal validation clips at
-#: 0.02 (``python bench/bf16_flips.py RUN DATA``; figures in bench/RESULTS.md)
-BF16_RECHECK_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -446,6 +439,51 @@ LEGACY_TRAIN_DEFAULTS = {"optimizer": "adam", "schedule": "constant", "class_wei
 
 
 @dataclass(frozen=True)
+class EngineConfig:
+    """Settings of inference: ``Engine.load`` / ``Engine.classify``, ``mmengine classify``,
+    ``mmengine.classify`` (every default there comes from here).
+
+    Attributes:
+        backend: "auto" (the fastest verified backend that can run the file, logged) or a
+            backend name (``runtime.registry.BACKENDS``).
+        frontend: feature front end: "auto" (the native C++ one when built), "native",
+            "reference", "torch" or "dali".
+        top_k: labels kept per input (``Prediction.top_k``).
+        batch_size: windows per backend call; also how many windows of one input wait in
+            memory (later ones go to a temporary file, ``runtime.window_store``).
+        workers: decoding threads; 0: one per core, at most ``max_auto_workers``.
+        max_auto_workers: the cap of ``workers=0``.
+        bf16_recheck_margin: a native bf16 engine reruns in fp32 every input whose decision
+            margin (top-two softmax probabilities; ``runtime.native_model.decision_margin``)
+            is below this, so that it decides like the fp32 engine. Chosen on the validation
+            splits of the default model (seed 0): the largest change of that margin between
+            bf16 and fp32 was 0.013 (folk) and 0.0027 (vocal), so 0.05 is ~4x the larger
+            (``python bench/bf16_flips.py RUN DATA``; figures in bench/RESULTS.md).
+    """
+
+    backend: str = "auto"
+    frontend: str = "auto"
+    top_k: int = 3
+    batch_size: int = 32
+    workers: int = 0
+    max_auto_workers: int = 4
+    bf16_recheck_margin: float = 0.05
+
+
+#: ``EngineConfig.bf16_recheck_margin`` (the native backend reads it from here)
+BF16_RECHECK_MARGIN = EngineConfig.bf16_recheck_margin
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Defaults of ``mmengine build`` / ``mmengine.build_engine``: the payload's backend and
+    the compute precision."""
+
+    backend: str = "native"
+    dtype: str = "fp32"
+
+
+@dataclass(frozen=True)
 class BatchConfig:
     """Settings of ``mmengine batch`` (``mmengine.batch.batch_classify``).
 
@@ -461,6 +499,6 @@ class BatchConfig:
     """
 
     batch_size: int = 32
-    top_k: int = 3
-    window_batch: int = 32
+    top_k: int = EngineConfig.top_k
+    window_batch: int = EngineConfig.batch_size
     ray_threads: int = 1

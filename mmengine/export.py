@@ -32,7 +32,7 @@ import logging
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
-from .config import AudioConfig, FrontendConfig, InputLimits, from_dict, to_dict
+from .config import AudioConfig, BuildConfig, FrontendConfig, InputLimits, from_dict, to_dict
 # the model's description and its ONNX export live in ``spec`` (below the backends); their
 # names stay importable from here
 from .spec import (BATCH, FRAMES, ONNX_OPSET, OUTPUT_NAME, classifier_module,  # noqa: F401
@@ -81,7 +81,8 @@ def engine_metadata(model, *, labels: Sequence[str], audio_cfg: AudioConfig,
     }
 
 
-def build_engine_from_model(model, out, *, backend: str = "native", dtype: str = "fp32",
+def build_engine_from_model(model, out, *, backend: str = BuildConfig.backend,
+                            dtype: str = BuildConfig.dtype,
                             labels: Sequence[str], audio_cfg: AudioConfig = AudioConfig(),
                             frontend_cfg: FrontendConfig = FrontendConfig(),
                             text: Optional[dict] = None, text_field: Optional[str] = None,
@@ -138,7 +139,8 @@ def checkpoint_settings(meta: Mapping) -> dict:
     )
 
 
-def build_engine(run_or_checkpoint, out, *, backend: str = "native", dtype: str = "fp32",
+def build_engine(run_or_checkpoint, out, *, backend: str = BuildConfig.backend,
+                 dtype: str = BuildConfig.dtype,
                  **options) -> Path:
     """``mmengine build RUN_OR_CHECKPOINT -o OUT --backend B --dtype D``: load a checkpoint
     (a run folder, its ``checkpoint.safetensors`` or ``checkpoint.json``) and write the engine

@@ -180,3 +180,34 @@ def test_engines_serve_the_checkpoint_on_real_clips(tiny_folk, tmp_path, monkeyp
         assert err <= tol, (backend, dtype, err)
         if dtype == "fp32":
             assert [r.label for r in res] == [meta["label_names"][i] for i in ref.argmax(1)]
+
+
+def test_inference_and_build_defaults_come_from_config():
+    """Every default of classify / batch / build and of their Python twins is a field of
+    config.EngineConfig / BuildConfig / BatchConfig (issue 16: one source of defaults)."""
+    import inspect
+
+    from mmengine import api
+    from mmengine.config import BatchConfig, BuildConfig, EngineConfig
+    from mmengine.runtime import engine
+
+    p = build_parser()
+    c = p.parse_args(["classify", "m.mme", "a.wav"])
+    assert (c.top_k, c.batch_size, c.backend, c.frontend, c.workers) == (
+        EngineConfig.top_k, EngineConfig.batch_size, EngineConfig.backend,
+        EngineConfig.frontend, EngineConfig.workers)
+    b = p.parse_args(["build", "run", "-o", "m.mme"])
+    assert (b.backend, b.dtype) == (BuildConfig.backend, BuildConfig.dtype)
+    bt = p.parse_args(["batch", "m.mme", "lib", "--out", "r.jsonl"])
+    assert (bt.backend, bt.frontend, bt.batch_size) == (
+        EngineConfig.backend, EngineConfig.frontend, BatchConfig.batch_size)
+    sig = inspect.signature(engine.Engine.classify).parameters
+    assert (sig["top_k"].default, sig["batch_size"].default, sig["workers"].default) == (
+        EngineConfig.top_k, EngineConfig.batch_size, EngineConfig.workers)
+    assert inspect.signature(engine.Engine.load).parameters["backend"].default == \
+        EngineConfig.backend
+    b_sig = inspect.signature(api.build_engine).parameters
+    assert (b_sig["backend"].default, b_sig["dtype"].default) == (
+        BuildConfig.backend, BuildConfig.dtype)
+    assert (BatchConfig.top_k, BatchConfig.window_batch) == (
+        EngineConfig.top_k, EngineConfig.batch_size)
