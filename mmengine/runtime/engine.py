@@ -16,10 +16,15 @@ backend → softmax (sigmoid for multi-label models) → mean of the window prob
 Memory: a decoding thread streams its file (one block of it, the resampler's state and one
 window at a time, whatever the file's length; with the native front end each window is
 featurised as soon as it is cut and dropped); a decoded item keeps its windows' features (or,
-with another front end, its windows), and at most ``2 * workers`` items, or one batch of
-windows, wait for the backend (``_decoded``). What still grows with a file's length is its
-item's features (592 bytes per 512 samples at the default settings: 23 MB for 15 minutes),
-bounded by ``max_duration_s``. An array input is held whole (the caller holds it anyway).
+with another front end, its windows), the first ``batch_size`` of them in memory and the
+rest in a temporary file (``runtime.window_store``), and at most ``2 * workers`` items, or one
+batch of windows, wait for the backend (``runtime.pipeline``). An array input is held whole
+(the caller holds it anyway).
+
+Roles: ``runtime.inputs`` (items, the inference manifest, which errors fail one input),
+``runtime.pipeline`` (the decoding threads and their memory budget), ``runtime.results``
+(``Prediction``, ``ErrorEntry`` and their JSON/text forms), this module (``Engine``: loading,
+batching windows into the backend, assembling results).
 Every input is checked against ``Engine.limits`` (``mmengine.config.InputLimits``) before it
 is decoded or parsed.
 
@@ -29,142 +34,34 @@ input returns a ``Prediction`` or raises the typed error (``AudioError``...).
 """
 from __future__ import annotations
 
-import collections
 import logging
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .. import _ext
-from ..config import AudioConfig, FrontendConfig, InputLimits, from_dict
-from ..errors import AudioError, AudioNonFiniteError, AudioTooLongError, AudioZeroLengthError
-from ..errors import BackendUnavailableError, EngineFileError, ManifestError, MMEngineError
-from ..errors import InputLimitError, MidiError, TextLimitError
+from ..config import AudioConfig, EngineConfig, FrontendConfig, InputLimits, from_dict
+from ..errors import AudioNonFiniteError, AudioTooLongError, AudioZeroLengthError
+from ..errors import BackendUnavailableError, EngineFileError, ManifestError, MMEngineError  # noqa: F401
+from ..errors import InputLimitError, TextLimitError
 from ..data.manifest import MANIFEST_SUFFIXES  # noqa: F401 (re-exported: cli, batch)
 from . import engine_file
 from .registry import BACKENDS, select_backend
+from .inputs import _ITEM_ERRORS, _Item, _without_frames, read_inference_manifest  # noqa: F401
+from .results import ErrorEntry, Prediction, Result, format_results, results_to_json  # noqa: F401
+from . import pipeline
+from .pipeline import _close_store
 from .window_store import WindowStore
 
 log = logging.getLogger("mmengine.runtime")
 
-#: errors that make one input unusable (reported as its ``ErrorEntry``); others propagate
-_ITEM_ERRORS = (AudioError, ManifestError, MidiError, InputLimitError, OSError, ValueError,
-                EOFError)
 #: header keys ``mmengine.export.engine_metadata`` writes and ``Engine`` needs
 _MODEL_KEYS = ("labels", "model", "audio", "frontend", "io")
 #: options each backend's ``load`` accepts (``Engine.load`` passes only these)
 _LOAD_OPTIONS = {"torch": ("device",), "native": ("threads",), "onnx": ("threads", "providers"),
                  "tensorrt": (), "cuda": (), "triton": ()}
-
-
-def _without_frames(exc: BaseException) -> BaseException:
-    """``exc`` with its traceback and those of the exceptions chained to it dropped. An
-    item's error lives as long as the call (every item of a long list waits in memory), and
-    its frames would keep the file's bytes and decoded arrays alive: ~1 MB per failed item
-    (measured by bench/soak.py)."""
-    stack, seen = [exc], set()
-    while stack:
-        e = stack.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        e.__traceback__ = None
-        stack += [e.__cause__, e.__context__]
-    return exc
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The classification of one input.
-
-    Attributes:
-        label: the best label.
-        score: its probability (mean over windows).
-        top_k: ``[(label, probability)]``, best first.
-        windows: per window, the probability of every label (``Engine.labels`` order).
-        path: the input file ("<array N>" for an array input).
-        id: the manifest id (None otherwise).
-    """
-
-    label: str
-    score: float
-    top_k: List[Tuple[str, float]]
-    windows: List[List[float]] = field(default_factory=list)
-    path: Optional[str] = None
-    id: Optional[str] = None
-
-    ok = True
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "id": self.id, "label": self.label, "score": self.score,
-                "top_k": [[k, s] for k, s in self.top_k], "windows": self.windows}
-
-
-@dataclass(frozen=True)
-class ErrorEntry:
-    """An input that could not be classified: ``error`` says why, ``error_type`` names the
-    exception class (e.g. ``AudioTruncatedError``)."""
-
-    path: Optional[str]
-    error: str
-    error_type: str = "MMEngineError"
-    id: Optional[str] = None
-
-    ok = False
-
-    def to_dict(self) -> dict:
-        return {"path": self.path, "id": self.id, "error": self.error,
-                "error_type": self.error_type}
-
-
-Result = Union[Prediction, ErrorEntry]
-
-
-@dataclass
-class _Item:
-    index: int
-    path: Optional[str] = None
-    id: Optional[str] = None
-    array: Optional[Tuple[np.ndarray, float]] = None
-    text: Optional[str] = None
-    midi: Optional[str] = None
-    error: Optional[Exception] = None  # known bad before decoding (manifest row)
-
-
-def read_inference_manifest(path, text_field: Optional[str] = "lyrics",
-                            limits: Optional[InputLimits] = None) -> List[_Item]:
-    """Items of a CSV/JSONL manifest for classification, parsed by the training parser
-    (``mmengine.data.manifest.read_inference_rows``): ``path`` is required, ``id``,
-    ``lyrics`` / ``lyrics_path``, ``title``, ``midi_path`` optional, labels ignored; relative
-    paths resolve against the manifest's folder; the item's text is the ``text_field`` column
-    ("lyrics" or "title"). A row with a problem (``line N: ...``: bad JSON, a lyrics or MIDI
-    file that is missing, not a regular file or over its ``InputLimits``) becomes an error
-    item (the rest still run); an unreadable file or one without a ``path`` column raises
-    ``ManifestError``."""
-    from ..data.manifest import read_inference_rows
-
-    source = Path(path).expanduser().resolve()
-    items = []
-    for _, rec, row in read_inference_rows(source, read_lyrics=text_field == "lyrics",
-                                           limits=limits):
-        item = _Item(index=len(items))
-        items.append(item)
-        if isinstance(rec, ManifestError):
-            item.error = rec
-            raw = str((row or {}).get("path") or "").strip()
-            item.path = str(source.parent / raw) if raw and not os.path.isabs(raw) else raw or None
-            rid = str((row or {}).get("id") or "").strip()
-            item.id = rid or item.path
-            continue
-        item.path, item.id = str(rec.path), rec.id
-        item.midi = None if rec.midi_path is None else str(rec.midi_path)
-        item.text = getattr(rec, text_field) if text_field in ("lyrics", "title") else None
-    return items
 
 
 class Engine:
@@ -181,7 +78,8 @@ class Engine:
         window: samples per inference window.
     """
 
-    def __init__(self, header: dict, runner, path: str = "", *, frontend: str = "auto",
+    def __init__(self, header: dict, runner, path: str = "", *,
+                 frontend: str = EngineConfig.frontend,
                  threads: Optional[int] = None, frontend_device: Optional[str] = None,
                  limits: Optional[InputLimits] = None):
         self.header = header
@@ -215,7 +113,8 @@ class Engine:
 
     # -- loading --------------------------------------------------------------------------
     @classmethod
-    def load(cls, path, backend: str = "auto", *, frontend: str = "auto",
+    def load(cls, path, backend: str = EngineConfig.backend, *,
+             frontend: str = EngineConfig.frontend,
              limits: Optional[InputLimits] = None, **options) -> "Engine":
         """Load and verify an engine file and start a backend for it.
 
@@ -283,8 +182,9 @@ class Engine:
         return z / z.sum(axis=1, keepdims=True)
 
     # -- classification -------------------------------------------------------------------
-    def classify(self, x, lyrics=None, *, top_k: int = 3, batch_size: int = 32,
-                 midi=None, workers: int = 0):
+    def classify(self, x, lyrics=None, *, top_k: int = EngineConfig.top_k,
+                 batch_size: int = EngineConfig.batch_size, midi=None,
+                 workers: int = EngineConfig.workers):
         """Classify audio.
 
         Args:
@@ -304,7 +204,7 @@ class Engine:
         """
         if batch_size < 1 or top_k < 1 or workers < 0:
             raise ValueError("batch_size and top_k must be >= 1, workers >= 0")
-        workers = workers or min(4, os.cpu_count() or 1)
+        workers = workers or min(EngineConfig.max_auto_workers, os.cpu_count() or 1)
         items, single = self._items(x, lyrics, midi)
         results = self._run(items, top_k=top_k, batch_size=batch_size, workers=workers)
         if single:
@@ -391,80 +291,8 @@ class Engine:
 
     def _decoded(self, items: Sequence[_Item], workers: int, ahead: int = 1,
                  queue: int = 0) -> Iterator[Tuple[_Item, Any]]:
-        """(item, (samples, windows or None, per-window features or None) or exception) in
-        order.
-
-        Memory: a file is streamed (``_streamed``: the thread holds one block, the
-        resampler's state and one window); with a front end that featurises on the decoding
-        threads, an item keeps only its windows' features (each window is dropped on the
-        thread that cut it). Up to ``max(2 * workers, queue)`` items are queued (short clips keep
-        the threads busy while the backend runs a batch), but a thread starts a new file only
-        while the finished items not yet taken hold fewer than ``ahead`` windows (the batch
-        size): what waits is about one batch of windows plus one file per thread, whatever
-        the files' lengths.
-        """
-        from ..data.audio import windows as cut_windows
-
-        budget = threading.Condition()
-        held = [0]  # windows of finished items not yet taken by the caller
-        taken = [0]  # items taken by the caller: item number taken[0] is the one it waits for
-        closed = [False]  # the caller stopped taking items: nothing waits any more
-        limit = max(ahead, 1)
-
-        def n_windows(got) -> int:
-            return 0 if isinstance(got, Exception) else len(
-                got[2] if got[2] is not None else got[1])
-
-        def one(item, seq: int = 0):
-            if workers > 1:
-                with budget:  # the item the caller waits for never waits (no deadlock)
-                    while held[0] >= limit and seq > taken[0] and not closed[0]:
-                        budget.wait(1.0)
-                    if closed[0]:
-                        return None
-            try:
-                if item.array is None and item.error is None:  # a file: streamed
-                    got = self._streamed(item, keep=limit)
-                else:
-                    y = self._decode(item)
-                    n = len(y)
-                    wins = cut_windows(y, self.window)
-                    if self._worker_features:
-                        feats = self.frontend.compute_serial(wins)
-                        del y, wins
-                        got = (n, None, feats)
-                    else:
-                        got = (n, wins, None)
-            except _ITEM_ERRORS as exc:
-                return exc
-            except (MemoryError, RecursionError) as exc:  # defence in depth: one item only
-                err = InputLimitError(f"{item.path}: input needs more resources than "
-                                      f"available ({type(exc).__name__})")
-                err.limit = "max_decoded_bytes"
-                return err
-            with budget:
-                held[0] += n_windows(got)
-            return got
-
-        if workers == 1:
-            for it in items:
-                yield it, one(it)
-            return
-        pending: collections.deque = collections.deque()
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            try:
-                for seq, it in enumerate(items):
-                    pending.append((it, pool.submit(one, it, seq)))
-                    if len(pending) >= max(2 * workers, queue):
-                        yield self._take(pending, budget, held, taken, n_windows)
-                while pending:
-                    yield self._take(pending, budget, held, taken, n_windows)
-            finally:  # also when the caller stops early (an exception, a closed generator)
-                with budget:
-                    closed[0] = True
-                    budget.notify_all()
-                for _, fut in pending:
-                    fut.cancel()
+        """``runtime.pipeline.decoded`` of this engine's items (see there)."""
+        return pipeline.decoded(self, items, workers, ahead, queue)
 
     def _streamed(self, item: _Item, keep: Optional[int] = None
                   ) -> Tuple[int, Optional[List[np.ndarray]], Optional[WindowStore]]:
@@ -494,17 +322,6 @@ class Engine:
             store.close()
             raise
         return stream.samples, None, store
-
-    @staticmethod
-    def _take(pending, budget, held, taken, n_windows):
-        """The oldest pending (item, result); its windows leave the budget of ``_decoded``."""
-        head, fut = pending.popleft()
-        got = fut.result()
-        with budget:
-            held[0] -= n_windows(got)
-            taken[0] += 1
-            budget.notify_all()
-        return head, got
 
     def _checked_text(self, item: _Item):
         """The item's text, refused (``TextLimitError``) past ``limits.max_text_bytes``."""
@@ -633,12 +450,6 @@ class Engine:
         return out
 
 
-def _close_store(got) -> None:
-    """Close the ``WindowStore`` of a decoded item's result, if it has one."""
-    if isinstance(got, tuple) and len(got) == 3 and isinstance(got[2], WindowStore):
-        got[2].close()
-
-
 def _make_frontend(name: str, cfg: FrontendConfig, threads: Optional[int],
                    device: Optional[str] = None):
     from ..features.frontend import get_frontend
@@ -664,46 +475,16 @@ def _make_frontend(name: str, cfg: FrontendConfig, threads: Optional[int],
     return get_frontend(name, cfg, **kw)
 
 
-def load_engine(path, backend: str = "auto", **options) -> Engine:
+def load_engine(path, backend: str = EngineConfig.backend, **options) -> Engine:
     """``Engine.load``."""
     return Engine.load(path, backend, **options)
 
 
-def classify(model, x, lyrics=None, *, backend: str = "auto", top_k: int = 3,
-             batch_size: int = 32, midi=None, workers: int = 0, **options):
+def classify(model, x, lyrics=None, *, backend: str = EngineConfig.backend,
+             top_k: int = EngineConfig.top_k, batch_size: int = EngineConfig.batch_size,
+             midi=None, workers: int = EngineConfig.workers, **options):
     """``mmengine classify MODEL FILES...``: load the engine file ``model`` (or use an
     ``Engine``) and classify ``x`` (see ``Engine.classify``)."""
     eng = model if isinstance(model, Engine) else Engine.load(model, backend, **options)
     return eng.classify(x, lyrics, top_k=top_k, batch_size=batch_size, midi=midi,
                         workers=workers)
-
-
-def results_to_json(results) -> Union[dict, List[dict]]:
-    """Plain-JSON form of ``classify`` output (one dict, or a list of dicts)."""
-    if isinstance(results, (Prediction, ErrorEntry)):
-        return results.to_dict()
-    return [r.to_dict() for r in results]
-
-
-def format_results(results) -> str:
-    """Human-readable lines of ``classify`` output (what ``mmengine classify`` prints)::
-
-        song.wav  reel 0.912  (jig 0.061, hornpipe 0.020)  [3 windows]
-        bad.wav   ERROR AudioCorruptError: bad.wav: file is corrupt or not audio (...)
-    """
-    if isinstance(results, (Prediction, ErrorEntry)):
-        results = [results]
-    lines = []
-    for r in results:
-        name = r.id or r.path or "?"
-        if isinstance(r, ErrorEntry):
-            lines.append(f"{name}\tERROR {r.error_type}: {r.error}")
-            continue
-        rest = ", ".join(f"{k} {s:.3f}" for k, s in r.top_k[1:])
-        line = f"{name}\t{r.label} {r.score:.3f}"
-        if rest:
-            line += f"  ({rest})"
-        if len(r.windows) > 1:
-            line += f"  [{len(r.windows)} windows]"
-        lines.append(line)
-    return "\n".join(lines)
