@@ -35,7 +35,7 @@ from mmengine.data.audio import (
     to_mono,
     windows,
 )
-from mmengine.data.audio import _mpeg_header  # to strip an MP3's first frame
+from mmengine.data.containers import _mpeg_header  # to strip an MP3's first frame
 from mmengine.errors import (
     AudioCorruptError,
     AudioEmptyError,
