@@ -48,7 +48,7 @@ def recurrent_flops(input_size: int, hidden: int, layers: int, steps: int,
 
 def _arch(spec: Mapping) -> dict:
     """Sizes of the fusion model described by ``spec`` (``export.model_spec``), torch-free."""
-    from .runtime.native_model import METER_START, PITCH_CLASS_ROWS, architecture
+    from .spec import METER_START, PITCH_CLASS_ROWS, architecture
 
     if spec.get("arch", "fusion") != "fusion":
         raise ValueError(f"FLOPs are defined for the fusion model, not {spec.get('arch')!r}")

@@ -230,14 +230,14 @@ def safetensors_shapes(data: bytes, max_json: float, max_depth: int,
 
 def expected_shapes(cfg_dict: Mapping, dims: Mapping) -> Dict[str, Tuple[int, ...]]:
     """The state-dict shapes of the model ``cfg_dict``/``dims`` describe: torch-free for the
-    designs the native graph runs (``runtime.native_model.state_shapes``: no torch import,
-    which would cost a classify call a second), else from a model built on torch's ``meta``
-    device (no memory for its tensors)."""
-    from .runtime import native_model
+    designs the native graph runs (``spec.state_shapes``: no torch import, which would cost a
+    classify call a second), else from a model built on torch's ``meta`` device (no memory
+    for its tensors)."""
+    from . import spec as model_spec
 
     spec = {"arch": "fusion", "config": cfg_dict, "dims": dims}
-    if native_model.unsupported_reason(spec) is None:
-        return native_model.state_shapes(spec)
+    if model_spec.unsupported_reason(spec) is None:
+        return model_spec.state_shapes(spec)
     import torch
 
     from .config import model_config_from_stored

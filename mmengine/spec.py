@@ -1,5 +1,9 @@
 """A model's description and its ONNX export, below the engine builder and the backends.
 
+``architecture``/``unsupported_reason``/``state_shapes``: the parts and state-dict shapes of
+the default design, torch-free (the C++ graph, the FLOP count and the engine-file schema read
+them).
+
 ``model_spec``/``rebuild_model``: the architecture as JSON and back; ``input_spec`` /
 ``output_spec``: the engine's io lists; ``example_inputs``: arrays of those shapes;
 ``export_onnx``: the classifier (normalisation, stems, fusion, recurrence, pooling, head) as
@@ -12,12 +16,12 @@ from __future__ import annotations
 import io
 import logging
 import warnings
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .config import (INPUT_ORDER, MODALITY_INPUTS, FrontendConfig, model_config_from_stored,
-                     to_dict)
+from .config import (INPUT_ORDER, MODALITIES, MODALITY_INPUTS, FrontendConfig,
+                     model_config_from_stored, to_dict)
 
 log = logging.getLogger("mmengine.export")
 
@@ -157,3 +161,108 @@ def export_onnx(model, inputs: Sequence[Mapping], *, opset: int = ONNX_OPSET,
 
 
 # ------------------------------------------------------------------------------- building
+
+
+# ------------------------------------------------- the default design's parts, torch-free
+#: rows of the notes read by the key head (the pitch-class roll) and where the meter profile
+#: starts (``features.symbolic``: kept here so that inference needs no MIDI library)
+PITCH_CLASS_ROWS = 12
+METER_START = 18
+
+
+def architecture(spec: Mapping) -> dict:
+    """The parts of the graph a model description (``export.model_spec``) asks for, mirroring
+    ``FusionLSTM.__init__`` (torch-free; the C++ graph, the FLOP count and the
+    engine-file schema read it)."""
+    cfg = model_config_from_stored(dict(spec["config"]))
+    dims = dict(spec["dims"])
+    sizes = {"mfcc": int(dims["n_mfcc"]), "mel": int(dims["n_mels"]),
+             "text": int(dims["text_dim"]), "symbolic": int(dims["symbolic_dim"])}
+    mods = tuple(m for m in MODALITIES if m in cfg.modalities and sizes[m] > 0)
+    late_text = "text" in mods and cfg.text_fusion == "late"
+    meter_rows = (sizes["symbolic"] - METER_START
+                  if cfg.meter_profile and "symbolic" in mods and sizes["symbolic"] > METER_START
+                  else 0)
+    pitch = (cfg.pitch_templates if "symbolic" in mods and cfg.pitch_templates > 0
+             and sizes["symbolic"] >= PITCH_CLASS_ROWS else 0)
+    width = {"mfcc": cfg.mfcc_channels, "mel": cfg.mel_channels,
+             "symbolic": cfg.symbolic_channels}
+    seq = tuple(m for m in mods if m != "text" or not late_text)
+    return {"cfg": cfg, "dims": dims, "sizes": sizes, "modalities": mods, "late_text": late_text,
+            "meter_rows": meter_rows, "pitch": pitch, "sequence": seq, "width": width,
+            "flux": cfg.flux_bands if "mel" in mods else 0,
+            "n_classes": int(dims["n_classes"])}
+
+
+def unsupported_reason(spec: Mapping) -> Optional[str]:
+    """None when the C++ graph runs the model of ``spec``, else why not."""
+    if spec.get("arch") != "fusion":
+        return f"architecture {spec.get('arch')!r} is not the fusion model"
+    arch = architecture(spec)
+    cfg = arch["cfg"]
+    if cfg.stem != "dilated":
+        return f"stem {cfg.stem!r} (the graph runs the dilated stems)"
+    if cfg.cell not in ("lstm", "none"):
+        return f"cell {cfg.cell!r} (the graph runs an LSTM stack or no recurrence)"
+    if "text" in arch["sequence"]:
+        return "text fused early (broadcast over every frame)"
+    if not arch["sequence"]:
+        return "no time series"
+    return None
+
+
+def state_shapes(spec: Mapping) -> Dict[str, Tuple[int, ...]]:
+    """Every state-dict tensor (name -> shape) of the model ``spec`` describes, torch-free, for
+    the designs the graph runs (``unsupported_reason`` is None; ``ValueError`` otherwise). The
+    same as ``build_model(...).state_dict()`` (tested), so an engine can be checked before
+    anything is built without importing torch."""
+    why = unsupported_reason(spec)
+    if why is not None:
+        raise ValueError(f"the native graph cannot run this model: {why}")
+    a = architecture(spec)
+    cfg, sizes, width = a["cfg"], a["sizes"], a["width"]
+    out: Dict[str, Tuple[int, ...]] = {}
+
+    def bn(prefix, n):
+        for k in ("weight", "bias", "running_mean", "running_var"):
+            out[f"{prefix}.{k}"] = (n,)
+        out[f"{prefix}.num_batches_tracked"] = ()
+
+    for m in ("mfcc", "mel", "symbolic"):
+        if m in a["modalities"]:
+            out[f"norm.{m}_mean"] = out[f"norm.{m}_std"] = (sizes[m],)
+    if a["flux"]:
+        bn("flux_norm", a["flux"])
+    if a["pitch"]:
+        out["pitch.templates"] = (a["pitch"], PITCH_CLASS_ROWS)
+        bn("pitch_norm", a["pitch"])
+    if a["meter_rows"]:
+        bn("meter_norm", a["meter_rows"])
+    for m in a["modalities"]:
+        if m == "text":
+            out["stems.text.0.weight"] = (int(cfg.text_dim), sizes["text"])
+            out["stems.text.0.bias"] = (int(cfg.text_dim),)
+            continue
+        w = width[m]
+        cin = (METER_START if (m == "symbolic" and a["meter_rows"]) else sizes[m]) + \
+            (a["flux"] if m == "mel" else 0)
+        for i, prefix in enumerate([f"stems.{m}.inp"] +
+                                   [f"stems.{m}.blocks.{j}" for j in range(len(cfg.dilations))]):
+            out[f"{prefix}.0.weight"] = (w, cin if i == 0 else w, 3)
+            out[f"{prefix}.0.bias"] = (w,)
+            bn(f"{prefix}.1", w)
+    fused = sum(width[m] + 1 for m in a["sequence"])
+    if cfg.cell == "lstm":
+        H = int(cfg.hidden_size)
+        for k in range(int(cfg.num_layers)):
+            out[f"classifier.rnn.weight_ih_l{k}"] = (4 * H, fused if k == 0 else H)
+            out[f"classifier.rnn.weight_hh_l{k}"] = (4 * H, H)
+            out[f"classifier.rnn.bias_ih_l{k}"] = out[f"classifier.rnn.bias_hh_l{k}"] = (4 * H,)
+        pooled = H
+    else:
+        pooled = fused
+    pooled *= 2 if cfg.pooling == "meanmax" else 1
+    late = (int(cfg.text_dim) + 1 if a["late_text"] else 0) + a["pitch"] + a["meter_rows"]
+    out["classifier.head.weight"] = (a["n_classes"], pooled + late)
+    out["classifier.head.bias"] = (a["n_classes"],)
+    return out

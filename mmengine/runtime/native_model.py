@@ -19,15 +19,13 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ..config import MODALITIES, model_config_from_stored
+from ..config import MODALITIES
+from ..spec import (METER_START, PITCH_CLASS_ROWS, architecture,  # noqa: F401 (re-exported)
+                    state_shapes, unsupported_reason)
 from ..errors import EngineFileError
 
 #: BatchNorm1d's default epsilon (the models never change it)
 BN_EPS = 1e-5
-#: rows of the notes read by the key head (the pitch-class roll) and where the meter profile
-#: starts (``features.symbolic``: kept here so that inference needs no MIDI library)
-PITCH_CLASS_ROWS = 12
-METER_START = 18
 _SERIES = {"mfcc": "mfcc", "mel": "logmel", "symbolic": "symbolic"}
 #: safetensors dtype -> numpy dtype (BF16: read as uint16 bits, widened to float32)
 _NP_DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "I64": np.int64,
@@ -106,103 +104,6 @@ class _Tensors:
     def unused(self):
         return sorted(k for k in self.tensors if k not in self.used
                       and not k.startswith("native."))
-
-
-def architecture(spec: Mapping) -> dict:
-    """The parts of the graph a model description (``export.model_spec``) asks for, mirroring
-    ``FusionLSTM.__init__`` (torch-free)."""
-    cfg = model_config_from_stored(dict(spec["config"]))
-    dims = dict(spec["dims"])
-    sizes = {"mfcc": int(dims["n_mfcc"]), "mel": int(dims["n_mels"]),
-             "text": int(dims["text_dim"]), "symbolic": int(dims["symbolic_dim"])}
-    mods = tuple(m for m in MODALITIES if m in cfg.modalities and sizes[m] > 0)
-    late_text = "text" in mods and cfg.text_fusion == "late"
-    meter_rows = (sizes["symbolic"] - METER_START
-                  if cfg.meter_profile and "symbolic" in mods and sizes["symbolic"] > METER_START
-                  else 0)
-    pitch = (cfg.pitch_templates if "symbolic" in mods and cfg.pitch_templates > 0
-             and sizes["symbolic"] >= PITCH_CLASS_ROWS else 0)
-    width = {"mfcc": cfg.mfcc_channels, "mel": cfg.mel_channels,
-             "symbolic": cfg.symbolic_channels}
-    seq = tuple(m for m in mods if m != "text" or not late_text)
-    return {"cfg": cfg, "dims": dims, "sizes": sizes, "modalities": mods, "late_text": late_text,
-            "meter_rows": meter_rows, "pitch": pitch, "sequence": seq, "width": width,
-            "flux": cfg.flux_bands if "mel" in mods else 0,
-            "n_classes": int(dims["n_classes"])}
-
-
-def unsupported_reason(spec: Mapping) -> Optional[str]:
-    """None when the C++ graph runs the model of ``spec``, else why not."""
-    if spec.get("arch") != "fusion":
-        return f"architecture {spec.get('arch')!r} is not the fusion model"
-    arch = architecture(spec)
-    cfg = arch["cfg"]
-    if cfg.stem != "dilated":
-        return f"stem {cfg.stem!r} (the graph runs the dilated stems)"
-    if cfg.cell not in ("lstm", "none"):
-        return f"cell {cfg.cell!r} (the graph runs an LSTM stack or no recurrence)"
-    if "text" in arch["sequence"]:
-        return "text fused early (broadcast over every frame)"
-    if not arch["sequence"]:
-        return "no time series"
-    return None
-
-
-def state_shapes(spec: Mapping) -> Dict[str, Tuple[int, ...]]:
-    """Every state-dict tensor (name -> shape) of the model ``spec`` describes, torch-free, for
-    the designs the graph runs (``unsupported_reason`` is None; ``ValueError`` otherwise). The
-    same as ``build_model(...).state_dict()`` (tested), so an engine can be checked before
-    anything is built without importing torch."""
-    why = unsupported_reason(spec)
-    if why is not None:
-        raise ValueError(f"the native graph cannot run this model: {why}")
-    a = architecture(spec)
-    cfg, sizes, width = a["cfg"], a["sizes"], a["width"]
-    out: Dict[str, Tuple[int, ...]] = {}
-
-    def bn(prefix, n):
-        for k in ("weight", "bias", "running_mean", "running_var"):
-            out[f"{prefix}.{k}"] = (n,)
-        out[f"{prefix}.num_batches_tracked"] = ()
-
-    for m in ("mfcc", "mel", "symbolic"):
-        if m in a["modalities"]:
-            out[f"norm.{m}_mean"] = out[f"norm.{m}_std"] = (sizes[m],)
-    if a["flux"]:
-        bn("flux_norm", a["flux"])
-    if a["pitch"]:
-        out["pitch.templates"] = (a["pitch"], PITCH_CLASS_ROWS)
-        bn("pitch_norm", a["pitch"])
-    if a["meter_rows"]:
-        bn("meter_norm", a["meter_rows"])
-    for m in a["modalities"]:
-        if m == "text":
-            out["stems.text.0.weight"] = (int(cfg.text_dim), sizes["text"])
-            out["stems.text.0.bias"] = (int(cfg.text_dim),)
-            continue
-        w = width[m]
-        cin = (METER_START if (m == "symbolic" and a["meter_rows"]) else sizes[m]) + \
-            (a["flux"] if m == "mel" else 0)
-        for i, prefix in enumerate([f"stems.{m}.inp"] +
-                                   [f"stems.{m}.blocks.{j}" for j in range(len(cfg.dilations))]):
-            out[f"{prefix}.0.weight"] = (w, cin if i == 0 else w, 3)
-            out[f"{prefix}.0.bias"] = (w,)
-            bn(f"{prefix}.1", w)
-    fused = sum(width[m] + 1 for m in a["sequence"])
-    if cfg.cell == "lstm":
-        H = int(cfg.hidden_size)
-        for k in range(int(cfg.num_layers)):
-            out[f"classifier.rnn.weight_ih_l{k}"] = (4 * H, fused if k == 0 else H)
-            out[f"classifier.rnn.weight_hh_l{k}"] = (4 * H, H)
-            out[f"classifier.rnn.bias_ih_l{k}"] = out[f"classifier.rnn.bias_hh_l{k}"] = (4 * H,)
-        pooled = H
-    else:
-        pooled = fused
-    pooled *= 2 if cfg.pooling == "meanmax" else 1
-    late = (int(cfg.text_dim) + 1 if a["late_text"] else 0) + a["pitch"] + a["meter_rows"]
-    out["classifier.head.weight"] = (a["n_classes"], pooled + late)
-    out["classifier.head.bias"] = (a["n_classes"],)
-    return out
 
 
 def band_edges(n_mels: int, bands: int):
