@@ -123,7 +123,6 @@ LAYERS = {
 KNOWN_UPWARD = {
     ("mmengine.data.corpus.card", "mmengine.features.reference"),
     ("mmengine.data.corpus.card", "mmengine.features.symbolic"),
-    ("mmengine.data.corpus.ceiling", "mmengine.metrics"),
 }
 
 
