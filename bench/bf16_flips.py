@@ -1,5 +1,5 @@
 """Which clips a bf16 native engine decides differently from fp32, by what margin, and what the
-fp32 recheck of close calls (``config.BF16_RECHECK_MARGIN``) costs and fixes.
+fp32 recheck of close calls (``EngineConfig.bf16_recheck_margin``) costs and fixes.
 
 For a trained run: native engines fp32 and bf16 on the cached features of the validation and
 test splits. The bf16 engine runs three ways: without its recheck on the CPU's best ISA

@@ -667,7 +667,7 @@ def model_factory(threads: int, engine: str, backend: str, autocast: bool = Fals
                   recheck_margin: Optional[float] = None):
     """The engine's runner alone (features in, logits out): ``native`` (the whole model in
     C++; a bf16 engine reruns its close calls in fp32 below ``recheck_margin``, default
-    ``config.BF16_RECHECK_MARGIN``, 0: never), ``onnx`` (ONNX Runtime on the exported whole
+    ``EngineConfig.bf16_recheck_margin``, 0: never), ``onnx`` (ONNX Runtime on the exported whole
     model), ``torch`` (eager, fp32, or CPU autocast bf16 with ``autocast``).
 
     Workloads: ``kind`` "model" (``model_inputs``: random arrays of one shape) or "clips"

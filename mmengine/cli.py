@@ -369,9 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"payload to pre-pack (default {BuildConfig.backend})")
     bd.add_argument("--dtype", default=BuildConfig.dtype, choices=["fp32", "bf16", "fp16"],
                     help=f"compute precision (default {BuildConfig.dtype}); a native bf16 "
-                    "engine reruns its "
-                    "close calls (top-two margin < config.BF16_RECHECK_MARGIN) in fp32, so it "
-                    "decides like the fp32 engine")
+                    "engine reruns its close calls (top-two margin < "
+                    f"{EngineConfig.bf16_recheck_margin:g}, EngineConfig.bf16_recheck_margin) "
+                    "in fp32, so it decides like the fp32 engine")
     bd.set_defaults(handler="build")
 
     c = sub.add_parser(

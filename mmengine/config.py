@@ -470,10 +470,6 @@ class EngineConfig:
     bf16_recheck_margin: float = 0.05
 
 
-#: ``EngineConfig.bf16_recheck_margin`` (the native backend reads it from here)
-BF16_RECHECK_MARGIN = EngineConfig.bf16_recheck_margin
-
-
 @dataclass(frozen=True)
 class BuildConfig:
     """Defaults of ``mmengine build`` / ``mmengine.build_engine``: the payload's backend and

@@ -44,13 +44,16 @@ import numpy as np
 from .. import _ext
 from ..config import AudioConfig, EngineConfig, FrontendConfig, InputLimits, from_dict
 from ..errors import AudioNonFiniteError, AudioTooLongError, AudioZeroLengthError
-from ..errors import BackendUnavailableError, EngineFileError, ManifestError, MMEngineError  # noqa: F401
+from ..errors import (BackendUnavailableError, EngineFileError,  # noqa: F401 (ManifestError: API)
+                      ManifestError, MMEngineError)
 from ..errors import InputLimitError, TextLimitError
 from ..data.manifest import MANIFEST_SUFFIXES  # noqa: F401 (re-exported: cli, batch)
 from . import engine_file
 from .registry import BACKENDS, select_backend
+# re-exported: runtime/__init__, cli and batch import these names from here
 from .inputs import _ITEM_ERRORS, _Item, _without_frames, read_inference_manifest  # noqa: F401
-from .results import ErrorEntry, Prediction, Result, format_results, results_to_json  # noqa: F401
+from .results import (ErrorEntry, Prediction, Result, format_results,  # noqa: F401
+                      results_to_json)
 from . import pipeline
 from .pipeline import _close_store
 from .window_store import WindowStore

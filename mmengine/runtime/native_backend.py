@@ -14,7 +14,7 @@ its LSTM is packed at load.
 
 bf16 engines keep the float32 weights as the master copy: besides the bf16 graph, the runner
 holds an fp32 twin that reruns every input whose bf16 decision is closer than
-``config.BF16_RECHECK_MARGIN`` (``native_model.GraphRunner``), so bf16 decides like fp32.
+``EngineConfig.bf16_recheck_margin`` (``native_model.GraphRunner``), so bf16 decides like fp32.
 Files written before this stored the classifier in bf16; their twin runs those bf16 weights in
 fp32 arithmetic.
 """
@@ -107,7 +107,7 @@ def load(ef: EngineFile, *, threads: int = 0):
     from . import native_model
 
     if native_model.unsupported_reason(ef.header["model"]) is None:
-        from ..config import BF16_RECHECK_MARGIN
+        from ..config import EngineConfig
 
         tensors, _ = native_model.read_safetensors(ef.payload, ef.path)
         packed = {k[len("native."):]: v for k, v in tensors.items() if k.startswith("native.")}
@@ -120,7 +120,7 @@ def load(ef: EngineFile, *, threads: int = 0):
             twin = native_model.build_graph(ef.header["model"], state, path=ef.path,
                                             dtype="fp32")
         return native_model.GraphRunner(graph, threads=threads, recheck=twin,
-                                        recheck_margin=BF16_RECHECK_MARGIN,
+                                        recheck_margin=EngineConfig.bf16_recheck_margin,
                                         multilabel=bool(ef.header.get("multilabel", False)))
     return load_split(ef, threads=threads)
 

@@ -215,7 +215,7 @@ class GraphRunner:
     bf16 engine decides like the fp32 one wherever bf16 rounding could change the decision.
     "Close" is the top-two probability margin (softmax) of a single-label model, or any label's
     distance to the 0.5 threshold times two (sigmoid) of a multi-label one. Its default
-    (``config.BF16_RECHECK_MARGIN``) is several times the largest bf16 change of that margin
+    (``EngineConfig.bf16_recheck_margin``) is several times the largest bf16 change of that margin
     measured on both built-in tasks (see there).
 
     Args:

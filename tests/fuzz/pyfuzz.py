@@ -399,9 +399,7 @@ class AudioTarget(Target):
                 want_error = type(exc).__name__
         got, got_error = [], None
         try:
-            for i, w in audio.WindowStream(path, cfg, 3000):
-                del got[i:]  # a restart voids the windows from i on
-                got.append(w)
+            got = audio.stream_windows(path, cfg, 3000)
         except AudioError as exc:
             got_error = type(exc).__name__
         assert got_error == want_error, (got_error, want_error)
