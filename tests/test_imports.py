@@ -118,6 +118,7 @@ LAYERS = {
     "schema": 4, "spec": 4, "checkpoint": 4, "training": 4, "evaluation": 4, "distributed": 4,
     "export": 5, "runtime": 5,
     "api": 6, "cli": 6, "batch": 6, "bench": 6, "harness": 6, "flops": 6, "__main__": 6,
+    "batch_inputs": 6, "batch_store": 6, "batch_runners": 6,
 }
 #: upward imports still to remove (README names them)
 KNOWN_UPWARD = {
