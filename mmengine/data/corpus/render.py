@@ -125,12 +125,18 @@ def score_notes(score) -> Notes:
     raise RenderError("; ".join(attempts))
 
 
-def loop_notes(n: Notes, sec_per_q: float,
-               seconds: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def loop_notes(n: Notes, sec_per_q: float, seconds: float,
+               start_q: float = 0.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Repeat the piece back to back until ``seconds`` are covered.
+
+    ``start_q`` (quarters into one pass, ``0 <= start_q < n.length_q``): the clip starts there
+    instead of at the beginning (the notes starting before it in the first pass are left
+    out, the loop goes on from there; ``draw_loop_start`` picks a note onset).
 
     Returns (start s, end s, pitch), each ``(m,)``: every note starting before ``seconds``.
     """
+    if start_q:
+        return _loop_from(n, sec_per_q, seconds, float(start_q))
     period = n.length_q * sec_per_q
     reps = int(np.ceil(seconds / period)) + 1
     starts = np.concatenate([n.start * sec_per_q + k * period for k in range(reps)])
@@ -138,6 +144,33 @@ def loop_notes(n: Notes, sec_per_q: float,
     pitch = np.tile(n.pitch, reps)
     keep = starts < seconds
     return starts[keep], np.minimum(ends[keep], seconds + 1.0), pitch[keep]
+
+
+def _loop_from(n: Notes, sec_per_q: float, seconds: float,
+               start_q: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``loop_notes`` from ``start_q`` quarters into the piece (kept apart so that the clips
+    that start at the beginning keep their exact arithmetic, hence their bytes)."""
+    if not 0.0 <= start_q < n.length_q:
+        raise ValueError(f"loop start {start_q} quarters is outside the piece "
+                         f"(0 <= start < {n.length_q})")
+    period = n.length_q * sec_per_q
+    offset = start_q * sec_per_q
+    reps = int(np.ceil((seconds + offset) / period)) + 1
+    starts = np.concatenate([n.start * sec_per_q + k * period for k in range(reps)]) - offset
+    ends = np.concatenate([n.end * sec_per_q + k * period for k in range(reps)]) - offset
+    pitch = np.tile(n.pitch, reps)
+    keep = (starts > -1e-9) & (starts < seconds)
+    return (np.maximum(starts[keep], 0.0), np.minimum(ends[keep], seconds + 1.0),
+            pitch[keep])
+
+
+def draw_loop_start(rng: np.random.Generator, n: Notes) -> float:
+    """A random loop start for a clip: one of the piece's distinct note onsets after its
+    beginning (quarters), drawn uniformly; 0 when the piece has no other onset."""
+    onsets = np.unique(n.start[(n.start > 0) & (n.start < n.length_q)])
+    if onsets.size == 0:
+        return 0.0
+    return float(onsets[int(rng.integers(onsets.size))])
 
 
 def key_events(starts, ends, pitch, rate: float) -> List[Tuple[int, int, int]]:
@@ -238,11 +271,12 @@ def seconds_per_quarter(beat_q: float, bpm: float) -> float:
 
 
 def render_notes(notes: Notes, *, beat_q: float, settings: dict, sample_rate: int,
-                 seconds: float) -> Tuple[np.ndarray, tuple]:
+                 seconds: float, loop_start_q: float = 0.0) -> Tuple[np.ndarray, tuple]:
     """Notes -> (RMS-normalised clip ``(seconds * sample_rate,)`` float32, the looped and
-    transposed notes (start s, end s, pitch) that it plays)."""
+    transposed notes (start s, end s, pitch) that it plays). ``loop_start_q``: where in the
+    piece (quarters) the clip starts (see ``loop_notes``)."""
     spq = seconds_per_quarter(beat_q, settings["tempo_bpm"])
-    s, e, p = loop_notes(notes, spq, seconds)
+    s, e, p = loop_notes(notes, spq, seconds, loop_start_q)
     p = np.clip(p + settings["transpose"], 0, 127)
     y = synthesize(s, e, p, program=settings["program"], sample_rate=sample_rate, seconds=seconds)
     return normalise_rms(y), (s, e, p)
