@@ -185,3 +185,40 @@ def test_bad_ratios(tmp_path):
     ds = make_dataset(tmp_path, {"a": 5})
     with pytest.raises(ValueError, match="ratios"):
         make_split(ds, SplitConfig(ratios=(0.5, 0.2, 0.2)))
+
+
+def test_extends_with_new_records_of_training_groups_only(tmp_path):
+    """Extra renderings of training tunes (``data build --train-renderings``) join ``train``;
+    a new record of a val/test group, of a new group or without a group is still refused."""
+    def grouped(sizes):
+        return make_dataset(tmp_path, sizes, groups=lambda lab, i: f"{lab}-g{i // 2}")
+
+    ds = grouped({"a": 20, "b": 20})
+    path = tmp_path / "m.split.json"
+    base = load_or_create_split(ds)
+    train_group = next(r.group for r in ds.records if base[r.id] == "train")
+    held_group = next(r.group for r in ds.records if base[r.id] == "test")
+
+    def with_new(group):
+        more = grouped({"a": 20, "b": 20})
+        src = next(r for r in more.records if r.group == train_group)
+        new = type(src)(id=src.id + "-x", path=src.path, labels=src.labels, group=group,
+                        line=len(more.records) + 2)
+        more.records.append(new)
+        return more, new.id
+
+    before = path.read_bytes()
+    for group in (held_group, "never-seen", None):
+        bigger, _ = with_new(group)
+        with pytest.raises(SplitError, match="groups whose every record is in train"):
+            load_or_create_split(bigger)
+        assert path.read_bytes() == before
+    bigger, new_id = with_new(train_group)
+    with pytest.warns(UserWarning, match="extending the persisted split with 1 new training"):
+        got = load_or_create_split(bigger)
+    assert got[new_id] == "train" and list(got) == bigger.ids
+    assert all(got[i] == s for i, s in base.items())
+    doc = read_split(path)
+    assert doc["assignment"] == got and doc["counts"]["train"] == Counter(base.values())["train"] + 1
+    assert doc["grouped_by"] == "group"
+    assert load_or_create_split(bigger) == got  # now it matches: read as is, no warning

@@ -202,9 +202,12 @@ def load_or_create_split(dataset: Dataset, cfg: SplitConfig = SplitConfig(),
                          path=None) -> dict:
     """The data set's split: read from ``path`` when it exists, else made and written there.
 
-    ``path`` defaults to ``default_split_path(dataset)``. An existing file is reused only when
-    its ids equal the data set's ids; a seed or ratios differing from ``cfg`` only warn (the
-    file wins). A file that does not match is never overwritten.
+    ``path`` defaults to ``default_split_path(dataset)``. An existing file is reused when its
+    ids equal the data set's ids; a seed or ratios differing from ``cfg`` only warn (the file
+    wins). One mismatch is accepted: new records of training groups (``training_extension``,
+    e.g. extra training renderings of a tune) go to ``train`` and the file is extended with
+    them (with a warning; every assignment it held is kept). Any other mismatch is refused and
+    the file is never overwritten.
 
     Returns:
         ``{record id: split name}`` in record order.
@@ -220,10 +223,14 @@ def load_or_create_split(dataset: Dataset, cfg: SplitConfig = SplitConfig(),
         if set(assignment) != set(ids):
             missing = [i for i in ids if i not in assignment]
             extra = sorted(set(assignment) - set(ids))
+            added = None if extra else training_extension(dataset, assignment)
+            if added is not None:
+                return _extend(path, doc, dataset, added)
             problems = []
             if missing:
                 problems.append(f"{len(missing)} data set id(s) not in the split file, "
-                                f"e.g. {missing[:5]}")
+                                f"e.g. {missing[:5]} (only new records of groups whose every "
+                                "record is in train may be added)")
             if extra:
                 problems.append(f"{len(extra)} id(s) in the split file are not in the data set, "
                                 f"e.g. {extra[:5]}")
@@ -245,6 +252,42 @@ def load_or_create_split(dataset: Dataset, cfg: SplitConfig = SplitConfig(),
         raise SplitError(path, [f"cannot write the split file ({exc}); pass another split "
                                 "path"]) from exc
     return assignment
+
+
+def training_extension(dataset: Dataset, assignment: dict) -> Optional[dict]:
+    """``{id: "train"}`` for the records of ``dataset`` that ``assignment`` lacks, when each
+    of them belongs to a group (``Record.group``) whose records in ``assignment`` are all
+    ``train`` (at least one); None when any lacking record does not (no group, a group in
+    val or test, a group new to the split): adding it could put one tune on both sides.
+    Records already in ``assignment`` are not looked at; an empty dict when none lacks."""
+    split_of: dict = defaultdict(set)
+    for r in dataset.records:
+        if r.group is not None and r.id in assignment:
+            split_of[r.group].add(assignment[r.id])
+    added = {}
+    for r in dataset.records:
+        if r.id in assignment:
+            continue
+        if r.group is None or split_of.get(r.group) != {"train"}:
+            return None
+        added[r.id] = "train"
+    return added
+
+
+def _extend(path: Path, doc: dict, dataset: Dataset, added: dict) -> dict:
+    """Write ``path`` with ``added`` (new training records) joined to its assignment."""
+    merged = {**doc["assignment"], **added}
+    ordered = {i: merged[i] for i in dataset.ids}
+    ordered.update((i, s) for i, s in merged.items() if i not in ordered)
+    warnings.warn(f"{path}: extending the persisted split with {len(added)} new training "
+                  f"record(s) of training groups, e.g. {sorted(added)[:3]}", stacklevel=3)
+    try:
+        write_split(path, ordered, seed=doc.get("seed", 0), ratios=doc.get("ratios", (0, 0, 0)),
+                    grouped_by=doc.get("grouped_by"))
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"{path}: could not write the extended split ({exc}); using it in "
+                      "memory only", stacklevel=3)
+    return {i: merged[i] for i in dataset.ids}
 
 
 def split_indices(dataset: Dataset, assignment: dict) -> dict:
