@@ -514,7 +514,8 @@ def build_engines(backends: Sequence[str] = ("native", "onnx")) -> Tuple[dict, s
     pkg = Path(mmengine.__file__).parent
     for rel in ("export.py", "runtime/engine_file.py", "runtime/native_backend.py",
                 "runtime/native_model.py",
-                "runtime/onnx_backend.py", "runtime/torch_backend.py", "models/fusion.py"):
+                "runtime/onnx_backend.py", "runtime/torch_backend.py", "models/fusion.py",
+                "models/blocks.py"):
         f = pkg / rel
         h.update(f.read_bytes() if f.is_file() else rel.encode())
     if run:

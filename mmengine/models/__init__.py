@@ -8,7 +8,8 @@ from typing import Mapping
 
 from ..config import DIM_KEYS, ModelConfig
 from .baselines import MelCNN, PooledFeatures, SklearnBaseline
-from .fusion import FusionLSTM, SequenceClassifier, batch_from_arrays, compute_norm_stats
+from .blocks import SequenceClassifier, compute_norm_stats
+from .fusion import FusionLSTM, batch_from_arrays
 
 ARCHS = {"fusion": FusionLSTM, "cnn": MelCNN}
 

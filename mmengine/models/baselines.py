@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..config import MODALITIES, FrontendConfig, ModelConfig
-from .fusion import FeatureNorm
+from .blocks import FeatureNorm
 
 BEAT_RATIOS = (0.25, 1 / 3, 0.5, 2 / 3, 0.75, 1.0, 4 / 3, 1.5, 2.0, 3.0, 4.0)
 DEFAULT_FRAME_RATE = FrontendConfig().sample_rate / FrontendConfig().hop_length
