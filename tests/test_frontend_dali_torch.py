@@ -18,6 +18,7 @@ from mmengine.errors import AudioCorruptError, AudioMissingError
 
 pytest.importorskip("nvidia.dali")
 import mmengine.features.dali as dali_mod  # noqa: E402
+import mmengine.features.dali_torch as dali_torch_mod  # noqa: E402
 from mmengine.features.dali import DaliFrontend, dali_to_torch, pad_features  # noqa: E402
 
 SR = 22050
@@ -45,7 +46,8 @@ def record_dlpack(monkeypatch):
         seen.append((type(t).__name__, int(t.data_ptr()), out))
         return out
 
-    monkeypatch.setattr(dali_mod, "dali_to_torch", spy)
+    # the torch outputs (DaliTorchOutputs) call it in dali_torch, where it is defined
+    monkeypatch.setattr(dali_torch_mod, "dali_to_torch", spy)
     return seen
 
 
