@@ -38,7 +38,7 @@ def _data_build(args: argparse.Namespace) -> int:
 
     manifest = build_dataset(
         args.task, Path(args.out) if args.out else None, limit=args.limit, seed=args.seed,
-        workers=args.workers, progress=not args.quiet,
+        workers=args.workers, progress=not args.quiet, train_renderings=args.train_renderings,
     )
     print(f"manifest: {manifest}")
     return 0
@@ -267,6 +267,17 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- main
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mmengine",
@@ -289,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--limit", type=int, help="render only N items (quick runs, tests)")
     b.add_argument("--seed", type=int, default=0, help="render and split seed (default 0)")
     b.add_argument("--workers", type=int, help="processes (default: all cores)")
+    b.add_argument("--train-renderings", type=_non_negative_int, default=0, metavar="N",
+                   help="N extra renderings of each tune in the training split (own instrument, "
+                   "tempo, transposition and a random loop start); the persisted split is kept "
+                   "and extended, validation and test are untouched; 0 (default) builds no "
+                   "extras and removes those of an earlier build")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     b.set_defaults(handler="data.build")
     ls = dsub.add_parser("list", help="list built-in data sets and whether they are built")
