@@ -25,6 +25,7 @@ from typing import List
 
 import numpy as np
 
+from ..safe_io import atomic_write
 from . import recipes, render
 from .recipes import TASKS, default_dir
 
@@ -91,7 +92,8 @@ def _collection(row: dict) -> str:
 def write_card(task: str, out: Path, rows, failures, assignment, *, stats: dict) -> Path:
     """Record the run in ``out/build.json`` and write ``out/DATA.md``. Returns its path."""
     runs = (_runs(out) + [dict(stats, finished=time.strftime("%Y-%m-%d %H:%M:%S"))])[-20:]
-    (out / "build.json").write_text(json.dumps({"task": task, "runs": runs}, indent=1) + "\n")
+    doc = json.dumps({"task": task, "runs": runs}, indent=1) + "\n"
+    atomic_write(out / "build.json", lambda t: Path(t).write_text(doc))
     return render_card(task, out)
 
 
@@ -122,6 +124,10 @@ def _split_table(rows, assignment) -> str:
     lines.append(["**all clips**"] + tot + [sum(tot)])
     lines.append(["groups (tunes)"] + [len(groups[s]) for s in SPLITS]
                  + [len({r['group'] for r in rows})])
+    extra = Counter(assignment[r["id"]] for r in rows if r.get("extra"))
+    if extra:
+        lines.append(["of which extra training renderings"] + [extra[s] for s in SPLITS]
+                     + [sum(extra.values())])
     return _table(["class", *SPLITS, "total"], lines)
 
 
@@ -187,6 +193,32 @@ def _ceiling_section(out: Path, task: str) -> str:
             f"`{cmd}`.\n\n" + _table(["split", "clips", "agree", "accuracy", "macro-F1"], lines))
 
 
+def _extras_line(out: Path, rows, runs: List[dict]) -> str:
+    """The card's line on extra training renderings (``--train-renderings N``): how many,
+    their disk and their render time."""
+    extra = [r for r in rows if r.get("extra")]
+    if not extra:
+        return ("- extra training renderings: none (`--train-renderings N` adds N per tune of "
+                "the training split; validation and test stay as they are).")
+    size = sum((out / r[k]).stat().st_size for r in extra for k in ("path", "midi_path")
+               if (out / r[k]).exists())
+    size += sum((out / "rows" / f"{r['id']}.json").stat().st_size for r in extra
+                if (out / "rows" / f"{r['id']}.json").exists())
+    n = max(Counter((r["source"], r["tune_index"]) for r in extra).values())
+    timed = [r for r in runs if r.get("extra_rendered")]
+    secs = sum(r.get("extra_wall_s", 0.0) for r in timed)
+    clips = sum(r["extra_rendered"] for r in timed)
+    when = (f"rendered in {secs:.0f} s ({clips} clips, {secs / clips:.2f} s per clip on "
+            f"{timed[-1].get('workers', '?')} worker(s))" if clips else "render time not recorded")
+    return (f"- extra training renderings: {n} per tune of the training split "
+            f"(`--train-renderings {n}`): {len(extra)} clips of "
+            f"{len({r['group'] for r in extra})} groups, all in `train` (rows marked `extra`, "
+            f"with `loop_start_q`), {size / 1e6:.0f} MB on disk, {when}. Each has its own "
+            "instrument, transposition and tempo and starts at a random note onset of the tune; "
+            "the recipe's own renderings, the split of their tunes and every validation and "
+            "test file are those of a build without extras.")
+
+
 def render_card(task: str, out: Path) -> Path:
     """Write ``out/DATA.md`` from what the folder holds. Returns its path."""
 
@@ -226,7 +258,9 @@ def render_card(task: str, out: Path) -> Path:
                                    for k, v in sel["left_out"].items()]) if sel["left_out"]
         else "Nothing left out.\n",
         "## Build\n",
-        f"- command: `mmengine data build {task}" + (f" --limit {limit}`" if limit else "`"),
+        f"- command: `mmengine data build {task}" + (f" --limit {limit}" if limit else "")
+        + (f" --train-renderings {last['train_renderings']}`"
+           if last.get("train_renderings") else "`"),
         f"- size on disk (audio + MIDI + rows): {size / 1e6:.0f} MB for {len(rows)} clips; "
         f"runs into this folder (wall time, clips rendered / reused from an earlier run):\n",
         _table(["finished", "wall s", "workers", "rendered", "reused", "limit"],
@@ -243,6 +277,7 @@ def render_card(task: str, out: Path) -> Path:
         "notes (never the key signature).",
         f"- repeats: {dict(fallbacks)} (`expanded`: music21 `expandRepeats`; otherwise the "
         "fallback that produced the notes).",
+        _extras_line(out, rows, runs),
         f"- seeds: rendering k of a piece uses a generator seeded by SHA-256 of (seed "
         f"{rows[0]['seed']}, task, source, tune index, k); the split uses the same seed.\n",
         "## Counts per class and split\n",
@@ -266,7 +301,7 @@ def render_card(task: str, out: Path) -> Path:
         "(one finished clip each: what makes a build resumable).\n",
     ]
     path = out / "DATA.md"
-    path.write_text("\n".join(text), encoding="utf-8")
+    atomic_write(path, lambda t: Path(t).write_text("\n".join(text), encoding="utf-8"))
     return path
 
 
