@@ -237,3 +237,115 @@ def test_baselines_and_card_on_a_small_build(tmp_path):
     (tmp_path / "baselines.json").write_text(json.dumps(res))
     text = card.render_card("folk", tmp_path).read_text()
     assert "| symbolic mean/std |" in text and "stale" not in text
+
+
+# ------------------------------------------------- extra training renderings (issue 12)
+def _files(out, ids):
+    """{relative path: bytes} of the row, audio and MIDI files of ``ids``."""
+    return {f"{sub}/{i}{suf}": (out / sub / f"{i}{suf}").read_bytes()
+            for i in ids for sub, suf in (("rows", ".json"), ("audio", ".flac"), ("midi", ".mid"))}
+
+
+def _tune(row):
+    return row["id"].rsplit("-r", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def plain16(tmp_path_factory):
+    """16 clips (4 per class: every split holds some), built without extras."""
+    return build_dataset("folk", tmp_path_factory.mktemp("plain16"), limit=16, workers=1,
+                         progress=False)
+
+
+@pytest.fixture(scope="module")
+def extra16(tmp_path_factory):
+    """The same 16 clips built with ``train_renderings=1`` into a fresh folder (no split yet:
+    the normal data set is built and split first, then the extras are added)."""
+    return build_dataset("folk", tmp_path_factory.mktemp("extra16"), limit=16, workers=1,
+                         progress=False, train_renderings=1)
+
+
+def test_train_renderings_add_one_per_training_tune_and_leave_val_test_alone(plain16, extra16):
+    base, ext = _rows(plain16), _rows(extra16)
+    split0, split1 = _split(plain16)["assignment"], _split(extra16)["assignment"]
+    extras = [r for r in ext if r.get("extra")]
+    assert [r for r in ext if not r.get("extra")] == base  # base rows unchanged
+    train_tunes = {_tune(r) for r in base if split0[r["id"]] == "train"}
+    assert sorted(_tune(r) for r in extras) == sorted(train_tunes)  # exactly one each
+    assert set(split0.values()) == {"train", "val", "test"}  # the fixture holds every split
+    items = {(it["source"], it["tune_index"]): it for it in recipes.load_recipe("folk")}
+    by_tune = {_tune(r): r for r in base}
+    for r in extras:
+        it = items[(r["source"], r["tune_index"])]
+        assert r["rendering"] == it["renderings"]  # numbering goes on after the recipe's own
+        assert r["id"] == job_id("folk", it, it["renderings"]) and split1[r["id"]] == "train"
+        assert r["group"] == by_tune[_tune(r)]["group"] and r["label"] == by_tune[_tune(r)]["label"]
+        assert 0 < r["loop_start_q"] and "loop_start_q" not in by_tune[_tune(r)]
+        assert (extra16.parent / r["path"]).read_bytes() != \
+            (extra16.parent / by_tune[_tune(r)]["path"]).read_bytes()
+    assert len({(r["program"], r["transpose"], r["tempo_bpm"]) for r in extras}) > 1
+    # the split is the base split, extended: nothing moved, only train ids added
+    assert {i: split1[i] for i in split0} == split0 and set(split1) == {r["id"] for r in ext}
+    held = [r["id"] for r in base if split0[r["id"]] != "train"]
+    assert _files(extra16.parent, held) == _files(plain16.parent, held)
+    card = extra16.with_name("DATA.md").read_text()
+    assert "--train-renderings 1`" in card and f"{len(extras)} clips of" in card
+    assert "| of which extra training renderings | 8 | 0 | 0 | 8 |" in card
+    # the feature set (what training and the baselines read) takes the extended split as it
+    # is: the extras are training rows, validation and test are the plain build's rows
+    from mmengine.api import load_features
+
+    fs = load_features(extra16, progress=False, symbolic=False)[0]
+    assert dict(zip(fs.ids, fs.split)) == split1
+    assert Counter(fs.split.tolist()) == {"train": 16, "val": 4, "test": 4}
+
+
+def test_train_renderings_rerun_reuses_and_smaller_n_prunes(plain16, extra16, tmp_path):
+    import shutil
+
+    out = tmp_path / "d"
+    shutil.copytree(extra16.parent, out)
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "audio").iterdir()}
+    again = build_dataset("folk", out, limit=16, workers=1, progress=False, train_renderings=1)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "audio").iterdir()} == before
+    last = json.loads((out / "build.json").read_text())["runs"][-1]
+    assert (last["rendered"], last["extra_rendered"], last["extra_reused"]) == (0, 0, 8)
+    assert again.read_bytes() == extra16.read_bytes()
+    assert (out / "manifest.split.json").read_bytes() == \
+        extra16.with_name("manifest.split.json").read_bytes()
+    two = _rows(build_dataset("folk", out, limit=16, workers=1, progress=False,
+                              train_renderings=2))
+    assert Counter(r["rendering"] > 0 for r in two if r.get("extra")) == {True: 16}
+    one = build_dataset("folk", out, limit=16, workers=1, progress=False, train_renderings=1)
+    assert one.read_bytes() == extra16.read_bytes()  # the second extras are gone ...
+    assert {p.name for p in (out / "audio").iterdir()} == set(before)  # ... with their files
+    zero = build_dataset("folk", out, limit=16, workers=1, progress=False)
+    assert zero.read_bytes() == plain16.read_bytes()  # N back to 0: the plain build, exactly
+    for name in ("manifest.split.json", "failures.jsonl"):
+        assert (out / name).read_bytes() == plain16.with_name(name).read_bytes()
+    base = [r["id"] for r in _rows(plain16)]
+    assert _files(out, base) == _files(plain16.parent, base)
+    assert len(list((out / "audio").iterdir())) == len(base)
+    with pytest.raises(ValueError, match="train_renderings"):
+        build_dataset("folk", out, limit=16, workers=1, progress=False, train_renderings=-1)
+
+
+def test_train_renderings_keep_the_persisted_split(plain16, tmp_path):
+    """A persisted split that differs from the one the builder would make is kept (never made
+    again): a group moved by hand from val to train gets its extra rendering too."""
+    import shutil
+
+    from mmengine.data.split import read_split, write_split
+
+    out = tmp_path / "e"
+    shutil.copytree(plain16.parent, out)
+    doc = read_split(out / "manifest.split.json")
+    moved = next(i for i, s in doc["assignment"].items() if s == "val")
+    hand = dict(doc["assignment"], **{moved: "train"})
+    write_split(out / "manifest.split.json", hand, seed=0, ratios=doc["ratios"],
+                grouped_by="group")
+    m = build_dataset("folk", out, limit=16, workers=1, progress=False, train_renderings=1)
+    got = _split(m)["assignment"]
+    assert {i: got[i] for i in hand} == hand
+    extra_tunes = {_tune(r) for r in _rows(m) if r.get("extra")}
+    assert moved.rsplit("-r", 1)[0] in extra_tunes and len(extra_tunes) == 9
