@@ -51,25 +51,30 @@ torch; only the GEMM peak probe needs it).
     from mmengine.harness import Contender, Workload, run_interleaved, markdown
     res = run_interleaved([Contender("a", "bench.contenders:torch_eager_factory")],
                           [Workload("T646", {"kind": "lstm", "T": 646, ...})], [1, 8])
+
+Where the parts live (this module re-exports every public name): ``harness_stats``
+(scheduling and statistics), ``harness_worker`` (the contender's process: ``_worker``, the RSS
+and GEMM peak probes), ``harness_report`` (``machine_info``, ``markdown``, ``write_outputs``);
+here, the harness side: ``Contender``, ``Workload`` and ``run_interleaved`` with its worker
+handles.
 """
 from __future__ import annotations
 
-import importlib
-import json
 import math
 import multiprocessing as mp
-import os
-import platform
-import resource
-import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
+
+from .harness_report import (_describe, _fmt, machine_info, markdown,  # noqa: F401 (re-exported)
+                             write_outputs)
+from .harness_stats import (interleaved_rounds, median, percentile,  # noqa: F401 (re-exported)
+                            ratios, rotation, summarize, time_calls)
+from .harness_worker import (PEAK_N, _load_factory, _reset_peak_rss,  # noqa: F401 (re-exported)
+                             _rss_mib, _worker, gemm_peak)
 
 #: seconds the harness waits for one answer of a worker before giving it up
 ANSWER_TIMEOUT_S = 900.0
-PEAK_N = 2048
 PEAK_WORKER = "gemm-peak"
 
 
@@ -97,178 +102,6 @@ class Workload:
     params: dict
     unit: str = "items"
     flops_per_item: float = 0.0
-
-
-# ----------------------------------------------------------------------------- scheduling
-def rotation(names: Sequence[str], r: int) -> List[str]:
-    """The contenders' order in round ``r`` (0-based): ``names`` rotated left by ``r``, so that
-    each round starts with the next contender and none always follows the same peer."""
-    names = list(names)
-    if not names:
-        return names
-    k = r % len(names)
-    return names[k:] + names[:k]
-
-
-def interleaved_rounds(names: Sequence[str], keys: Sequence, rounds: int,
-                       measure: Callable[[str, object], object], *,
-                       skip: Optional[Callable[[str, object], bool]] = None,
-                       after_round: Optional[Callable[[int], None]] = None
-                       ) -> Dict[Tuple[str, object], list]:
-    """Round by round, for every key, every contender once in ``rotation(names, r)`` order:
-    ``measure(name, key)``; returns ``{(name, key): [one result per round]}``.
-
-    The loop of every interleaved measurement (``run_interleaved``'s worker requests, fresh
-    processes, training launches, CUDA-event timings): the caller's ``measure`` does the
-    timing and returns what it measured (a list of call times for ``summarize``, a number, a
-    record). ``skip(name, key)`` true leaves that measurement out (e.g. after a failure);
-    ``after_round(r)`` runs after each round (a GEMM probe, a progress line)."""
-    out: Dict[Tuple[str, object], list] = {(n, k): [] for n in names for k in keys}
-    for r in range(rounds):
-        order = rotation(names, r)
-        for k in keys:
-            for n in order:
-                if skip is not None and skip(n, k):
-                    continue
-                out[(n, k)].append(measure(n, k))
-        if after_round is not None:
-            after_round(r)
-    return out
-
-
-def time_calls(fn: Callable[[], object], target_s: float = 0.25, max_reps: int = 5,
-               clock: Callable[[], float] = time.perf_counter) -> List[float]:
-    """Seconds of up to ``max_reps`` consecutive calls of ``fn`` (at least one), stopping once
-    ``target_s`` has passed since the first call began."""
-    times: List[float] = []
-    start = clock()
-    while len(times) < max(1, max_reps) and (not times or clock() - start < target_s):
-        t0 = clock()
-        fn()
-        times.append(clock() - t0)
-    return times
-
-
-# ----------------------------------------------------------------------------- statistics
-def percentile(xs: Sequence[float], q: float) -> float:
-    """The ``q``-th percentile of ``xs`` (linear interpolation, as ``numpy.percentile``);
-    NaN for no values."""
-    xs = sorted(xs)
-    if not xs:
-        return math.nan
-    k = (len(xs) - 1) * q / 100.0
-    lo, hi = math.floor(k), math.ceil(k)
-    return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
-
-
-def median(xs: Sequence[float]) -> float:
-    """Median of ``xs`` (NaN for no values)."""
-    return statistics.median(xs) if len(xs) else math.nan
-
-
-def summarize(rounds: Sequence[Sequence[float]]) -> dict:
-    """Statistics of one contender on one key from its per-round call times (seconds):
-    ``median_s`` (median over rounds of each round's best call), ``round_best_s``, ``p50_s``
-    and ``p99_s`` (over every call of every round), ``calls``."""
-    bests = [min(t) for t in rounds if len(t)]
-    calls = [x for t in rounds for x in t]
-    return {"median_s": median(bests), "round_best_s": bests, "p50_s": percentile(calls, 50),
-            "p99_s": percentile(calls, 99), "calls": len(calls)}
-
-
-def ratios(medians: Dict[str, float]) -> Dict[str, Dict[str, float]]:
-    """``{c: {p: medians[p] / medians[c]}}`` for every pair of contenders (> 1: c is faster
-    than p; with throughputs instead of times the ratio reads the other way)."""
-    return {c: {p: medians[p] / m for p in medians if p != c} for c, m in medians.items()}
-
-
-# ----------------------------------------------------------------------------- worker side
-def _rss_mib() -> float:
-    """Peak resident set size of this process in MiB: ``VmHWM`` of /proc/self/status where
-    there is one, else ``ru_maxrss``. (On Linux ``ru_maxrss`` survives fork + exec: a spawned
-    worker would report at least its parent's peak, e.g. the parent's torch import.)"""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError, IndexError):
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak RSS to its current RSS (Linux >= 4.0: ``clear_refs`` 5), so
-    that the next ``_rss_mib`` covers only what ran since. False where that is impossible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def gemm_peak(threads: Optional[int], reps: int = 3, n: int = PEAK_N) -> float:
-    """FLOP/s of torch fp32 ``n^3`` matmul with ``threads`` threads (torch's default when
-    None; best of ``reps``)."""
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = math.inf
-    for _ in range(max(1, reps)):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2.0 * n**3 / best
-
-
-def _load_factory(spec: str) -> Callable:
-    mod, _, fn = spec.partition(":")
-    return getattr(importlib.import_module(mod), fn)
-
-
-def _worker(factory: str, kwargs: dict, threads: Optional[int], conn) -> None:
-    """Serve requests for one contender until ``None`` arrives (see the module docstring).
-    ``threads`` None: the thread-count variables are left as they are."""
-    if threads:
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-            os.environ[var] = str(threads)
-    try:
-        if factory:
-            info, make = _load_factory(factory)(threads=threads, **kwargs)
-        else:
-            info, make = "", None
-        conn.send(("ready", str(info), _rss_mib()))
-    except BaseException as exc:  # noqa: BLE001 - reported to the harness, which skips it
-        conn.send(("error", f"{type(exc).__name__}: {exc}", _rss_mib()))
-        return
-    runs: Dict[object, Callable] = {}
-    while True:
-        msg = conn.recv()
-        if msg is None:
-            return
-        try:
-            if msg[0] in ("prepare", "run"):
-                _reset_peak_rss()
-            if msg[0] == "prepare":
-                _, key, params, batch = msg
-                fn = make(params, batch)
-                for _ in range(2):
-                    fn()
-                runs[key] = fn
-                conn.send(("ok", None, _rss_mib()))
-            elif msg[0] == "run":
-                _, key, target_s, max_reps = msg
-                conn.send(("ok", time_calls(runs[key], target_s, max_reps), _rss_mib()))
-            elif msg[0] == "peak":
-                conn.send(("ok", gemm_peak(threads, msg[1]), _rss_mib()))
-            else:
-                conn.send(("error", f"unknown request {msg[0]!r}", _rss_mib()))
-        except Exception as exc:  # noqa: BLE001
-            conn.send(("error", f"{type(exc).__name__}: {exc}", _rss_mib()))
 
 
 # ----------------------------------------------------------------------------- harness side
@@ -451,92 +284,3 @@ def run_interleaved(contenders: Sequence[Contender], workloads: Sequence[Workloa
         "results": results,
         "notes": notes,
     }
-
-
-# ----------------------------------------------------------------------------- output
-def machine_info() -> dict:
-    """CPU model, core count, Python / library versions (what is importable)."""
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for mod in ("torch", "numpy", "librosa", "onnxruntime", "nvidia.dali", "soundfile"):
-        try:
-            versions[mod] = importlib.import_module(mod).__version__
-        except Exception:  # noqa: BLE001
-            versions[mod] = None
-    return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "versions": versions}
-
-
-def _fmt(x, spec: str) -> str:
-    return "-" if x is None or (isinstance(x, float) and x != x) else format(x, spec)
-
-
-def markdown(result: dict) -> str:
-    """Markdown table(s) of one ``run_interleaved`` result, one table per workload."""
-    names = list(result["contenders"])
-    peak = result.get("gemm_peak_flops")
-    out = [f"### {result['suite'] or 'benchmark'}", ""]
-    s = result["settings"]
-    out.append(f"threads={s['threads']}, rounds={s['rounds']}, medians over rounds of each "
-               f"round's best call; contenders interleaved, one process each. GEMM peak "
-               f"(torch fp32 {PEAK_N}^3): "
-               + (f"{peak / 1e9:.1f} GFLOP/s" if peak else "not measured") + ".")
-    for c, info in result["contenders"].items():
-        out.append(f"- `{c}`: " + (f"SKIPPED ({info['skipped']})" if "skipped" in info
-                                   else info.get("info") or info.get("factory", "")))
-    for n in result.get("notes", []):
-        if "skipped" not in n:
-            out.append(f"- note: {n}")
-    for w in result["workloads"]:
-        rows = [r for r in result["results"] if r["workload"] == w["name"]]
-        has_flops = w["flops_per_item"] > 0
-        unit = w["unit"]
-        hdr = ["batch", "contender", "median ms", f"{unit}/s", "p50 ms", "p99 ms", "peak RSS MiB"]
-        if has_flops:
-            hdr += ["GFLOP/s", "% GEMM peak"]
-        hdr += [f"x vs {p}" for p in names]
-        out += ["", f"**{w['name']}** ({_describe(w)})", "",
-                "| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
-        for r in rows:
-            if "skipped" in r:
-                cells = [str(r["batch"]), r["contender"], "skipped"] + [""] * (len(hdr) - 3)
-            else:
-                cells = [str(r["batch"]), r["contender"], _fmt(r["median_s"] * 1e3, ".3f"),
-                         _fmt(r["items_per_s"], ".2f"), _fmt(r["p50_s"] * 1e3, ".3f"),
-                         _fmt(r["p99_s"] * 1e3, ".3f"), _fmt(r["peak_rss_mib"], ".0f")]
-                if has_flops:
-                    fr = r.get("frac_gemm_peak")
-                    cells += [_fmt(r.get("gflops"), ".1f"),
-                              _fmt(None if fr is None else 100 * fr, ".1f")]
-                cells += ["" if p == r["contender"] else _fmt(r["ratios"].get(p), ".2f")
-                          for p in names]
-            out.append("| " + " | ".join(cells) + " |")
-    out.append("")
-    out.append("`x vs P` = median time of P / median time of this row (> 1: this row is faster).")
-    return "\n".join(out) + "\n"
-
-
-def _describe(w: dict) -> str:
-    p = w["params"]
-    keep = {k: v for k, v in p.items() if isinstance(v, (int, float, str)) and k != "kind"}
-    return ", ".join(f"{k}={v}" for k, v in keep.items()) or p.get("kind", "")
-
-
-def write_outputs(results: Sequence[dict], json_path=None, md_path=None) -> str:
-    """Markdown of all ``results``; also written to ``md_path`` and, with machine info, as JSON
-    to ``json_path`` when given. Returns the Markdown."""
-    md = "\n".join(markdown(r) for r in results)
-    if json_path:
-        Path(json_path).write_text(json.dumps({"machine": machine_info(), "suites": list(results)},
-                                              indent=1, default=str))
-    if md_path:
-        Path(md_path).write_text(md)
-    return md

@@ -121,6 +121,7 @@ LAYERS = {
     "batch_inputs": 6, "batch_store": 6, "batch_runners": 6,
     "training_data": 4, "training_schedule": 4, "training_state": 4,
     "evaluation_scoring": 4, "evaluation_reports": 4,
+    "harness_stats": 6, "harness_worker": 6, "harness_report": 6,
 }
 #: upward imports still to remove (README names them)
 KNOWN_UPWARD = {
