@@ -226,9 +226,10 @@ def test_beat_of_meter():
 
 def test_baselines_and_card_on_a_small_build(tmp_path):
     from mmengine.data.corpus import card
+    from mmengine.features.data_baselines import baselines
 
     manifest = build_dataset("folk", tmp_path, limit=16, workers=2, progress=False)
-    res = card.baselines(manifest)
+    res = baselines(manifest)
     scores = res["scores"]
     assert scores["chance"] == 0.25 and res["n_test"] >= 4
     for name in ("MFCC mean/std", "symbolic mean/std", "title TF-IDF",

@@ -8,14 +8,12 @@ minute or two, so they run on demand, are kept in ``baselines.json`` and shown i
     python -m mmengine.data.corpus.card folk --no-baselines   # rewrite the card only
     python -m mmengine.data.corpus.card --docs             # docs/DATA.md from folk + vocal
 
-Features of the baselines: MFCC (reference front end, ``FrontendConfig()``) mean and std over
-the clip; symbolic features (``mmengine.features.symbolic``) mean and std; TF-IDF of the text
-field (title or lyrics) alone. Leak checks: the render settings (program, transposition,
-tempo) alone, and, for ``folk``, how well audio or notes tell the two collections apart.
+The baselines and leak checks themselves compute features, so they live in the features
+layer (``mmengine.features.data_baselines``); this module only reads ``baselines.json``, and
+its command line above is what runs them.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 import time
@@ -27,6 +25,7 @@ import numpy as np
 
 from ..safe_io import atomic_write
 from . import recipes, render
+from .folder import _collection, _digest, _read_jsonl
 from .recipes import TASKS, default_dir
 
 SPLITS = ("train", "val", "test")
@@ -71,21 +70,6 @@ LEAKS = {
         "provenance only: never features.",
     ],
 }
-
-
-# ------------------------------------------------------------------------------- reading
-def _read_jsonl(path: Path) -> List[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
-def _collection(row: dict) -> str:
-    return row["source"].split("/")[0]
 
 
 # ------------------------------------------------------------------------------ the card
@@ -305,78 +289,7 @@ def render_card(task: str, out: Path) -> Path:
     return path
 
 
-# --------------------------------------------------------------------------- baselines
-def _fit_score(X, y, tr, te) -> float:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import balanced_accuracy_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    clf = make_pipeline(StandardScaler(with_mean=not hasattr(X, "tocsr")),
-                        LogisticRegression(max_iter=5000, class_weight="balanced"))
-    clf.fit(X[tr], y[tr])
-    return float(balanced_accuracy_score(y[te], clf.predict(X[te])))
-
-
-def pooled_features(manifest: Path, rows: List[dict], progress: bool = False):
-    """(MFCC mean/std ``(N, 2 n_mfcc)``, symbolic mean/std ``(N, 2 S)``) of every row."""
-    from tqdm.auto import tqdm
-
-    from ...config import FrontendConfig
-    from ...features.reference import compute_features
-    from ...features.symbolic import symbolic_features
-    from ..audio import load_audio
-
-    cfg = FrontendConfig()
-    mfcc, sym = [], []
-    for r in tqdm(rows, desc="features", disable=not progress):
-        f = compute_features(load_audio(manifest.parent / r["path"]), cfg)["mfcc"]
-        mfcc.append(np.concatenate([f.mean(1), f.std(1)]))
-        s = symbolic_features(manifest.parent / r["midi_path"], f.shape[1],
-                              sr=cfg.sample_rate, hop=cfg.hop_length)
-        sym.append(np.concatenate([s.mean(1), s.std(1)]))
-    return np.array(mfcc), np.array(sym)
-
-
-def baselines(manifest: Path, progress: bool = False) -> dict:
-    """Balanced accuracy on the test split of logistic regression on each feature set.
-
-    Returns ``{"scores": {name: value}, "n_train", "n_test", "seconds", "manifest_sha256"}``.
-    """
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    t0 = time.perf_counter()
-    manifest = Path(manifest)
-    rows = _read_jsonl(manifest)
-    split = json.loads(manifest.with_name(manifest.stem + ".split.json").read_text())
-    s = np.array([split["assignment"][r["id"]] for r in rows])
-    y = np.array([r["label"] for r in rows])
-    tr, te = s == "train", s == "test"
-    mfcc, sym = pooled_features(manifest, rows, progress)
-    scores = {"chance": 1.0 / len(set(y)),
-              "MFCC mean/std": _fit_score(mfcc, y, tr, te),
-              "symbolic mean/std": _fit_score(sym, y, tr, te),
-              "MFCC + symbolic": _fit_score(np.hstack([mfcc, sym]), y, tr, te)}
-    text = [r.get("title") or r.get("lyrics") or "" for r in rows]
-    if any(text):
-        vec = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=1)
-        vec.fit([t for t, m in zip(text, tr) if m])
-        name = "title TF-IDF" if rows[0].get("title") is not None else "lyrics TF-IDF"
-        scores[name] = _fit_score(vec.transform(text).tocsr(), y, tr, te)
-    programs = sorted({r["program"] for r in rows})
-    settings = np.array([[r["program"] == p for p in programs] + [r["transpose"], r["tempo_bpm"]]
-                         for r in rows], dtype=np.float64)
-    scores["leak check: render settings (program, transposition, tempo)"] = \
-        _fit_score(settings, y, tr, te)
-    if rows[0]["source"].startswith(recipes.COLLECTIONS):
-        coll = np.array([_collection(r) for r in rows])
-        scores["leak check: collection from MFCC"] = _fit_score(mfcc, coll, tr, te)
-        scores["leak check: collection from symbolic"] = _fit_score(sym, coll, tr, te)
-    return {"scores": scores, "n_train": int(tr.sum()), "n_test": int(te.sum()),
-            "test_groups": len({r["group"] for r, m in zip(rows, te) if m}),
-            "seconds": time.perf_counter() - t0, "manifest_sha256": _digest(manifest)}
-
-
+# ------------------------------------------------------------------------ docs/DATA.md
 def _summary_row(task: str, out: Path) -> List:
     rows = _read_jsonl(out / "manifest.jsonl")
     runs = [r for r in _runs(out) if r.get("rendered")]
@@ -444,6 +357,10 @@ def main(argv: List[str]) -> int:
     if args.task:
         out = Path(args.out) if args.out else default_dir(args.task)
         if not args.no_baselines:
+            # the one import above the data layer: this command line runs the feature-based
+            # baselines (the card itself only reads baselines.json)
+            from ...features.data_baselines import baselines
+
             res = baselines(out / "manifest.jsonl", progress=True)
             (out / "baselines.json").write_text(json.dumps(res, indent=1) + "\n")
             for k, v in res["scores"].items():
