@@ -69,3 +69,15 @@ def test_editor_agreement_counts_pairs_across_collections(tmp_path, monkeypatch)
     lo, hi = r["interval95"]
     assert lo < 0.5 < hi
     assert json.loads((root / "agreement.json").read_text())["pairs"] == 2
+    # the data card shows it, with what it means on the test split (here: no test clip is a
+    # reel or hornpipe, so no estimate is given)
+    from mmengine.data.corpus.card import _agreement_section
+
+    text = _agreement_section(root, "folk")
+    assert "1 carry the same type (agreement 0.500" in text
+    assert "hornpipe vs reel 1" in text and "test labels" not in text
+    assignment["c1"] = assignment["c2"] = "test"
+    rows[4]["label"] = rows[5]["label"] = "reel"
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = _agreement_section(root, "folk")
+    assert "The test split holds 2 clips of those types of 2: about 1 test labels" in text

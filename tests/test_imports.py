@@ -124,11 +124,7 @@ LAYERS = {
     "harness_stats": 6, "harness_worker": 6, "harness_report": 6,
 }
 #: upward imports still to remove (README names them)
-KNOWN_UPWARD = {
-    # the card's command line (python -m mmengine.data.corpus.card TASK, the command DATA.md
-    # names) runs the feature-based baselines
-    ("mmengine.data.corpus.card", "mmengine.features.data_baselines"),
-}
+KNOWN_UPWARD: set = set()  # none left: the card's baselines run from the features layer
 
 
 def layer(module: str) -> int:

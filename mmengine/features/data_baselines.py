@@ -7,9 +7,11 @@ front end, ``FrontendConfig()``) mean and std over the clip; symbolic features
 alone. Leak checks: the render settings (program, transposition, tempo) alone, and, for
 ``folk``, how well audio or notes tell the two collections apart.
 
-Moved out of ``mmengine.data.corpus.card`` because it computes features: the data layer's card
-writer only reads and shows ``baselines.json``. The command is still
-``python -m mmengine.data.corpus.card TASK`` (what the card tells its reader to run).
+It lives here, not in ``mmengine.data.corpus.card``, because it computes features: the data
+layer's card writer only reads and shows ``baselines.json``. Command (what the card tells its
+reader to run; it then rewrites the card)::
+
+    python -m mmengine.features.data_baselines TASK [--out BUILD_FOLDER]
 """
 from __future__ import annotations
 
@@ -93,3 +95,33 @@ def baselines(manifest: Path, progress: bool = False) -> dict:
     return {"scores": scores, "n_train": int(tr.sum()), "n_test": int(te.sum()),
             "test_groups": len({r["group"] for r, m in zip(rows, te) if m}),
             "seconds": time.perf_counter() - t0, "manifest_sha256": _digest(manifest)}
+
+
+def main(argv: List[str]) -> int:
+    """Compute the baselines of a build, write ``baselines.json`` and rewrite its ``DATA.md``."""
+    import argparse
+    import sys
+
+    from ..data.corpus.card import render_card
+
+    ap = argparse.ArgumentParser(prog="python -m mmengine.features.data_baselines",
+                                 description="quick baselines and leak checks of a built data "
+                                 "set, written to baselines.json and its DATA.md")
+    ap.add_argument("task", choices=sorted(recipes.TASKS))
+    ap.add_argument("--out", help="build folder (default: the default build of TASK)")
+    args = ap.parse_args(argv)
+    out = Path(args.out) if args.out else recipes.default_dir(args.task)
+    if not (out / "manifest.jsonl").exists():
+        ap.error(f"{out}: no manifest.jsonl; build it first (mmengine data build {args.task})")
+    res = baselines(out / "manifest.jsonl", progress=True)
+    (out / "baselines.json").write_text(json.dumps(res, indent=1) + "\n")
+    for k, v in res["scores"].items():
+        sys.stdout.write(f"{k:>60s}  {v:.3f}\n")
+    sys.stdout.write(f"{render_card(args.task, out)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    raise SystemExit(main(sys.argv[1:]))

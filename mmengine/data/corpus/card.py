@@ -1,16 +1,15 @@
-"""The data card (``DATA.md``) of a built data set, its quick baselines and leak checks.
+"""The data card (``DATA.md``) of a built data set, with its quick baselines and leak checks.
 
 ``build`` writes the card from the folder (manifest, split, failures, ``build.json``). The
 baselines (logistic regression, scikit-learn, balanced accuracy on the test split) take a
-minute or two, so they run on demand, are kept in ``baselines.json`` and shown in the card::
+minute or two and compute features, so they live in the features layer, run on demand, are
+kept in ``baselines.json`` and shown in the card; the label ceiling (vocal) and label noise
+(folk) come from ``mmengine.data.corpus.ceiling``::
 
-    python -m mmengine.data.corpus.card folk [--out DIR]   # baselines + card of a build
-    python -m mmengine.data.corpus.card folk --no-baselines   # rewrite the card only
-    python -m mmengine.data.corpus.card --docs             # docs/DATA.md from folk + vocal
-
-The baselines and leak checks themselves compute features, so they live in the features
-layer (``mmengine.features.data_baselines``); this module only reads ``baselines.json``, and
-its command line above is what runs them.
+    python -m mmengine.features.data_baselines folk [--out DIR]   # baselines, then the card
+    python -m mmengine.data.corpus.ceiling folk                   # label noise (vocal: ceiling)
+    python -m mmengine.data.corpus.card folk [--out DIR]          # rewrite the card only
+    python -m mmengine.data.corpus.card --docs                    # docs/DATA.md from both
 """
 from __future__ import annotations
 
@@ -141,7 +140,7 @@ def _measured_leaks(task: str, rows) -> List[str]:
 
 def _baseline_section(out: Path, task: str) -> str:
     path = out / "baselines.json"
-    cmd = f"python -m mmengine.data.corpus.card {task}"
+    cmd = f"python -m mmengine.features.data_baselines {task}"
     if not path.exists():
         return f"Not computed for this build; run `{cmd}`.\n"
     b = json.loads(path.read_text())
@@ -158,8 +157,66 @@ def _baseline_section(out: Path, task: str) -> str:
                if b.get("test_groups") else ""))
 
 
+def _agreement_section(out: Path, task: str) -> str:
+    """``folk``'s label noise: two editors on the same melody (``mmengine.data.corpus.ceiling
+    folk`` writes ``agreement.json``), when measured."""
+    cmd = f"python -m mmengine.data.corpus.ceiling {task}"
+    path = out / "agreement.json"
+    head = "## Label noise, measured: two editors on the same melody\n\n"
+    if not path.exists():
+        return f"{head}Not measured for this build; run `{cmd}`.\n"
+    a = json.loads(path.read_text())
+    lo, hi = a["interval95"]
+    dis = ", ".join(f"{k.replace('|', ' vs ')} {v}" for k, v in sorted(a["disagreements"].items()))
+    w = a["within_collection"]
+    return (f"{head}Command: `{cmd}`. Many melodies are in both collections, so the same tune "
+            "carries a type chosen by two editors (Ryan's `R:`, the section of O'Neill's it sits "
+            "in). Matching the first renderings' melodies (top voice, runs of 6 intervals: "
+            f"transposition- and tempo-free; Jaccard similarity >= {a['threshold']}), "
+            f"{a['pairs']} pairs come from different collections: **{a['agree']} carry the same "
+            f"type (agreement {a['agreement']:.3f}, 95 % Wilson interval {lo:.3f}-{hi:.3f}); "
+            f"disagreements: {dis or 'none'}**. Within one collection {w['agree']} of "
+            f"{w['pairs']} matching pairs agree. Groups holding renderings of two types, per "
+            f"split: {a['conflicting_groups']}; matching pairs in different splits: "
+            f"{a['pairs_across_splits']}. Read as two editors erring independently and equally "
+            "often between the types that disagree (agreement = (1 - e)^2 + e^2), each editor "
+            f"files e = {a['per_editor_error']:.3f} of those tunes under the other type"
+            + _noise_on_test(out, a) + ".\n")
+
+
+def _noise_on_test(out: Path, a: dict) -> str:
+    """What ``folk``'s measured label noise means on the test split: how many test labels
+    would be the other editor's choice, and the accuracy a model that reads the tune could be
+    expected to reach (an estimate under the card's stated assumption, not a bound)."""
+    split_path = out / "manifest.split.json"
+    kinds = {k for pair in a["disagreements"] for k in pair.split("|")}
+    if not kinds or not split_path.exists():
+        return ""
+    assignment = json.loads(split_path.read_text())["assignment"]
+    rows = _read_jsonl(out / "manifest.jsonl")
+    test = [r for r in rows if assignment.get(r["id"]) == "test"]
+    n = sum(r["label"] in kinds for r in test)
+    if not test or not n:
+        return ""
+
+    def err(agreement: float) -> float:
+        return (1 - np.sqrt(max(2 * agreement - 1, 0.0))) / 2
+
+    lo, hi = a["interval95"]
+    e, e_lo, e_hi = a["per_editor_error"], err(hi), err(lo)
+    return (f" (interval {e_lo:.3f}-{e_hi:.3f}). The test split holds {n} clips of those types "
+            f"of {len(test)}: about {e * n:.0f} test labels ({e_lo * n:.0f}-{e_hi * n:.0f}) "
+            "would be the other editor's choice, so a model that reads the tune could be "
+            f"expected to agree with about {1 - e * n / len(test):.3f} of the test labels "
+            f"({1 - e_hi * n / len(test):.3f}-{1 - e_lo * n / len(test):.3f}; an estimate under "
+            "that assumption, not a bound)")
+
+
 def _ceiling_section(out: Path, task: str) -> str:
-    """The label ceiling of ``vocal`` (``mmengine.data.corpus.ceiling``), when measured."""
+    """The label ceiling of ``vocal`` (``mmengine.data.corpus.ceiling``), when measured, and
+    the measured label noise of ``folk``."""
+    if task == "folk":
+        return _agreement_section(out, task)
     if task != "vocal":
         return ""
     cmd = "python -m mmengine.data.corpus.ceiling vocal"
@@ -321,7 +378,8 @@ def write_docs(tasks=("folk", "vocal"), path: Path = DOCS_PATH) -> Path:
         "core, with `--limit N` for quick runs. The cards below are copies of the `DATA.md` "
         "written next to each build on the development machine (2 cores shared with other "
         "work); regenerate this file with `python -m mmengine.data.corpus.card --docs` after "
-        "`python -m mmengine.data.corpus.card TASK` (baselines).\n",
+        "`python -m mmengine.features.data_baselines TASK` (baselines) and `python -m "
+        "mmengine.data.corpus.ceiling TASK` (label ceiling / label noise).\n",
         "| task | clips | classes | groups | render wall s | MB | chance | MFCC | symbolic "
         "| text |\n|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -345,26 +403,16 @@ def write_docs(tasks=("folk", "vocal"), path: Path = DOCS_PATH) -> Path:
 def main(argv: List[str]) -> int:
     import argparse
 
-
     ap = argparse.ArgumentParser(prog="python -m mmengine.data.corpus.card",
-                                 description="baselines and data card of a built data set")
+                                 description="rewrite the data card of a built data set "
+                                 "(its baselines: python -m mmengine.features.data_baselines)")
     ap.add_argument("task", nargs="?", choices=sorted(TASKS))
     ap.add_argument("--out", help="build folder (default: the default build of TASK)")
-    ap.add_argument("--no-baselines", action="store_true", help="only rewrite DATA.md")
     ap.add_argument("--docs", action="store_true",
                     help="write docs/DATA.md from the default builds of every task")
     args = ap.parse_args(argv)
     if args.task:
         out = Path(args.out) if args.out else default_dir(args.task)
-        if not args.no_baselines:
-            # the one import above the data layer: this command line runs the feature-based
-            # baselines (the card itself only reads baselines.json)
-            from ...features.data_baselines import baselines
-
-            res = baselines(out / "manifest.jsonl", progress=True)
-            (out / "baselines.json").write_text(json.dumps(res, indent=1) + "\n")
-            for k, v in res["scores"].items():
-                sys.stdout.write(f"{k:>60s}  {v:.3f}\n")
         sys.stdout.write(f"{render_card(args.task, out)}\n")
     if args.docs:
         sys.stdout.write(f"{write_docs()}\n")
