@@ -16,8 +16,9 @@ import logging
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .config import (AudioConfig, BuildConfig, EngineConfig, FrontendConfig, ModelConfig,
-                     SplitConfig, TextConfig, TrainConfig)
+from .config import (AudioConfig, BuildConfig, CorpusConfig, EngineConfig, ExperimentConfig,
+                     FeatureLoadConfig, FrontendConfig, ModelConfig, SplitConfig, TextConfig,
+                     TrainConfig)
 from .errors import MMEngineError
 
 log = logging.getLogger(__name__)
@@ -38,8 +39,10 @@ def resolve_data(spec) -> Path:
                         f"({', '.join(TASKS)})")
 
 
-def load_features(data, *, cache_dir=None, frontend: str = "reference", text_field="auto",
-                  symbolic: bool = True, progress: bool = True, workers: int = 1,
+def load_features(data, *, cache_dir=None, frontend: str = FeatureLoadConfig.frontend,
+                  text_field=FeatureLoadConfig.text_field,
+                  symbolic: bool = FeatureLoadConfig.symbolic, progress: bool = True,
+                  workers: int = FeatureLoadConfig.workers,
                   audio_cfg: AudioConfig = AudioConfig(),
                   frontend_cfg: FrontendConfig = FrontendConfig(),
                   text_cfg: TextConfig = TextConfig(), split_cfg: SplitConfig = SplitConfig()):
@@ -65,7 +68,7 @@ def load_features(data, *, cache_dir=None, frontend: str = "reference", text_fie
                              frontend=frontend, workers=workers)
 
 
-def train(data="folk", out=None, *, model_cfg: ModelConfig = ModelConfig(),
+def train(data=CorpusConfig.task, out=None, *, model_cfg: ModelConfig = ModelConfig(),
           train_cfg: TrainConfig = TrainConfig(), resume: bool = False, progress: bool = True,
           **feature_kw):
     """Train the fusion LSTM (or ``model_cfg.arch``) on ``data``; returns ``RunResult``.
@@ -111,7 +114,8 @@ def evaluate(run_dir, data=None, *, plots: bool = True, progress: bool = True) -
     return evaluate_run(run_dir, fs, plots=plots)
 
 
-def experiment(data="folk", out=None, *, seeds: Sequence[int] = (0, 1, 2), models=None,
+def experiment(data=CorpusConfig.task, out=None, *,
+               seeds: Sequence[int] = ExperimentConfig.seeds, models=None,
                model_cfg: ModelConfig = ModelConfig(), train_cfg: TrainConfig = TrainConfig(),
                progress: bool = True, report_only: bool = False) -> dict:
     """The paper's comparison on ``data``: fusion LSTM vs SVM, RF, CNN, RNN and each single

@@ -25,8 +25,10 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from .config import BenchConfig
+
 #: harness settings of one timing request (see ``mmengine.harness``)
-TARGET_S, MAX_REPS = 0.25, 5
+TARGET_S, MAX_REPS = BenchConfig.target_s, BenchConfig.max_reps
 
 
 def engine_factory(threads: Optional[int], engine: str, backend: str):
@@ -66,7 +68,8 @@ def engine_flops(header: dict, frames: int) -> dict:
     return {"recurrence": rec, "model": model}
 
 
-def benchmark_engine(model, *, batches: Sequence[int] = (1, 8, 64), rounds: int = 10,
+def benchmark_engine(model, *, batches: Sequence[int] = BenchConfig.batches,
+                     rounds: int = BenchConfig.rounds,
                      backends: Optional[Sequence[str]] = None, frames: Optional[int] = None,
                      threads: Optional[int] = None, out_json=None, target_s: float = TARGET_S,
                      max_reps: int = MAX_REPS,

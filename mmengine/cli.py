@@ -10,17 +10,19 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from . import PROJECT, __version__
-from .config import BatchConfig, BuildConfig, EngineConfig, ModelConfig, TrainConfig
+from .cli_data import HANDLERS as _DATA_HANDLERS
+from .cli_data import Handler, add_data_parsers
+from .config import (BatchConfig, BenchConfig, BuildConfig, CorpusConfig, EngineConfig,
+                     ExperimentConfig, ModelConfig, TrainConfig)
 from .errors import MMEngineError
 
 #: exit status of ``mmengine classify`` when at least one input failed (every result printed)
 EXIT_INPUT_FAILED = 3
 
-Handler = Callable[[argparse.Namespace], int]
-_HANDLERS: Dict[str, Handler] = {}
+_HANDLERS: Dict[str, Handler] = dict(_DATA_HANDLERS)  # the data side: cli_data.py
 
 
 def _handler(name: str):
@@ -29,57 +31,6 @@ def _handler(name: str):
         return fn
 
     return deco
-
-
-# ----------------------------------------------------------------------------- data
-@_handler("data.build")
-def _data_build(args: argparse.Namespace) -> int:
-    from .data.corpus import build_dataset
-
-    manifest = build_dataset(
-        args.task, Path(args.out) if args.out else None, limit=args.limit, seed=args.seed,
-        workers=args.workers, progress=not args.quiet, train_renderings=args.train_renderings,
-    )
-    print(f"manifest: {manifest}")
-    return 0
-
-
-@_handler("data.list")
-def _data_list(args: argparse.Namespace) -> int:
-    from .data.corpus import TASKS, default_manifest
-
-    for name, desc in TASKS.items():
-        m = default_manifest(name)
-        state = "built" if m.exists() else "not built"
-        print(f"{name:8s} {desc}  [{state}: {m.parent}]")
-    return 0
-
-
-@_handler("data.path")
-def _data_path(args: argparse.Namespace) -> int:
-    from .data.corpus import TASKS, default_dir
-
-    if args.task not in TASKS:
-        raise MMEngineError(f"unknown data set {args.task!r}; choose from {', '.join(TASKS)}")
-    print(default_dir(args.task))
-    return 0
-
-
-# ------------------------------------------------------------------------- features
-@_handler("features")
-def _features(args: argparse.Namespace) -> int:
-    from .api import load_features
-
-    fs, vec = load_features(args.data, cache_dir=args.cache, frontend=args.frontend,
-                            progress=not args.quiet, workers=args.workers)
-    counts = {s: int((fs.split == s).sum()) for s in ("train", "val", "test")}
-    print(f"{len(fs.ids)} clips, {fs.mfcc.shape[-1]} frames each; split {counts}; "
-          f"text: {'TF-IDF ' + str(fs.text.shape[1]) + ' terms' if fs.text is not None else 'none'}; "
-          f"symbolic: {'yes' if fs.symbolic is not None else 'no'}")
-    if fs.excluded:
-        print(f"excluded {len(fs.excluded)} clip(s): " +
-              "; ".join(f"{k}: {v}" for k, v in list(fs.excluded.items())[:5]))
-    return 0
 
 
 # ---------------------------------------------------------------------- train / eval
@@ -267,17 +218,6 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- main
-def _non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mmengine",
@@ -286,54 +226,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"{PROJECT} {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    from .data.corpus.recipes import TASKS  # names for --help (stdlib + numpy)
-
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-
-    data = sub.add_parser("data", help="built-in data sets (rendered offline from music21 scores)")
-    dsub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
-    b = dsub.add_parser("build", help="render a built-in data set into the cache folder")
-    b.add_argument("task", nargs="?", default="folk",
-                   help="a built-in data set: " + ", ".join(TASKS) + " (default folk)")
-    b.add_argument("--out", help="output folder (default: $MMENGINE_DATA_DIR/<task> "
-                   "or ~/.cache/mmengine/data/<task>)")
-    b.add_argument("--limit", type=int, help="render only N items (quick runs, tests)")
-    b.add_argument("--seed", type=int, default=0, help="render and split seed (default 0)")
-    b.add_argument("--workers", type=int, help="processes (default: all cores)")
-    b.add_argument("--train-renderings", type=_non_negative_int, default=0, metavar="N",
-                   help="N extra renderings of each tune in the training split (own instrument, "
-                   "tempo, transposition and a random loop start); the persisted split is kept "
-                   "and extended, validation and test are untouched; 0 (default) builds no "
-                   "extras and removes those of an earlier build")
-    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    b.set_defaults(handler="data.build")
-    ls = dsub.add_parser("list", help="list built-in data sets and whether they are built")
-    ls.set_defaults(handler="data.list")
-    dp = dsub.add_parser("path", help="print the folder of a built-in data set")
-    dp.add_argument("task", help="folk, vocal, ...")
-    dp.set_defaults(handler="data.path")
-
-    f = sub.add_parser("features", help="extract and cache audio features of a data set")
-    f.add_argument("data", help="built-in task name, manifest (.csv/.jsonl) or folder root/<label>/<file>")
-    f.add_argument("--cache", help="cache folder (default: <data folder>/features)")
-    f.add_argument("--frontend", default="reference", choices=["reference", "native", "dali"],
-                   help="feature implementation (default: reference)")
-    f.add_argument("--workers", type=int, default=1, help="decode threads (default 1)")
-    f.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    f.set_defaults(handler="features")
+    add_data_parsers(sub)  # data build|list|path, features (cli_data.py)
 
     t = sub.add_parser("train", help="train the fusion LSTM (or a baseline) on a data set")
-    t.add_argument("--data", default="folk", help="built-in task name, manifest or folder (default folk)")
+    t.add_argument("--data", default=CorpusConfig.task,
+                   help=f"built-in task name, manifest or folder (default {CorpusConfig.task})")
     t.add_argument("--manifest", help="a user manifest (.csv/.jsonl); overrides --data")
     t.add_argument("--out", help="run folder (default runs/<data>)")
     t.add_argument("--arch", choices=["fusion", "cnn"], help="model (default from ModelConfig)")
     t.add_argument("--modalities", help="comma-separated subset of mfcc,mel,text,symbolic")
     t.add_argument("--pooling", choices=["last", "mean", "meanmax"],
                    help="recurrent models: last step (paper), mean, or mean and max over time "
-                        "(default from ModelConfig: meanmax; docs/results.md)")
+                        f"(default from ModelConfig: {ModelConfig.pooling}; docs/results.md)")
     t.add_argument("--max-epochs", dest="max_epochs", type=int, help="default from TrainConfig")
     t.add_argument("--threads", dest="num_threads", type=int,
-                   help="torch threads (default from TrainConfig: 2)")
+                   help=f"torch threads (default from TrainConfig: {TrainConfig.num_threads})")
     t.add_argument("--seed", type=int, help="training seed (default from TrainConfig)")
     t.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="any ModelConfig or TrainConfig field, e.g. --set modality_dropout=0.5 "
@@ -356,18 +264,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("experiment", help="fusion LSTM vs SVM, RF, CNN, RNN and single "
                        "modalities, over several seeds")
-    x.add_argument("--data", default="folk", help="built-in task name, manifest or folder")
+    x.add_argument("--data", default=CorpusConfig.task,
+                   help="built-in task name, manifest or folder")
     x.add_argument("--out", help="output folder (default runs/<data>-experiment)")
-    x.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
-    x.add_argument("--models", help="comma-separated (default: fusion, svm, rf, "
-                   "svm_streams, rf_streams (the feature-matched baselines), cnn, tcn (the "
-                   "fusion model without its recurrence: the feature-matched CNN), rnn, "
-                   "only_audio, only_text, only_symbolic; also available: fusion_paper (the "
-                   "first, paper-style design), fusion_mean (it with mean pooling), gru, "
-                   "only_mfcc, only_mel)")
+    seeds = ",".join(str(s) for s in ExperimentConfig.seeds)
+    x.add_argument("--seeds", default=seeds, help=f"comma-separated seeds (default {seeds})")
+    notes = {"rf_streams": "the feature-matched baselines",
+             "tcn": "the fusion model without its recurrence: the feature-matched CNN"}
+    x.add_argument("--models", help="comma-separated (default: " + ", ".join(
+                   m + (f" ({notes[m]})" if m in notes else "") for m in ExperimentConfig.models)
+                   + "; also available: fusion_paper (the first, paper-style design), "
+                   "fusion_mean (it with mean pooling), gru, only_mfcc, only_mel)")
     x.add_argument("--max-epochs", dest="max_epochs", type=int, help="default from TrainConfig")
     x.add_argument("--threads", dest="num_threads", type=int,
-                   help="torch threads per training (default from TrainConfig: 2)")
+                   help="torch threads per training (default from TrainConfig: "
+                   f"{TrainConfig.num_threads})")
     x.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="a ModelConfig or TrainConfig field of the base settings every model "
                         "starts from (repeatable; see 'mmengine train --help')")
@@ -411,7 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"{EngineConfig.backend} (default), native, onnx, torch, ...")
     c.add_argument("--frontend", default=EngineConfig.frontend,
                    choices=["auto", "native", "reference", "torch", "dali"],
-                   help="feature front end (default auto: native C++ when built)")
+                   help=f"feature front end (default {EngineConfig.frontend}: native C++ when "
+                   "built)")
     c.add_argument("--workers", type=int, default=EngineConfig.workers,
                    help=f"decoding threads (default {EngineConfig.workers}: one per core, at "
                    f"most {EngineConfig.max_auto_workers})")
@@ -445,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"{EngineConfig.backend} (default), native, onnx, torch, ...")
     bt.add_argument("--frontend", default=EngineConfig.frontend,
                     choices=["auto", "native", "reference", "torch", "dali"],
-                    help="feature front end (default auto: native C++ when built)")
+                    help=f"feature front end (default {EngineConfig.frontend}: native C++ when "
+                    "built)")
     bt.add_argument("--retry-errors", dest="retry_errors", action="store_true",
                     help="classify again the inputs whose committed row is an error")
     bt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -462,11 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit status: 0 every backend timed; 1 a backend could not be loaded or timed "
         "(the table names why)")
     bn.add_argument("model", help="engine file (.mme)")
-    bn.add_argument("--batches", default="1,8,64", help="comma-separated batch sizes")
-    bn.add_argument("--rounds", type=int, default=10,
-                    help="interleaved timed rounds (default 10; in each, every backend and "
-                    "batch runs up to 5 calls, stopping once 0.25 s has passed, and keeps the "
-                    "best)")
+    bn.add_argument("--batches", default=",".join(str(b) for b in BenchConfig.batches),
+                    help="comma-separated batch sizes")
+    bn.add_argument("--rounds", type=int, default=BenchConfig.rounds,
+                    help=f"interleaved timed rounds (default {BenchConfig.rounds}; in each, every "
+                    f"backend and batch runs up to {BenchConfig.max_reps} calls, stopping once "
+                    f"{BenchConfig.target_s:g} s has passed, and keeps the best)")
     bn.add_argument("--threads", type=int,
                     help="threads for native/onnx (default: the backend's own default)")
     bn.add_argument("--backends", help="comma-separated backends (default: all available that "

@@ -2,13 +2,18 @@
 
 Every setting that changes what a feature, a model or an engine computes lives here, is
 serialised into checkpoints, caches and engine headers (``to_dict``/``from_dict``), and is
-never repeated as a default elsewhere (the CLI reads its defaults from these classes).
+never repeated as a default elsewhere (the CLI reads its defaults from these classes). The
+inference side's classes (``EngineConfig``, ``BuildConfig``, ``BatchConfig``, ``BenchConfig``)
+live in ``config_engine.py`` and are re-exported here.
 """
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Optional, Tuple, Type, TypeVar
+
+from .config_engine import (  # noqa: F401 (re-exported: the one place to import them from)
+    BatchConfig, BenchConfig, BuildConfig, EngineConfig)
 
 T = TypeVar("T")
 
@@ -220,7 +225,6 @@ MODALITY_INPUTS = {"mfcc": ("mfcc",), "mel": ("logmel",), "text": ("text", "text
                    "symbolic": ("symbolic", "symbolic_mask")}
 #: the order of those arrays in every input list
 INPUT_ORDER = ("mfcc", "logmel", "text", "text_mask", "symbolic", "symbolic_mask")
-
 
 
 @dataclass(frozen=True)
@@ -439,62 +443,56 @@ LEGACY_TRAIN_DEFAULTS = {"optimizer": "adam", "schedule": "constant", "class_wei
 
 
 @dataclass(frozen=True)
-class EngineConfig:
-    """Settings of inference: ``Engine.load`` / ``Engine.classify``, ``mmengine classify``,
-    ``mmengine.classify`` (every default there comes from here).
+class CorpusConfig:
+    """Defaults of the built-in data sets: ``mmengine data build`` /
+    ``mmengine.data.corpus.build_dataset``, and the data set that ``mmengine train`` /
+    ``experiment`` (``mmengine.train`` / ``experiment``) use when none is named.
 
     Attributes:
-        backend: "auto" (the fastest verified backend that can run the file, logged) or a
-            backend name (``runtime.registry.BACKENDS``).
-        frontend: feature front end: "auto" (the native C++ one when built), "native",
-            "reference", "torch" or "dali".
-        top_k: labels kept per input (``Prediction.top_k``).
-        batch_size: windows per backend call; also how many windows of one input wait in
-            memory (later ones go to a temporary file, ``runtime.window_store``).
-        workers: decoding threads; 0: one per core, at most ``max_auto_workers``.
-        max_auto_workers: the cap of ``workers=0``.
-        bf16_recheck_margin: a native bf16 engine reruns in fp32 every input whose decision
-            margin (top-two softmax probabilities; ``runtime.native_model.decision_margin``)
-            is below this, so that it decides like the fp32 engine. Chosen on the validation
-            splits of the default model (seed 0): the largest change of that margin between
-            bf16 and fp32 was 0.013 (folk) and 0.0027 (vocal), so 0.05 is ~4x the larger
-            (``python bench/bf16_flips.py RUN DATA``; figures in bench/RESULTS.md).
+        task: the built-in data set (a key of ``mmengine.data.corpus.TASKS``).
+        seed: render and split seed of a build (an integer).
+        train_renderings: extra renderings of each tune of the training split (a count; 0 =
+            none, and a rebuild removes those of an earlier build).
     """
 
-    backend: str = "auto"
-    frontend: str = "auto"
-    top_k: int = 3
-    batch_size: int = 32
-    workers: int = 0
-    max_auto_workers: int = 4
-    bf16_recheck_margin: float = 0.05
+    task: str = "folk"
+    seed: int = 0
+    train_renderings: int = 0
 
 
 @dataclass(frozen=True)
-class BuildConfig:
-    """Defaults of ``mmengine build`` / ``mmengine.build_engine``: the payload's backend and
-    the compute precision."""
+class FeatureLoadConfig:
+    """Defaults of the training side's feature loading: ``mmengine features`` /
+    ``mmengine.load_features`` (so ``train``, ``evaluate`` and ``experiment``),
+    ``features.dataset.build_feature_set`` and ``features.cache.compute_or_load_audio_features``.
 
-    backend: str = "native"
-    dtype: str = "fp32"
+    Attributes:
+        frontend: the front end that computes the cached audio features: "reference"
+            (float64, the parity target), "native" or "dali" (``features.frontend``).
+        text_field: the record field that becomes the text: "lyrics", "title", None (no text)
+            or "auto" (lyrics if any record has them, else titles; ``choose_text_field``).
+        symbolic: compute the notes' features where the manifest names MIDI files (a flag).
+        workers: audio decoding threads (a count).
+    """
+
+    frontend: str = "reference"
+    text_field: Optional[str] = "auto"
+    symbolic: bool = True
+    workers: int = 1
 
 
 @dataclass(frozen=True)
-class BatchConfig:
-    """Settings of ``mmengine batch`` (``mmengine.batch.batch_classify``).
+class ExperimentConfig:
+    """Defaults of ``mmengine experiment`` / ``mmengine.experiment``
+    (``evaluation.run_experiment``).
 
     Attributes:
-        batch_size: inputs per batch: what one engine copy (a Ray actor, or the process)
-            classifies in one call and what one shard file of results commits; a killed run
-            loses at most the batches in flight.
-        top_k: labels kept per input (``top_k`` column).
-        window_batch: windows per backend call inside the engine (``Engine.classify``'s
-            ``batch_size``).
-        ray_threads: threads per Ray actor when neither ``--workers`` nor ``--threads`` is
-            given (1: one single-threaded actor per CPU of the cluster, which scales best).
+        seeds: training seeds (integers): every model is trained once per seed; the split is
+            fixed by the data.
+        models: the models compared (names of ``evaluation.TORCH_VARIANTS`` and
+            ``SKLEARN_VARIANTS``), in the comparison's order.
     """
 
-    batch_size: int = 32
-    top_k: int = EngineConfig.top_k
-    window_batch: int = EngineConfig.batch_size
-    ray_threads: int = 1
+    seeds: Tuple[int, ...] = (0, 1, 2)
+    models: Tuple[str, ...] = ("fusion", "svm", "rf", "svm_streams", "rf_streams", "cnn", "tcn",
+                               "rnn", "only_audio", "only_text", "only_symbolic")

@@ -19,8 +19,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 
 from .checkpoint import atomic_write_json, load_checkpoint
-from .config import (LEGACY_MODEL_DEFAULTS, LEGACY_TRAIN_DEFAULTS, MODALITIES, ModelConfig,
-                     TrainConfig, to_dict)
+from .config import (LEGACY_MODEL_DEFAULTS, LEGACY_TRAIN_DEFAULTS, MODALITIES,
+                     ExperimentConfig, ModelConfig, TrainConfig, to_dict)
 from .errors import DataError
 from .evaluation_reports import (SUMMARY_KEYS, _comparison_markdown,  # noqa: F401
                                  _fmt_metrics, _mean_sd, _pyplot, _run_markdown, plot_bars,
@@ -58,8 +58,8 @@ TRAIN_VARIANTS = {"fusion_paper": PAPER_TRAIN, "fusion_mean": PAPER_TRAIN}
 #: scikit-learn baselines: name -> (kind, pooled features with the fusion model's streams)
 SKLEARN_VARIANTS = {"svm": ("svm", False), "rf": ("rf", False),
                     "svm_streams": ("svm", True), "rf_streams": ("rf", True)}
-DEFAULT_MODELS = ("fusion", "svm", "rf", "svm_streams", "rf_streams", "cnn", "tcn", "rnn",
-                  "only_audio", "only_text", "only_symbolic")
+#: the models an experiment compares by default
+DEFAULT_MODELS = ExperimentConfig.models
 
 
 # ------------------------------------------------------------------ one run
@@ -157,7 +157,7 @@ def _sklearn_run(name: str, feature_set, seed: int, modalities, run_dir: Path,
     return doc
 
 
-def run_experiment(feature_set, out_dir, *, seeds: Iterable[int] = (0, 1, 2),
+def run_experiment(feature_set, out_dir, *, seeds: Iterable[int] = ExperimentConfig.seeds,
                    models: Sequence[str] = DEFAULT_MODELS,
                    model_cfg: ModelConfig = ModelConfig(), train_cfg: TrainConfig = TrainConfig(),
                    progress: bool = True, baseline_grids: Optional[Dict[str, dict]] = None,

@@ -211,3 +211,71 @@ def test_inference_and_build_defaults_come_from_config():
         BuildConfig.backend, BuildConfig.dtype)
     assert (BatchConfig.top_k, BatchConfig.window_batch) == (
         EngineConfig.top_k, EngineConfig.batch_size)
+
+
+def test_data_experiment_and_bench_defaults_come_from_config():
+    """Every default of data build / features / train / experiment / bench and of their Python
+    twins is a field of config.CorpusConfig / FeatureLoadConfig / ExperimentConfig /
+    BenchConfig (issue 16: one source of defaults), help texts included."""
+    import inspect
+
+    from mmengine import api, bench, evaluation
+    from mmengine.config import (BenchConfig, CorpusConfig, ExperimentConfig,
+                                 FeatureLoadConfig)
+    from mmengine.data.corpus import build
+    from mmengine.features import cache, dataset
+
+    def defaults(fn, *names):
+        sig = inspect.signature(fn).parameters
+        return tuple(sig[n].default for n in names)
+
+    p = build_parser()
+    d = p.parse_args(["data", "build"])
+    assert (d.task, d.seed, d.train_renderings) == (
+        CorpusConfig.task, CorpusConfig.seed, CorpusConfig.train_renderings)
+    corpus = (CorpusConfig.task, CorpusConfig.seed, CorpusConfig.train_renderings)
+    assert defaults(build.build_dataset, "task", "seed", "train_renderings") == corpus
+    assert defaults(build.build_items, "seed", "train_renderings") == corpus[1:]
+    assert p.parse_args(["train"]).data == p.parse_args(["experiment"]).data == CorpusConfig.task
+    assert defaults(api.train, "data") == defaults(api.experiment, "data") == (CorpusConfig.task,)
+
+    f = p.parse_args(["features", "folk"])
+    assert (f.frontend, f.workers) == (FeatureLoadConfig.frontend, FeatureLoadConfig.workers)
+    assert defaults(api.load_features, "frontend", "text_field", "symbolic", "workers") == (
+        FeatureLoadConfig.frontend, FeatureLoadConfig.text_field, FeatureLoadConfig.symbolic,
+        FeatureLoadConfig.workers)
+    assert defaults(dataset.build_feature_set, "frontend", "text_field", "workers") == (
+        FeatureLoadConfig.frontend, FeatureLoadConfig.text_field, FeatureLoadConfig.workers)
+    assert defaults(cache.compute_or_load_audio_features, "frontend", "workers") == (
+        FeatureLoadConfig.frontend, FeatureLoadConfig.workers)
+
+    x = p.parse_args(["experiment"])
+    assert tuple(int(s) for s in x.seeds.split(",")) == ExperimentConfig.seeds
+    assert defaults(api.experiment, "seeds") == defaults(evaluation.run_experiment, "seeds") == (
+        ExperimentConfig.seeds,)
+    assert defaults(evaluation.run_experiment, "models") == (ExperimentConfig.models,)
+    assert evaluation.DEFAULT_MODELS == ExperimentConfig.models
+
+    bn = p.parse_args(["bench", "m.mme"])
+    assert (tuple(int(b) for b in bn.batches.split(",")), bn.rounds) == (
+        BenchConfig.batches, BenchConfig.rounds)
+    assert defaults(bench.benchmark_engine, "batches", "rounds", "target_s", "max_reps") == (
+        BenchConfig.batches, BenchConfig.rounds, BenchConfig.target_s, BenchConfig.max_reps)
+
+    sub = next(a for a in p._actions if a.dest == "command").choices
+    helps = {(cmd, a.dest): a.help for cmd in ("train", "experiment", "bench", "features")
+             for a in sub[cmd]._actions}
+    assert f"default {','.join(map(str, ExperimentConfig.seeds))}" in helps["experiment", "seeds"]
+    models_help = helps["experiment", "models"]
+    assert all(m in models_help for m in ExperimentConfig.models)
+    assert f"default {BenchConfig.rounds};" in helps["bench", "rounds"]
+    assert f"up to {BenchConfig.max_reps} calls" in helps["bench", "rounds"]
+    assert f"default: {FeatureLoadConfig.frontend}" in helps["features", "frontend"]
+
+
+def test_config_reexports_the_engine_side():
+    """config_engine's classes are the ones ``mmengine.config`` names (one object each)."""
+    from mmengine import config, config_engine
+
+    for name in ("EngineConfig", "BuildConfig", "BatchConfig", "BenchConfig"):
+        assert getattr(config, name) is getattr(config_engine, name)

@@ -111,7 +111,7 @@ def test_no_import_circle():
 #: the layers of README's "Map of the house", bottom (0) to top; a module may import its own
 #: layer or any below
 LAYERS = {
-    "errors": 0, "config": 0, "_ext": 0,
+    "errors": 0, "config": 0, "config_engine": 0, "_ext": 0,
     "data": 1,
     "features": 2,
     "models": 3, "metrics": 3,
@@ -121,7 +121,7 @@ LAYERS = {
     "batch_inputs": 6, "batch_store": 6, "batch_runners": 6,
     "training_data": 4, "training_schedule": 4, "training_state": 4,
     "evaluation_scoring": 4, "evaluation_reports": 4,
-    "harness_stats": 6, "harness_worker": 6, "harness_report": 6,
+    "harness_stats": 6, "harness_worker": 6, "harness_report": 6, "cli_data": 6,
 }
 #: upward imports still to remove (README names them)
 KNOWN_UPWARD: set = set()  # none left: the card's baselines run from the features layer

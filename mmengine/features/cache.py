@@ -40,7 +40,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..config import AudioConfig, FrontendConfig, to_dict
+from ..config import AudioConfig, FeatureLoadConfig, FrontendConfig, to_dict
 from ..data.safe_io import atomic_write
 
 FEATURE_VERSION = 2  # 2: float32 path windows and FFTs in float64
@@ -253,9 +253,9 @@ def compute_or_load_audio_features(
     frontend_cfg: FrontendConfig,
     cache_dir,
     *,
-    frontend: str = "reference",
+    frontend: str = FeatureLoadConfig.frontend,
     progress: bool = True,
-    workers: int = 1,
+    workers: int = FeatureLoadConfig.workers,
     batch_size: int = 32,
     shard_size: int = 256,
 ) -> AudioFeatures:

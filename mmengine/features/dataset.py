@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from ..config import AudioConfig, FrontendConfig, TextConfig
+from ..config import AudioConfig, FeatureLoadConfig, FrontendConfig, TextConfig
 from ..data.split import SPLITS
 from .cache import compute_or_load_audio_features
 from .text import TextVectorizer, as_text
@@ -135,11 +135,11 @@ def build_feature_set(
     text_cfg: TextConfig,
     cache_dir,
     *,
-    text_field: Optional[str] = "auto",
+    text_field: Optional[str] = FeatureLoadConfig.text_field,
     symbolic_fn: Optional[Callable] = None,
     progress: bool = True,
-    frontend: str = "reference",
-    workers: int = 1,
+    frontend: str = FeatureLoadConfig.frontend,
+    workers: int = FeatureLoadConfig.workers,
 ) -> tuple:
     """Build the aligned training view of ``dataset``.
 

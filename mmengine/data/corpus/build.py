@@ -33,7 +33,7 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ...config import AudioConfig, SplitConfig
+from ...config import AudioConfig, CorpusConfig, SplitConfig
 from ..safe_io import atomic_write
 from . import recipes, render
 from .recipes import TASKS, default_dir, default_manifest  # noqa: F401 (the builder's API)
@@ -199,9 +199,10 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def build_dataset(task: str = "folk", out: Optional[Path] = None, *, limit: Optional[int] = None,
-                  seed: int = 0, workers: Optional[int] = None, progress: bool = True,
-                  train_renderings: int = 0) -> Path:
+def build_dataset(task: str = CorpusConfig.task, out: Optional[Path] = None, *,
+                  limit: Optional[int] = None, seed: int = CorpusConfig.seed,
+                  workers: Optional[int] = None, progress: bool = True,
+                  train_renderings: int = CorpusConfig.train_renderings) -> Path:
     """Render the built-in data set ``task`` into ``out``; returns the manifest path.
 
     Args:
@@ -230,8 +231,9 @@ def build_dataset(task: str = "folk", out: Optional[Path] = None, *, limit: Opti
 
 
 def build_items(task: str, items: Sequence[dict], out: Optional[Path] = None, *,
-                limit: Optional[int] = None, seed: int = 0, workers: Optional[int] = None,
-                progress: bool = True, train_renderings: int = 0) -> Path:
+                limit: Optional[int] = None, seed: int = CorpusConfig.seed,
+                workers: Optional[int] = None, progress: bool = True,
+                train_renderings: int = CorpusConfig.train_renderings) -> Path:
     """``build_dataset`` over explicit recipe ``items`` (same format as the shipped ones)."""
     from ..._ext import require
 
