@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:
 def main(argv=None) -> int:
     import argparse
 
-    from mmengine._ext import require_native
+    from mmengine._ext import require_native_extension
     from mmengine.api import load_features
     from mmengine.export import build_engine
     from mmengine.models import batch_from_arrays
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
                     help="also time the test clips at batch 1, R interleaved rounds")
     ap.add_argument("--json", help="with --time: write the harness result here")
     args = ap.parse_args(argv)
-    C = require_native()
+    C = require_native_extension()
     from mmengine.runtime.native_model import probability_margin
 
     fs, _ = load_features(args.data, progress=False)

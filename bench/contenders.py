@@ -120,10 +120,10 @@ def onnxruntime_factory(threads: int):
 
 
 def native_lstm_factory(threads: int, dtype: str = "fp32"):
-    """``mmengine.runtime.native.NativeLSTM`` (C++ kernels), fp32 or bf16 weights."""
-    from mmengine._ext import native
+    """``mmengine.runtime.native_lstm.NativeLSTM`` (C++ kernels), fp32 or bf16 weights."""
+    from mmengine._ext import native_extension
     from mmengine.models.reference import layers_from_torch
-    from mmengine.runtime.native import NativeLSTM
+    from mmengine.runtime.native_lstm import NativeLSTM
 
     nets = {}
 
@@ -135,7 +135,7 @@ def native_lstm_factory(threads: int, dtype: str = "fp32"):
         net.reserve(batch, params["T"], threads)
         return lambda: net.forward(x, num_threads=threads)
 
-    return f"mmengine native {dtype}, ISA {native().selected_isa()}", make
+    return f"mmengine native {dtype}, ISA {native_extension().selected_isa()}", make
 
 
 def model_shape(frames: int = FRAMES_30S) -> dict:
@@ -443,9 +443,9 @@ def torch_frontend_factory(threads: int):
 
 
 def native_frontend_factory(threads: int):
-    """``mmengine.features.native.NativeFrontend(cfg, num_threads).from_files(paths)``."""
-    from mmengine.features import native as native_fe
-    from mmengine.features.native import NativeFrontend
+    """``mmengine.features.native_frontend.NativeFrontend(cfg, num_threads).from_files(paths)``."""
+    from mmengine.features import native_frontend as native_fe
+    from mmengine.features.native_frontend import NativeFrontend
 
     c = _cfg()
     if hasattr(native_fe, "available") and not native_fe.available():
@@ -513,7 +513,7 @@ def build_engines(backends: Sequence[str] = ("native", "onnx")) -> Tuple[dict, s
     h = hashlib.sha1((run or "random").encode())
     pkg = Path(mmengine.__file__).parent
     for rel in ("export.py", "runtime/engine_file.py", "runtime/native_backend.py",
-                "runtime/native_model.py",
+                "runtime/native_model.py", "runtime/native_lstm.py",
                 "runtime/onnx_backend.py", "runtime/torch_backend.py", "models/fusion.py",
                 "models/blocks.py"):
         f = pkg / rel
@@ -574,9 +574,9 @@ def decode_native_factory(threads: int):
     numpy, decoded one file after another (1 thread)."""
     import numpy as np
 
-    from mmengine._ext import require_native
+    from mmengine._ext import require_native_extension
 
-    C = require_native()
+    C = require_native_extension()
 
     def make(params, batch):
         paths = _batch_paths(params, batch)
@@ -687,11 +687,11 @@ def model_factory(threads: int, engine: str, backend: str, autocast: bool = Fals
         runner = module.load(ef, backend="torch", device="cpu")
         info = f"torch {torch.__version__} eager " + ("bf16 autocast" if autocast else "fp32")
     else:
-        from mmengine._ext import native
+        from mmengine._ext import native_extension
 
         runner = module.load(ef, threads=threads)
         info = f"{backend} {ef.header['dtype']}" + (
-            f", whole model in C++, ISA {native().selected_isa()}"
+            f", whole model in C++, ISA {native_extension().selected_isa()}"
             if getattr(runner, "whole_model", False) else "")
         if getattr(runner, "recheck", None) is not None:
             if recheck_margin is not None:

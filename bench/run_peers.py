@@ -7,7 +7,7 @@ Suites (``bench/contenders.py``):
   T = 646 (30 s at 22,050 Hz, hop 512), plus the trained model's own shape (fused width,
   T' after the conv stem; ``MMENGINE_BENCH_RUN`` = a run folder, else the default config):
   ``torch-eager`` (oneDNN fp32), ``torch-bf16`` (CPU autocast), ``onnxruntime`` (the same LSTM
-  exported to ONNX), ``native-fp32``, ``native-bf16`` (``mmengine.runtime.native``).
+  exported to ONNX), ``native-fp32``, ``native-bf16`` (``mmengine.runtime.native_lstm``).
   Sequences/s, GFLOP/s and the fraction of the measured fp32 GEMM peak.
 * ``model``: the whole model, the engine's inputs (MFCC, log-Mel, TF-IDF, notes, every
   modality present, T = 1,292 frames: one 30 s window) → logits: ``native-fp32`` and

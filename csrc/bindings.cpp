@@ -409,7 +409,7 @@ PYBIND11_MODULE(_C, m) {
              return w.s->finished(); });
 
   py::class_<lstm::Model, std::unique_ptr<lstm::Model>>(m, "LSTM", py::module_local(),
-      "Packed LSTM stack (see mmengine.runtime.native for the layout).")
+      "Packed LSTM stack (see mmengine.runtime.native_lstm for the layout).")
       .def(py::init(&make_lstm), py::arg("num_layers"), py::arg("input_size"),
            py::arg("hidden_size"), py::arg("dtype"), py::arg("w_ih"), py::arg("w_hh"),
            py::arg("bias"))
@@ -518,7 +518,7 @@ PYBIND11_MODULE(_C, m) {
       .def_readonly("fused_dim", &mdl::Graph::fused_dim);
 
   py::class_<fe::Plan, std::unique_ptr<fe::Plan>>(m, "MelFrontend", py::module_local(),
-      "Native log-Mel + MFCC front end (see mmengine.features.native).")
+      "Native log-Mel + MFCC front end (see mmengine.features.native_frontend).")
       .def(py::init(&make_frontend), py::arg("n_fft"), py::arg("hop_length"), py::arg("center"),
            py::arg("pad_mode"), py::arg("power"), py::arg("window"), py::arg("melfb"),
            py::arg("dct"), py::arg("amin"), py::arg("db_ref"))

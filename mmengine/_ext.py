@@ -54,7 +54,7 @@ def require(name: str) -> ModuleType:
 
 
 @functools.lru_cache(maxsize=None)
-def native():
+def native_extension():
     """The compiled extension ``mmengine._C``, or None when it was not built."""
     try:
         from . import _C  # type: ignore[attr-defined]
@@ -63,8 +63,8 @@ def native():
     return _C
 
 
-def require_native():
-    mod = native()
+def require_native_extension():
+    mod = native_extension()
     if mod is None:
         raise OptionalDependencyError(
             "the C++ extension mmengine._C is not built; run: pip install -e . "

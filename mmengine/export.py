@@ -15,7 +15,7 @@ triton                          torch stores them)
 native     safetensors          the state dict in float32 (for ``--dtype bf16`` too: the
                                 master copy of the fp32 twin that reruns close calls) +
                                 ``native.*``: the LSTM stack packed by
-                                ``mmengine.runtime.native.pack_lstm`` in the engine's dtype
+                                ``mmengine.runtime.native_lstm.pack_lstm`` in the engine's dtype
                                 (so torch can run the same file when ``mmengine._C`` is
                                 missing)
 onnx       ONNX protobuf        ``export_onnx``: front end (normalisation, stems, fusion) + LSTM

@@ -452,10 +452,10 @@ def test_windows_of_loaded_audio(tmp_path):
 def test_flac_native_decoder_equals_libsndfile_path(tmp_path, monkeypatch):
     """FLAC goes through mmengine._C.decode_flac when built; the result is bit-identical to
     the libsndfile path, and a stream it refuses still gets libsndfile's typed error."""
-    from mmengine._ext import native
+    from mmengine._ext import native_extension
     from mmengine.data import audio as audio_io
 
-    if native() is None or not hasattr(native(), "decode_flac"):
+    if native_extension() is None or not hasattr(native_extension(), "decode_flac"):
         pytest.skip("mmengine._C built without the FLAC decoder")
     rng = np.random.default_rng(0)
     p = tmp_path / "x.flac"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mmengine._ext import native
+from mmengine._ext import native_extension
 
-_C = native()
+_C = native_extension()
 pytestmark = pytest.mark.skipif(_C is None, reason="mmengine._C not built (pip install -e .)")
 
 ORDER = ["scalar", "avx2", "avx512", "avx512bf16"]

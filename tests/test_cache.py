@@ -232,7 +232,7 @@ def test_other_frontends_fill_their_own_cache(data, tmp_path, frontend):
     if frontend == "dali":
         pytest.importorskip("nvidia.dali")
     else:
-        from mmengine.features.native import available
+        from mmengine.features.native_frontend import available
 
         if not available():
             pytest.skip("mmengine._C built without the native front end")

@@ -136,7 +136,7 @@ def test_header_compiles_without_cuda_headers(tmp_path):
 def test_cuda_lstm_without_gpu_names_what_is_missing():
     from mmengine.runtime.gpu_lstm import CUDA_BUILD_HINT, CudaLSTM
 
-    native = _ext.native()
+    native = _ext.native_extension()
     built_with_cuda = native is not None and hasattr(native, "lstm_sequence_cuda")
     if _ext.cuda_available() and built_with_cuda:
         pytest.skip("a GPU and the CUDA extension are present: CudaLSTM is constructible here")

@@ -390,7 +390,7 @@ def test_bf16_engine_close_to_fp32(model, loaded, audio_dir, tmp_path, backend):
 def test_frontend_option_native_matches_reference(engines, audio_dir):
     """The engine's feature front end is selectable; the native C++ one (the default where it
     is built) gives the reference front end's probabilities."""
-    from mmengine.features.native import available
+    from mmengine.features.native_frontend import available
 
     if not available():
         pytest.skip("mmengine._C built without the native front end")

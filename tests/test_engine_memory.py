@@ -84,7 +84,7 @@ def test_channels_mixed_while_decoding_equal_mixing_after(tmp_path, monkeypatch,
     from mmengine.data.audio import decode, to_mono
 
     if not native:
-        monkeypatch.setattr(ext, "native", lambda: None)
+        monkeypatch.setattr(ext, "native_extension", lambda: None)
     x = (0.3 * rng.standard_normal((30011, channels))).clip(-1, 1).astype(np.float32)
     path = tmp_path / f"x.{fmt}"
     sf.write(str(path), x, 44100, subtype=subtype)
@@ -148,7 +148,7 @@ def _use_decoder(monkeypatch, native: bool):
     import mmengine._ext as ext
 
     if not native:
-        monkeypatch.setattr(ext, "native", lambda: None)
+        monkeypatch.setattr(ext, "native_extension", lambda: None)
 
 
 # (rate, length in windows, channels, format, subtype, gain): short, exactly one window, a

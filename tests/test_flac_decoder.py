@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mmengine._ext import native
+from mmengine._ext import native_extension
 
-C = native()
+C = native_extension()
 if C is None or not hasattr(C, "decode_flac"):
     pytest.skip("mmengine._C built without decode_flac", allow_module_level=True)
 

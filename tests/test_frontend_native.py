@@ -12,17 +12,17 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from mmengine._ext import native
+from mmengine._ext import native_extension
 from audio_fixtures import assert_silence_on_reference_floor, parity_signals, reference_diff
 from mmengine.config import AudioConfig, FrontendConfig
 from mmengine.data.audio import load_audio
 from mmengine.errors import AudioMissingError
 
-native_mod = pytest.importorskip("mmengine.features.native")
+native_mod = pytest.importorskip("mmengine.features.native_frontend")
 if not native_mod.available():
     pytest.skip("mmengine._C built without the native front end", allow_module_level=True)
 NativeFrontend = native_mod.NativeFrontend
-C = native()
+C = native_extension()
 
 SR = 22050
 ISAS = [i for i in ("scalar", "avx2", "avx512") if i in C.build_info()["isas"]]

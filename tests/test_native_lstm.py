@@ -1,4 +1,4 @@
-"""Native CPU LSTM (csrc/lstm via mmengine.runtime.native) against the float64 reference.
+"""Native CPU LSTM (csrc/lstm via mmengine.runtime.native_lstm) against the float64 reference.
 
 Every kernel variant this machine can run is forced in turn (scalar / AVX2 / AVX-512 /
 AVX512-BF16), in fp32 and bf16 weight storage, on awkward sizes.
@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 import torch
 
-from mmengine._ext import native
+from mmengine._ext import native_extension
 from mmengine.models.reference import lstm_stack_ref, tolerance
-from mmengine.runtime.native import NativeLSTM, bf16_round, pack_lstm, unpack_lstm
+from mmengine.runtime.native_lstm import NativeLSTM, bf16_round, pack_lstm, unpack_lstm
 
-_C = native()
+_C = native_extension()
 pytestmark = pytest.mark.skipif(_C is None, reason="mmengine._C not built (pip install -e .)")
 
 ALL_ISAS = ["scalar", "avx2", "avx512", "avx512bf16"]

@@ -20,7 +20,7 @@ from mmengine.models import build_model
 from mmengine.models.streams import band_edges as torch_band_edges
 from mmengine.runtime import native_model as nm
 
-_C = _ext.native()
+_C = _ext.native_extension()
 pytestmark = pytest.mark.skipif(_C is None, reason="mmengine._C not built")
 
 

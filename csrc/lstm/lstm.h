@@ -1,6 +1,6 @@
 // Native CPU LSTM stack: packed model, reusable workspace, per-ISA forward entry points.
 //
-// Packed layout (written by mmengine/runtime/native.py::pack_lstm, checked here):
+// Packed layout (written by mmengine/runtime/native_lstm.py::pack_lstm, checked here):
 //   hidden size H is padded to Hp = 16 * nb; unit block j holds units 16j .. 16j+15 and its
 //   64 "gate columns" are c = 16 * gate + u (gate order i, f, g, o as torch.nn.LSTM).
 //   fp32: w_ih (nb, K_in, 64), w_hh (nb, Hp, 64) with w[j, k, c] = W[gate*H + 16j + u, k]

@@ -257,11 +257,11 @@ def _decode_flac_native(path: str, max_duration_s: Optional[float] = None,
     unknown length is counted frame by frame by the decoder against the same limit before its
     output is allocated (``FlacLimitError`` -> ``AudioTooLongError``). ``max_duration_s``
     None: no duration limit; ``limits`` None: ``InputLimits()``."""
-    from .._ext import native
+    from .._ext import native_extension
 
     limits = limits or InputLimits()
     max_duration_s = math.inf if max_duration_s is None else max_duration_s
-    C = native()
+    C = native_extension()
     if C is None or "mono" not in (C.decode_flac.__doc__ or ""):  # an older build
         return None
     info = _flac_streaminfo_checked(path, max_duration_s, limits)

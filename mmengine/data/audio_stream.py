@@ -260,9 +260,9 @@ def _open_flac_native(path: str, max_duration_s: float, limits: InputLimits,
     """:func:`_open_mono_blocks` by the C++ decoder frame by frame (``mmengine._C.FlacStream``
     on a memory map of the file), with the checks of ``_decode_flac_native``; None where that
     returns None (the caller takes libsndfile)."""
-    from .._ext import native
+    from .._ext import native_extension
 
-    C = native()
+    C = native_extension()
     if C is None or not hasattr(C, "FlacStream"):  # an older build
         return None
     info = _flac_streaminfo_checked(path, max_duration_s, limits)

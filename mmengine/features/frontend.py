@@ -7,7 +7,7 @@ Every front end computes the same features (:mod:`mmengine.features.reference` w
     fe.compute([y1, y2, ...])   # mono float waveforms (n_i,) at cfg.sample_rate
     -> [{"logmel": (n_mels, frames_i), "mfcc": (n_mfcc, frames_i)}, ...]   float32 numpy
 
-Names: ``"native"`` (C++ kernels in ``mmengine._C``, :mod:`mmengine.features.native`),
+Names: ``"native"`` (C++ kernels in ``mmengine._C``, :mod:`mmengine.features.native_frontend`),
 ``"reference"`` (numpy), ``"torch"`` (the batched ``LogMelMFCC`` module), ``"dali"`` (NVIDIA
 DALI, CPU or GPU operators), ``"auto"`` (= ``"native"`` when the extension was built with it,
 else ``"reference"``; the choice is logged). A front end named explicitly that cannot run is an
@@ -36,7 +36,7 @@ def auto_frontend(cfg: FrontendConfig = FrontendConfig()) -> str:
     """What "auto" picks for ``cfg``: the native front end when built and it supports ``cfg``
     (it matches the float64 reference within ~1e-5 dB on broadband audio, see
     tests/test_frontend_native.py), else the reference."""
-    from .native import available, supports
+    from .native_frontend import available, supports
 
     return "native" if available() and supports(cfg) else "reference"
 
@@ -108,7 +108,7 @@ def has_torch() -> bool:
 
 def available_frontends() -> List[str]:
     """Front ends whose dependencies import here (never probes a device)."""
-    from .native import available
+    from .native_frontend import available
 
     found = (["native"] if available() else []) + ["reference"]
     if has_torch():
@@ -139,7 +139,7 @@ def get_frontend(name: str = "auto", cfg: FrontendConfig = FrontendConfig(), **k
         log.info("front end 'auto' -> %r", name)
     reference.check_config(cfg)
     if name == "native":
-        from .native import NativeFrontend
+        from .native_frontend import NativeFrontend
 
         return NativeFrontend(cfg, **kw)
     if name == "reference":

@@ -35,7 +35,7 @@ def _no_gpu_reason() -> Optional[str]:
 
 def _cuda_extension():
     """``mmengine._C`` when it was built with the CUDA kernels, else the reason it is unusable."""
-    native = _ext.native()
+    native = _ext.native_extension()
     if native is None:
         return None, f"the extension mmengine._C is not built; build it with: {CUDA_BUILD_HINT}"
     if not hasattr(native, "lstm_sequence_cuda"):

@@ -8,7 +8,7 @@ torch. Other designs (the first, strided one; GRU/RNN cells are refused at build
 
 Payload (``safetensors``, one blob): the model's state dict in float32 (so ``auto`` can fall
 back to torch from the same file when ``mmengine._C`` is missing; torch casts the classifier to
-the engine's dtype itself) plus ``native.*``: the LSTM stack packed by ``native.pack_lstm`` in
+the engine's dtype itself) plus ``native.*``: the LSTM stack packed by ``native_lstm.pack_lstm`` in
 the engine's dtype (fp32 or bf16 weights, fp32 accumulation). A torch-built file also runs here:
 its LSTM is packed at load.
 
@@ -45,13 +45,13 @@ def build(model, header: Mapping, *, dtype: str = "fp32") -> Tuple[bytes, dict]:
     """Payload for ``--backend native``: (safetensors bytes, backend header options)."""
     import torch
 
-    from .native import pack_lstm
+    from .native_lstm import pack_lstm
     from .torch_backend import NATIVE_PREFIX, serialize, state_tensors
 
     tensors = state_tensors(model, "fp32")  # master weights: the bf16 runner's fp32 twin
     for k, v in pack_lstm(_layers(model), dtype).items():
         tensors[NATIVE_PREFIX + k] = torch.from_numpy(np.ascontiguousarray(v))
-    return serialize(tensors), {"packed": "mmengine.runtime.native.pack_lstm"}
+    return serialize(tensors), {"packed": "mmengine.runtime.native_lstm.pack_lstm"}
 
 
 class NativeRunner:
@@ -127,7 +127,7 @@ def load(ef: EngineFile, *, threads: int = 0):
 
 def load_split(ef: EngineFile, *, threads: int = 0) -> NativeRunner:
     """``NativeRunner``: torch for ``model.encode``, the C++ LSTM stack, numpy head."""
-    from .native import NativeLSTM, pack_lstm
+    from .native_lstm import NativeLSTM, pack_lstm
     from .torch_backend import load_model, parse_weights
 
     state, packed = parse_weights(ef)

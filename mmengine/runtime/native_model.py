@@ -115,15 +115,15 @@ def build_graph(spec: Mapping, tensors: Mapping[str, np.ndarray], *, path: str =
                 packed_lstm: Optional[Mapping[str, np.ndarray]] = None, dtype: str = "fp32"):
     """A finalized ``mmengine._C.FusionGraph`` for the model of ``spec`` with ``tensors`` (its
     state dict as numpy arrays, bf16 ones as float32 values). ``packed_lstm``: the payload's
-    ``native.*`` arrays (``native.pack_lstm``), else the stack is packed here in ``dtype``.
+    ``native.*`` arrays (``native_lstm.pack_lstm``), else the stack is packed here in ``dtype``.
     Raises ``EngineFileError`` when a tensor is missing, has the wrong shape, or is not used."""
-    from .._ext import require_native
-    from .native import pack_lstm
+    from .._ext import require_native_extension
+    from .native_lstm import pack_lstm
 
     why = unsupported_reason(spec)
     if why is not None:
         raise ValueError(f"the native graph cannot run this model: {why}")
-    C = require_native()
+    C = require_native_extension()
     a = architecture(spec)
     cfg, sizes, width = a["cfg"], a["sizes"], a["width"]
     t = _Tensors(tensors, path)

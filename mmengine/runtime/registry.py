@@ -183,21 +183,21 @@ def _probe_onnx() -> Probe:
 
 
 def _native_module():
-    """``mmengine.runtime.native`` or None when it cannot be imported."""
+    """``mmengine.runtime.native_lstm`` or None when it cannot be imported."""
     try:
-        return importlib.import_module("mmengine.runtime.native")
+        return importlib.import_module("mmengine.runtime.native_lstm")
     except ImportError:
         return None
 
 
 def _probe_native() -> Probe:
-    mod = _ext.native()
+    mod = _ext.native_extension()
     if mod is None:
         return "the C++ extension mmengine._C is not built", None
     if not hasattr(mod, "LSTM"):
         return "mmengine._C was built without its LSTM kernels (rebuild it)", None
     if _native_module() is None:
-        return "mmengine.runtime.native cannot be imported", None
+        return "mmengine.runtime.native_lstm cannot be imported", None
     return None
 
 
@@ -217,7 +217,7 @@ def _probe_cuda() -> Probe:
     gpu = _needs_gpu()
     if gpu:
         return gpu
-    mod = _ext.native()
+    mod = _ext.native_extension()
     if mod is None:
         return "the C++ extension mmengine._C is not built", None
     if not hasattr(mod, "lstm_sequence_cuda"):

@@ -28,7 +28,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .._ext import native
+from .._ext import native_extension
 from ..config import AudioConfig, FrontendConfig
 from ..errors import BackendUnavailableError
 from . import reference
@@ -36,7 +36,7 @@ from . import reference
 
 def available() -> bool:
     """True when ``mmengine._C`` was built with the native front end."""
-    C = native()
+    C = native_extension()
     return C is not None and hasattr(C, "MelFrontend")
 
 
@@ -47,7 +47,7 @@ def supports(cfg: FrontendConfig) -> bool:
 
 
 def _default_threads() -> int:
-    C = native()
+    C = native_extension()
     return int(C.max_threads()) if C is not None else (os.cpu_count() or 1)
 
 
@@ -142,9 +142,9 @@ class NativeFrontend:
     def _make_plan(self):
         cfg = self.cfg
         win, fb, dct = self._tables
-        return native().MelFrontend(cfg.n_fft, cfg.hop_length, bool(cfg.center), cfg.pad_mode,
-                                    float(cfg.power), win, fb, dct, float(cfg.amin),
-                                    float(cfg.db_ref))
+        return native_extension().MelFrontend(cfg.n_fft, cfg.hop_length, bool(cfg.center),
+                                              cfg.pad_mode, float(cfg.power), win, fb, dct,
+                                              float(cfg.amin), float(cfg.db_ref))
 
     def from_files(self, paths: Sequence) -> List[Dict[str, np.ndarray]]:
         """Decode ``paths`` (:func:`~mmengine.data.audio.load_audio`) and compute their

@@ -1,4 +1,4 @@
-"""Native CPU LSTM backend: packs weights for the C++ kernels of ``mmengine._C`` and runs them.
+"""The native CPU LSTM stack: packs weights for the C++ kernels of ``mmengine._C`` and runs them.
 
 The whole LSTM stack runs in C++ (csrc/lstm/): per layer one GEMM for the input projection of
 all time steps, then per step a fused recurrent cell over weights packed once, here. ISA
@@ -25,7 +25,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .._ext import require_native
+from .._ext import require_native_extension
 
 FORMAT_VERSION = 1
 DTYPES = {"fp32": 0, "bf16": 1}
@@ -162,7 +162,7 @@ class NativeLSTM:
         arrays = _packed if _packed is not None else pack_lstm(layers, dtype)
         num_layers, input_size, hidden, dt = _meta(arrays)
         self.num_layers, self.input_size, self.hidden_size, self.dtype = num_layers, input_size, hidden, dt
-        self._impl = require_native().LSTM(
+        self._impl = require_native_extension().LSTM(
             num_layers,
             input_size,
             hidden,
