@@ -323,3 +323,25 @@ def test_dispatcher_names_and_errors():
     if not has("dali"):
         with pytest.raises(OptionalDependencyError, match="dali"):
             get_frontend("dali", FrontendConfig())
+
+
+def test_registry_entries_declare_what_their_classes_do():
+    """Every entry of the front-end registry builds a ``Frontend`` of its own name whose
+    capability flags (what the engine reads) match the methods the class has."""
+    from mmengine.features.base import Frontend
+    from mmengine.features.frontend import FRONTENDS, REGISTRY, auto_frontend
+
+    assert FRONTENDS == tuple(REGISTRY) == ("native", "reference", "torch", "dali")
+    for name, info in REGISTRY.items():
+        cls = info.load_class()
+        assert info.name == cls.name == name and issubclass(cls, Frontend)
+        assert cls.padded_tensors == hasattr(cls, "from_arrays_padded"), name
+        assert cls.serial_compute == hasattr(cls, "compute_serial"), name
+    from mmengine._ext import has
+    from mmengine.features.frontend import has_torch
+    from mmengine.features.native_frontend import available
+
+    assert available_frontends() == [n for n, ok in (("native", available()), ("reference", True),
+                                                     ("torch", has_torch()),
+                                                     ("dali", has("dali"))) if ok]
+    assert auto_frontend(FrontendConfig(n_fft=1000)) == "reference"

@@ -41,7 +41,7 @@ def test_fusion_shapes(rng, torch_seed, stages, T, cell):
     cfg = dataclasses.replace(SMALL, stem_stages=stages, cell=cell)
     model = build_model(cfg, DIMS).eval()
     batch = make_batch(rng, T=T)
-    feats = model.frontend_features(batch)
+    feats = model.sequence_features(batch)
     expect_T = -(-T // 2 ** stages)
     assert feats.shape == (5, expect_T, model.fused_dim)
     assert model.fused_dim == 6 + 8 + 5 + 4 + 4
@@ -57,7 +57,7 @@ def test_classifier_is_reference_lstm_plus_head(rng, torch_seed):
     """The separable classifier = lstm_stack_ref + pooling + linear head (what engines run)."""
     for pooling in ("last", "mean"):
         model = build_model(dataclasses.replace(SMALL, pooling=pooling), DIMS).eval()
-        x = model.frontend_features(make_batch(rng))
+        x = model.sequence_features(make_batch(rng))
         y, _ = lstm_stack_ref(x.double(), [tuple(w.double() for w in lw)
                                            for lw in layers_from_torch(model.classifier.rnn)])
         pooled = y[:, -1] if pooling == "last" else y.mean(1)
@@ -90,7 +90,7 @@ def test_masked_modality_values_do_not_change_output(rng, torch_seed):
 def test_missing_is_signalled_not_a_silent_zero(rng, torch_seed):
     model = build_model(SMALL, DIMS).eval()
     batch = make_batch(rng)
-    feats = model.frontend_features(batch)
+    feats = model.sequence_features(batch)
     order = model.modalities
     col = 0
     for m in order:
@@ -106,8 +106,8 @@ def test_missing_is_signalled_not_a_silent_zero(rng, torch_seed):
     # a zero text vector flagged as present is not the same input as a missing text
     zero_present = dict(all_masked, text=torch.zeros_like(batch["text"]),
                         text_mask=torch.ones(5, dtype=torch.bool))
-    assert not torch.equal(model.frontend_features(zero_present),
-                           model.frontend_features(all_masked))
+    assert not torch.equal(model.sequence_features(zero_present),
+                           model.sequence_features(all_masked))
 
 
 def test_modality_dropout_never_drops_all(torch_seed):

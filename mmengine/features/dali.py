@@ -74,7 +74,7 @@ from ..errors import (
     AudioUnsupportedFormatError,
     BackendUnavailableError,
 )
-from .base import check_waveforms
+from .base import Frontend, check_waveforms
 from .reference import check_config, hann_window
 from .dali_torch import (  # noqa: F401 (re-exported: tests and callers import them here)
     DaliTorchOutputs, _is_gpu, dali_to_torch, pad_features)
@@ -129,7 +129,7 @@ def _host_samples(tensor_list, n: int) -> List[np.ndarray]:
     return [np.array(tensor_list.at(j)) for j in range(n)]
 
 
-class DaliFrontend(DaliTorchOutputs):
+class DaliFrontend(DaliTorchOutputs, Frontend):
     """Batched DALI front end with the reference's parameters.
 
     Args:
@@ -154,6 +154,7 @@ class DaliFrontend(DaliTorchOutputs):
     """
 
     name = "dali"
+    padded_tensors = True  # from_arrays_padded (DaliTorchOutputs): one padded torch batch
 
     def __init__(self, cfg: FrontendConfig = FrontendConfig(), *, device: str = "cpu",
                  batch_size: int = 8, num_threads: int = 2, resample_quality: float = 100.0):

@@ -1,4 +1,4 @@
-"""Choosing an audio front end by name.
+"""Choosing an audio front end by name: the one front-end registry (``REGISTRY``).
 
 Every front end computes the same features (:mod:`mmengine.features.reference` with
 :class:`~mmengine.config.FrontendConfig` pinned) and has one method::
@@ -7,41 +7,123 @@ Every front end computes the same features (:mod:`mmengine.features.reference` w
     fe.compute([y1, y2, ...])   # mono float waveforms (n_i,) at cfg.sample_rate
     -> [{"logmel": (n_mels, frames_i), "mfcc": (n_mfcc, frames_i)}, ...]   float32 numpy
 
-Names: ``"native"`` (C++ kernels in ``mmengine._C``, :mod:`mmengine.features.native_frontend`),
-``"reference"`` (numpy), ``"torch"`` (the batched ``LogMelMFCC`` module), ``"dali"`` (NVIDIA
-DALI, CPU or GPU operators), ``"auto"`` (= ``"native"`` when the extension was built with it,
-else ``"reference"``; the choice is logged). A front end named explicitly that cannot run is an
-error, never a silent switch to another one.
+Further methods are declared as capabilities on the class (``features.base.Frontend``:
+``padded_tensors``, ``serial_compute``).
+
+Names (``REGISTRY``, in this order): ``"native"`` (C++ kernels in ``mmengine._C``,
+:mod:`mmengine.features.native_frontend`), ``"reference"`` (numpy), ``"torch"`` (the batched
+``LogMelMFCC`` module), ``"dali"`` (NVIDIA DALI, CPU or GPU operators), ``"auto"`` (the first
+entry marked ``auto`` that can run here and supports the config: ``"native"`` when the extension
+was built with it, else ``"reference"``; the choice is logged). A front end named explicitly
+that cannot run is an error (its class raises it when built), never a silent switch to another
+one.
+
+To add a front end: a class deriving from ``features.base.Frontend`` (its ``name``, its
+capabilities, ``compute``; it raises a typed error when built where it cannot run) and one
+``FrontendInfo`` entry in ``REGISTRY``.
 """
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
-from typing import Dict, List, Sequence
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .._ext import has
+from .._ext import has, install_hint
 from ..config import FrontendConfig
 from ..errors import OptionalDependencyError, UnknownBackendError
 from . import reference
-from .base import check_waveforms, length_groups  # noqa: F401 (re-exported)
+from .base import Frontend, check_waveforms, length_groups  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
-FRONTENDS = ("native", "reference", "torch", "dali")
+
+@dataclass(frozen=True)
+class FrontendInfo:
+    """One front end: what it is, how it is built, whether it can run here.
+
+    Attributes:
+        name: registry key (the class's ``name``).
+        description: one line for listings.
+        cls: ``"module:Class"`` of its class, imported only when it is built (the class takes
+            ``(cfg, **keywords)`` and raises a typed error where it cannot run).
+        probe: None when its dependencies are present here (never probes a device), else why
+            not and what fixes it.
+        auto: ``"auto"`` may pick it (the first such entry, in registry order, that can run
+            here and supports the config).
+        supports: whether it computes the features of a (checked) config.
+    """
+
+    name: str
+    description: str
+    cls: str
+    probe: Callable[[], Optional[str]]
+    auto: bool = False
+    supports: Callable[[FrontendConfig], bool] = lambda cfg: True
+
+    def load_class(self) -> type:
+        module, _, attr = self.cls.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+def has_torch() -> bool:
+    """True if torch can be imported (checked without importing it)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def _probe_native() -> Optional[str]:
+    from .native_frontend import UNAVAILABLE, available
+
+    return None if available() else UNAVAILABLE
+
+
+def _native_supports(cfg: FrontendConfig) -> bool:
+    from .native_frontend import supports
+
+    return supports(cfg)
+
+
+def _probe_torch() -> Optional[str]:
+    return None if has_torch() else "the 'torch' front end needs torch: pip install torch"
+
+
+def _probe_dali() -> Optional[str]:
+    return None if has("dali") else f"NVIDIA DALI is not installed: {install_hint('dali')}"
+
+
+REGISTRY: Dict[str, FrontendInfo] = {
+    "native": FrontendInfo(
+        "native", "C++ kernels from mmengine._C (CPU, AVX-512/AVX2)",
+        "mmengine.features.native_frontend:NativeFrontend", _probe_native, auto=True,
+        supports=_native_supports),
+    "reference": FrontendInfo(
+        "reference", "numpy (float32, or float64 with dtype=np.float64)",
+        "mmengine.features.frontend:ReferenceFrontend", lambda: None, auto=True),
+    "torch": FrontendInfo(
+        "torch", "the batched torch LogMelMFCC module (CPU or CUDA)",
+        "mmengine.features.frontend:TorchFrontend", _probe_torch),
+    "dali": FrontendInfo(
+        "dali", "NVIDIA DALI (CPU or GPU operators)", "mmengine.features.dali:DaliFrontend",
+        _probe_dali),
+}
+
+#: the front-end names, in registry order
+FRONTENDS = tuple(REGISTRY)
 
 
 def auto_frontend(cfg: FrontendConfig = FrontendConfig()) -> str:
-    """What "auto" picks for ``cfg``: the native front end when built and it supports ``cfg``
-    (it matches the float64 reference within ~1e-5 dB on broadband audio, see
+    """What "auto" picks for ``cfg``: the first ``auto`` entry of ``REGISTRY`` that can run here
+    and supports ``cfg``, i.e. the native front end when built and it supports ``cfg`` (it
+    matches the float64 reference within ~1e-5 dB on broadband audio, see
     tests/test_frontend_native.py), else the reference."""
-    from .native_frontend import available, supports
+    return next(info.name for info in REGISTRY.values()
+                if info.auto and info.probe() is None and info.supports(cfg))
 
-    return "native" if available() and supports(cfg) else "reference"
 
-
-class ReferenceFrontend:
+class ReferenceFrontend(Frontend):
     """The numpy reference (float32 unless ``dtype=np.float64``); waveforms of equal length
     run as one batch of at most ``batch_size``."""
 
@@ -65,19 +147,25 @@ class ReferenceFrontend:
         return out
 
 
-class TorchFrontend:
+class TorchFrontend(Frontend):
     """The torch ``LogMelMFCC`` module; waveforms of equal length run as one batch.
 
     Args:
         cfg: front-end settings.
         device: torch device ("cpu", "cuda", ...).
         batch_size: most waveforms per module call.
+
+    Raises:
+        OptionalDependencyError: torch is not installed.
     """
 
     name = "torch"
 
     def __init__(self, cfg: FrontendConfig = FrontendConfig(), *, device: str = "cpu",
                  batch_size: int = 16):
+        why = _probe_torch()
+        if why:
+            raise OptionalDependencyError(why)
         import torch
 
         self.cfg = cfg
@@ -101,55 +189,35 @@ class TorchFrontend:
         return out
 
 
-def has_torch() -> bool:
-    """True if torch can be imported (checked without importing it)."""
-    return importlib.util.find_spec("torch") is not None
-
-
 def available_frontends() -> List[str]:
-    """Front ends whose dependencies import here (never probes a device)."""
-    from .native_frontend import available
-
-    found = (["native"] if available() else []) + ["reference"]
-    if has_torch():
-        found.append("torch")
-    if has("dali"):
-        found.append("dali")
-    return found
+    """Front ends whose dependencies import here, in registry order (never probes a device)."""
+    return [name for name, info in REGISTRY.items() if info.probe() is None]
 
 
 def get_frontend(name: str = "auto", cfg: FrontendConfig = FrontendConfig(), **kw):
     """The front end ``name`` built with ``cfg`` and front-end specific keywords ``kw``.
 
     Args:
-        name: "native", "reference", "torch", "dali" or "auto" (see :func:`auto_frontend`).
+        name: a key of ``REGISTRY`` ("native", "reference", "torch", "dali") or "auto" (see
+            :func:`auto_frontend`).
         cfg: front-end settings (checked here).
         kw: ``num_threads``, ``audio_cfg``, ``decode_workers`` (native); ``dtype``, ``batch_size`` (reference); ``device``, ``batch_size`` (torch); ``device``,
             ``batch_size``, ``num_threads``, ``resample_quality`` (dali).
 
     Returns:
-        an object with ``.name`` and ``.compute(waveforms) -> list[dict]``.
+        a ``features.base.Frontend``: ``.name``, ``.compute(waveforms) -> list[dict]`` and the
+        capabilities it declares.
 
     Raises:
         UnknownBackendError: ``name`` is not a front end (the message lists the valid names).
         OptionalDependencyError: the front end's package is not installed.
+        BackendUnavailableError: the native front end is not built.
     """
     if name == "auto":
         name = auto_frontend(cfg)
         log.info("front end 'auto' -> %r", name)
     reference.check_config(cfg)
-    if name == "native":
-        from .native_frontend import NativeFrontend
-
-        return NativeFrontend(cfg, **kw)
-    if name == "reference":
-        return ReferenceFrontend(cfg, **kw)
-    if name == "torch":
-        if not has_torch():
-            raise OptionalDependencyError("the 'torch' front end needs torch: pip install torch")
-        return TorchFrontend(cfg, **kw)
-    if name == "dali":
-        from .dali import DaliFrontend
-
-        return DaliFrontend(cfg, **kw)
-    raise UnknownBackendError(f"unknown front end {name!r}; valid: {', '.join(FRONTENDS)}, auto")
+    if name not in REGISTRY:
+        raise UnknownBackendError(f"unknown front end {name!r}; valid: {', '.join(FRONTENDS)}, "
+                                  "auto")
+    return REGISTRY[name].load_class()(cfg, **kw)

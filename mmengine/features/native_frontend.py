@@ -32,6 +32,11 @@ from .._ext import native_extension
 from ..config import AudioConfig, FrontendConfig
 from ..errors import BackendUnavailableError
 from . import reference
+from .base import Frontend
+
+#: why the native front end cannot run, when ``available()`` is False
+UNAVAILABLE = ("the native front end is not built (mmengine._C missing or without "
+               "MelFrontend): reinstall with 'pip install -e .' and a C++ compiler")
 
 
 def available() -> bool:
@@ -51,7 +56,7 @@ def _default_threads() -> int:
     return int(C.max_threads()) if C is not None else (os.cpu_count() or 1)
 
 
-class NativeFrontend:
+class NativeFrontend(Frontend):
     """Log-Mel + MFCC of waveforms or audio files with the C++ kernels.
 
     Args:
@@ -73,13 +78,12 @@ class NativeFrontend:
     """
 
     name = "native"
+    serial_compute = True  # compute_serial: each decoding thread featurises its own windows
 
     def __init__(self, cfg: FrontendConfig = FrontendConfig(), *, num_threads: int = 0,
                  audio_cfg: Optional[AudioConfig] = None, decode_workers: int = 0):
         if not available():
-            raise BackendUnavailableError(
-                "the native front end is not built (mmengine._C missing or without "
-                "MelFrontend): reinstall with 'pip install -e .' and a C++ compiler")
+            raise BackendUnavailableError(UNAVAILABLE)
         self.cfg = reference.check_config(cfg)
         if not supports(cfg):
             raise ValueError(f"the native front end needs n_fft a power of two >= 16 and power "

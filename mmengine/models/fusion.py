@@ -18,7 +18,8 @@ standard deviation below 1e-6 is replaced by 1). The statistics are buffers of t
 they travel in the checkpoint (``norm.mfcc_mean``, ``norm.mfcc_std``, ``norm.mel_mean``, ...).
 TF-IDF rows are used as they are (already L2-normalised).
 
-Model = ``frontend_features`` (everything before the recurrence, runs in torch/numpy at
+Model = ``sequence_features`` (everything before the recurrence: the normalised inputs through
+the conv stems, fused per frame into the sequence the LSTM reads; runs in torch/numpy at
 inference) + ``classifier`` (``nn.LSTM`` stack → pooling → dropout → linear head), so an
 inference engine can run ``classifier.rnn`` and ``classifier.head`` natively.
 
@@ -352,7 +353,7 @@ class FusionLSTM(nn.Module):
                                            ceil_mode=True).transpose(1, 2)
         return seq, (torch.cat(late, dim=1) if late else None)
 
-    def frontend_features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def sequence_features(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The (B, T', D) sequence the recurrence reads (``encode(batch)[0]``)."""
         return self.encode(batch)[0]
 

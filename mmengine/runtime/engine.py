@@ -101,10 +101,10 @@ class Engine:
         self.frontend = _make_frontend(frontend, self.frontend_cfg, threads, frontend_device)
         # features that stay torch tensors (on the DALI device) up to a runner that takes them
         self._tensor_features = (getattr(runner, "accepts_torch", False)
-                                 and hasattr(self.frontend, "from_arrays_padded"))
+                                 and self.frontend.padded_tensors)
         # front ends that can featurise on the decoding threads (native): each worker decodes
         # and featurises its own files while the main thread runs the classifier
-        self._worker_features = hasattr(self.frontend, "compute_serial")
+        self._worker_features = self.frontend.serial_compute
         self.input_names = [s["name"] for s in header["io"]["inputs"]]
         self._vectorizer = None
         if "text" in self.input_names:
