@@ -218,6 +218,16 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- main
+def _add_engine_choice(p: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--frontend`` of the commands that run an engine (classify, batch)."""
+    p.add_argument("--backend", default=EngineConfig.backend,
+                   help=f"{EngineConfig.backend} (default), native, onnx, torch, ...")
+    p.add_argument("--frontend", default=EngineConfig.frontend,
+                   choices=["auto", "native", "reference", "torch", "dali"],
+                   help=f"feature front end (default {EngineConfig.frontend}: native C++ when "
+                   "built)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mmengine",
@@ -318,12 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"labels shown (default {EngineConfig.top_k})")
     c.add_argument("--batch-size", dest="batch_size", type=int, default=EngineConfig.batch_size,
                    help=f"windows per engine call (default {EngineConfig.batch_size})")
-    c.add_argument("--backend", default=EngineConfig.backend,
-                   help=f"{EngineConfig.backend} (default), native, onnx, torch, ...")
-    c.add_argument("--frontend", default=EngineConfig.frontend,
-                   choices=["auto", "native", "reference", "torch", "dali"],
-                   help=f"feature front end (default {EngineConfig.frontend}: native C++ when "
-                   "built)")
+    _add_engine_choice(c)
     c.add_argument("--workers", type=int, default=EngineConfig.workers,
                    help=f"decoding threads (default {EngineConfig.workers}: one per core, at "
                    f"most {EngineConfig.max_auto_workers})")
@@ -353,12 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
                          f"{BatchConfig.batch_size})")
     bt.add_argument("--top-k", dest="top_k", type=int, default=BatchConfig.top_k,
                     help=f"labels per row (default {BatchConfig.top_k})")
-    bt.add_argument("--backend", default=EngineConfig.backend,
-                    help=f"{EngineConfig.backend} (default), native, onnx, torch, ...")
-    bt.add_argument("--frontend", default=EngineConfig.frontend,
-                    choices=["auto", "native", "reference", "torch", "dali"],
-                    help=f"feature front end (default {EngineConfig.frontend}: native C++ when "
-                    "built)")
+    _add_engine_choice(bt)
     bt.add_argument("--retry-errors", dest="retry_errors", action="store_true",
                     help="classify again the inputs whose committed row is an error")
     bt.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -28,13 +28,13 @@ import torch
 from torch import nn
 
 from ..config import MODALITIES, FrontendConfig, ModelConfig
-from .blocks import FeatureNorm
+from .blocks import Classifier, FeatureNorm
 
 BEAT_RATIOS = (0.25, 1 / 3, 0.5, 2 / 3, 0.75, 1.0, 4 / 3, 1.5, 2.0, 3.0, 4.0)
 DEFAULT_FRAME_RATE = FrontendConfig().sample_rate / FrontendConfig().hop_length
 
 
-class MelCNN(nn.Module):
+class MelCNN(Classifier):
     """2D CNN on the normalised log-Mel image (B, 1, n_mels, T).
 
     Blocks ``Conv2d 3×3 → BatchNorm → ReLU → MaxPool 2×2`` with ``cfg.cnn_channels``; the
@@ -74,16 +74,6 @@ class MelCNN(nn.Module):
         z = self.features(x).mean(dim=2)  # (B, C, T'')
         z = torch.cat([z.mean(dim=2), z.amax(dim=2)], dim=1)
         return self.head(self.dropout(z))
-
-    @torch.no_grad()
-    def predict_proba(self, batch) -> torch.Tensor:
-        was = self.training
-        self.eval()
-        try:
-            logits = self(batch)
-        finally:
-            self.train(was)
-        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
 
     def set_normalization(self, stats) -> None:
         self.norm.set_stats(stats)

@@ -26,6 +26,25 @@ from torch import nn
 from ..config import ModelConfig
 
 
+class Classifier(nn.Module):
+    """Base of the trainable torch models (``FusionLSTM``, ``MelCNN``): a module whose forward
+    gives (B, C) logits and whose ``multilabel`` attribute says how to turn them into scores."""
+
+    multilabel: bool = False
+
+    @torch.no_grad()
+    def predict_proba(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """(B, C) softmax (single-label) or sigmoid (multi-label) scores, in eval mode (the
+        module's training flag is restored afterwards)."""
+        was = self.training
+        self.eval()
+        try:
+            logits = self(batch)
+        finally:
+            self.train(was)
+        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
+
+
 class NoRecurrence(nn.Module):
     """``cell="none"``: the fused per-frame features go straight to pooling (the dilated stems
     make this a temporal CNN on exactly the fusion model's inputs: the feature-matched CNN

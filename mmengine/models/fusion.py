@@ -41,7 +41,8 @@ from torch import nn
 from ..config import MODALITIES, ModelConfig
 from ..features.symbolic import METER_START
 from .blocks import (  # noqa: F401 (re-exported: the blocks' old home)
-    CELLS, POOLINGS, STD_FLOOR, FeatureNorm, NoRecurrence, SequenceClassifier, compute_norm_stats,
+    CELLS, POOLINGS, STD_FLOOR, Classifier, FeatureNorm, NoRecurrence, SequenceClassifier,
+    compute_norm_stats,
     conv_stem, stem_frames)
 from .streams import PITCH_CLASS_ROWS, DilatedStem, PitchClassHead, SpectralFlux
 
@@ -66,7 +67,7 @@ STEMS = ("dilated", "strided")
 TEXT_FUSIONS = ("late", "early")
 
 
-class FusionLSTM(nn.Module):
+class FusionLSTM(Classifier):
     """Feature-level fusion per frame → recurrent stack → pooling (+ late clip-level streams)
     → head. ``ModelConfig`` describes both stem designs ("dilated", the default, and the first
     "strided" one).
@@ -361,17 +362,6 @@ class FusionLSTM(nn.Module):
         """Logits (B, C)."""
         seq, late = self.encode(batch)
         return self.classifier(seq, late)
-
-    @torch.no_grad()
-    def predict_proba(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """(B, C) softmax (single-label) or sigmoid (multi-label) scores, in eval mode."""
-        was = self.training
-        self.eval()
-        try:
-            logits = self(batch)
-        finally:
-            self.train(was)
-        return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
 
     def set_normalization(self, stats: Mapping[str, np.ndarray]) -> None:
         """Install training-split statistics from ``compute_norm_stats``."""
