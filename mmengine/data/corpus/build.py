@@ -47,10 +47,15 @@ def job_seed(seed: int, task: str, item: dict, k: int) -> int:
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little")
 
 
+def tune_stem(task: str, item: dict) -> str:
+    """``<task>-<10 hex digits of the tune's hash>``: the part of a job id its tune fixes."""
+    h = hashlib.sha256(f"{item['source']}|{item['tune_index']}".encode()).hexdigest()[:10]
+    return f"{task}-{h}"
+
+
 def job_id(task: str, item: dict, k: int) -> str:
     """``<task>-<10 hex digits of the tune's hash>-r<k>``: unique, says nothing of the label."""
-    h = hashlib.sha256(f"{item['source']}|{item['tune_index']}".encode()).hexdigest()[:10]
-    return f"{task}-{h}-r{k}"
+    return f"{tune_stem(task, item)}-r{k}"
 
 
 def _load_score(item: dict):
@@ -362,8 +367,7 @@ def _persisted_base_split(out: Path, task: str, items: Sequence[dict],
     ids = sorted(r["id"] for r in rows)
     if any(i not in assignment for i in ids):
         return None
-    first_extra = {job_id(task, it, 0)[:-len("-r0")]: int(it.get("renderings", 1))
-                   for it in items}
+    first_extra = {tune_stem(task, it): int(it.get("renderings", 1)) for it in items}
     for i in set(assignment).difference(ids):
         stem, _, k = i.rpartition("-r")
         if (assignment[i] != "train" or not k.isdigit() or stem not in first_extra

@@ -198,12 +198,10 @@ def _noise_on_test(out: Path, a: dict) -> str:
     n = sum(r["label"] in kinds for r in test)
     if not test or not n:
         return ""
-
-    def err(agreement: float) -> float:
-        return (1 - np.sqrt(max(2 * agreement - 1, 0.0))) / 2
+    from .ceiling import editor_error
 
     lo, hi = a["interval95"]
-    e, e_lo, e_hi = a["per_editor_error"], err(hi), err(lo)
+    e, e_lo, e_hi = a["per_editor_error"], editor_error(hi), editor_error(lo)
     return (f" (interval {e_lo:.3f}-{e_hi:.3f}). The test split holds {n} clips of those types "
             f"of {len(test)}: about {e * n:.0f} test labels ({e_lo * n:.0f}-{e_hi * n:.0f}) "
             "would be the other editor's choice, so a model that reads the tune could be "

@@ -100,6 +100,12 @@ def melody_grams(midi_path: Path, n: int = 6) -> Set[tuple]:
     return {tuple(iv[i:i + n].tolist()) for i in range(len(iv) - n + 1)}
 
 
+def editor_error(agreement: float) -> float:
+    """Per-editor error rate ``e`` between two classes when two editors erring independently
+    at the same rate agree on ``agreement`` of the items: agreement = (1 - e)² + e²."""
+    return (1 - math.sqrt(max(2 * agreement - 1, 0.0))) / 2
+
+
 def _wilson(k: int, n: int, z: float = 1.96) -> Tuple[float, float]:
     """95 % Wilson score interval of a proportion ``k / n``."""
     if n == 0:
@@ -137,7 +143,8 @@ def editor_agreement(task: str = "folk", threshold: float = 0.5, *, max_tunes_pe
     if not manifest.exists() or not split_path.exists():
         raise FileNotFoundError(f"{root}: build the data set first (mmengine data build {task})")
     assignment = json.loads(split_path.read_text())["assignment"]
-    rows = [r for r in (json.loads(line) for line in manifest.read_text().splitlines() if line)
+    every = [json.loads(line) for line in manifest.read_text().splitlines() if line]
+    rows = [r for r in every
             if r.get("rendering", 0) == 0 and r.get("midi_path") and r.get("source")]
     grams = {r["id"]: melody_grams(root / r["midi_path"])
              for r in tqdm(rows, desc=f"melodies ({task})", disable=not progress)}
@@ -164,16 +171,13 @@ def editor_agreement(task: str = "folk", threshold: float = 0.5, *, max_tunes_pe
                             for (a, b), s in zip(across, same) if not s)
     labels_of_group: Dict[str, set] = defaultdict(set)
     split_of_group: Dict[str, str] = {}
-    for line in manifest.read_text().splitlines():
-        if line:
-            r = json.loads(line)
-            labels_of_group[r["group"]].add(r["label"])
-            split_of_group[r["group"]] = assignment.get(r["id"], "?")
+    for r in every:
+        labels_of_group[r["group"]].add(r["label"])
+        split_of_group[r["group"]] = assignment.get(r["id"], "?")
     conflicting = Counter(split_of_group[g] for g, ls in labels_of_group.items() if len(ls) > 1)
     out = {"threshold": threshold, "pairs": n, "agree": agree, "agreement": agreement,
            "interval95": list(_wilson(agree, n)), "disagreements": dict(disagreements),
-           "per_editor_error": ((1 - math.sqrt(max(2 * agreement - 1, 0.0))) / 2
-                                if n else float("nan")),
+           "per_editor_error": editor_error(agreement) if n else float("nan"),
            "within_collection": {"pairs": len(within),
                                  "agree": int(sum(by_id[a]["label"] == by_id[b]["label"]
                                                   for a, b in within))},

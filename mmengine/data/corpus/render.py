@@ -131,30 +131,16 @@ def loop_notes(n: Notes, sec_per_q: float, seconds: float,
 
     ``start_q`` (quarters into one pass, ``0 <= start_q < n.length_q``): the clip starts there
     instead of at the beginning (the notes starting before it in the first pass are left
-    out, the loop goes on from there; ``draw_loop_start`` picks a note onset).
+    out, the loop goes on from there; ``draw_loop_start`` picks a note onset). At 0 every
+    shift below is exact, so clips that start at the beginning keep their bytes.
 
     Returns (start s, end s, pitch), each ``(m,)``: every note starting before ``seconds``.
     """
-    if start_q:
-        return _loop_from(n, sec_per_q, seconds, float(start_q))
-    period = n.length_q * sec_per_q
-    reps = int(np.ceil(seconds / period)) + 1
-    starts = np.concatenate([n.start * sec_per_q + k * period for k in range(reps)])
-    ends = np.concatenate([n.end * sec_per_q + k * period for k in range(reps)])
-    pitch = np.tile(n.pitch, reps)
-    keep = starts < seconds
-    return starts[keep], np.minimum(ends[keep], seconds + 1.0), pitch[keep]
-
-
-def _loop_from(n: Notes, sec_per_q: float, seconds: float,
-               start_q: float) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``loop_notes`` from ``start_q`` quarters into the piece (kept apart so that the clips
-    that start at the beginning keep their exact arithmetic, hence their bytes)."""
     if not 0.0 <= start_q < n.length_q:
         raise ValueError(f"loop start {start_q} quarters is outside the piece "
                          f"(0 <= start < {n.length_q})")
     period = n.length_q * sec_per_q
-    offset = start_q * sec_per_q
+    offset = float(start_q) * sec_per_q
     reps = int(np.ceil((seconds + offset) / period)) + 1
     starts = np.concatenate([n.start * sec_per_q + k * period for k in range(reps)]) - offset
     ends = np.concatenate([n.end * sec_per_q + k * period for k in range(reps)]) - offset
