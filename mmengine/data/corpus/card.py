@@ -401,6 +401,12 @@ text features of all 2393 | `time mmengine features /tmp/folk-aug/manifest.jsonl
 
 The training split grows from 1027 to 1951 clips (in 779 groups); validation (222) and test \
 (220) are unchanged.
+
+Effect on the models (docs/results.md, "folk with one extra rendering of each training tune", \
+3 seeds, test macro-F1): fusion 0.865 → 0.893, the notes alone 0.872 → 0.893, the network \
+without its LSTM 0.883 → 0.886, the random forest 0.866 → 0.870. One training run of 45 epochs \
+(36 on the notes, 9 on everything: `mmengine train --data folk --max-epochs 45 --set \
+stage1_frac=0.8`) takes about 12 min on 2 threads, 7.0 GB peak RSS.
 """
 
 
