@@ -42,8 +42,7 @@ from ..config import MODALITIES, ModelConfig
 from ..features.symbolic import METER_START
 from .blocks import (  # noqa: F401 (re-exported: the blocks' old home)
     CELLS, POOLINGS, STD_FLOOR, Classifier, FeatureNorm, NoRecurrence, SequenceClassifier,
-    compute_norm_stats,
-    conv_stem, stem_frames)
+    compute_norm_stats, conv_stem, stem_frames)
 from .streams import PITCH_CLASS_ROWS, DilatedStem, PitchClassHead, SpectralFlux
 
 SERIES = {"mfcc": "mfcc", "mel": "logmel", "symbolic": "symbolic"}  # modality -> batch key

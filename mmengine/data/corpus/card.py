@@ -24,6 +24,7 @@ import numpy as np
 
 from ..safe_io import atomic_write
 from . import recipes, render
+from .ceiling import editor_error
 from .folder import _collection, _digest, _read_jsonl
 from .recipes import TASKS, default_dir
 
@@ -198,8 +199,6 @@ def _noise_on_test(out: Path, a: dict) -> str:
     n = sum(r["label"] in kinds for r in test)
     if not test or not n:
         return ""
-    from .ceiling import editor_error
-
     lo, hi = a["interval95"]
     e, e_lo, e_hi = a["per_editor_error"], editor_error(hi), editor_error(lo)
     return (f" (interval {e_lo:.3f}-{e_hi:.3f}). The test split holds {n} clips of those types "
