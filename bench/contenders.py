@@ -225,9 +225,11 @@ def _batch_paths(params: dict, batch: int) -> List[str]:
 
 # =============================================================================== front ends
 def _cfg():
+    """The log-Mel + MFCC settings every front-end contender computes (the peers compute no
+    chroma, so neither does ours here: its cost is the chroma suite's)."""
     from mmengine.config import FrontendConfig
 
-    return FrontendConfig()
+    return FrontendConfig(chroma_bins=0)
 
 
 def _read(path, sr):
@@ -442,12 +444,17 @@ def torch_frontend_factory(threads: int):
     return f"torch {torch.__version__} LogMelMFCC + soundfile decode", make
 
 
-def native_frontend_factory(threads: int):
-    """``mmengine.features.native_frontend.NativeFrontend(cfg, num_threads).from_files(paths)``."""
+def native_frontend_factory(threads: int, chroma: bool = False):
+    """``mmengine.features.native_frontend.NativeFrontend(cfg, num_threads).from_files(paths)``
+    (``chroma``: with the default pitch stream, 12 chroma bins from an 8192-point FFT, as an
+    engine of the default model computes; the peers compute no chroma)."""
+    import dataclasses
+
+    from mmengine.config import FrontendConfig
     from mmengine.features import native_frontend as native_fe
     from mmengine.features.native_frontend import NativeFrontend
 
-    c = _cfg()
+    c = dataclasses.replace(_cfg(), chroma_bins=FrontendConfig().chroma_bins) if chroma else _cfg()
     if hasattr(native_fe, "available") and not native_fe.available():
         from mmengine.errors import BackendUnavailableError
 
@@ -458,7 +465,15 @@ def native_frontend_factory(threads: int):
         paths = _batch_paths(params, batch)
         return lambda: fe.from_files(paths)
 
-    return f"mmengine native front end, {threads} threads", make
+    extra = (f" + chroma ({c.chroma_n_fft}-point FFT, {c.chroma_bins} bins)" if chroma
+             else "")
+    return f"mmengine native front end{extra}, {threads} threads", make
+
+
+def native_chroma_frontend_factory(threads: int):
+    """``native_frontend_factory`` with the pitch stream (what the default model's engine
+    computes): the chroma's cost, raced in the same rounds as the plain one."""
+    return native_frontend_factory(threads, chroma=True)
 
 
 def frontend_suite(clips: Sequence[str], clips_desc: str = ""
@@ -471,6 +486,7 @@ def frontend_suite(clips: Sequence[str], clips_desc: str = ""
         Contender("dali-plain", "bench.contenders:dali_plain_factory"),
         Contender("torch", "bench.contenders:torch_frontend_factory"),
         Contender("native", "bench.contenders:native_frontend_factory"),
+        Contender("native+chroma", "bench.contenders:native_chroma_frontend_factory"),
     ]
     w = Workload("frontend-30s", {"kind": "frontend", "clips": list(clips),
                                   "source": clips_desc or f"{len(clips)} clips"}, "clips")

@@ -15,6 +15,7 @@ FACTORIES = {
     "dali-cpu": C.dali_cpu_factory,
     "torch": C.torch_frontend_factory,
     "native": C.native_frontend_factory,
+    "native+chroma": C.native_chroma_frontend_factory,
 }
 
 
@@ -27,6 +28,9 @@ def test_frontend_contender(benchmark, name, clips, bench_threads):
     for f in out:
         assert f["logmel"].shape == (128, C.FRAMES_30S) and f["mfcc"].shape == (20, C.FRAMES_30S)
         assert f["logmel"].dtype == np.float32 and np.isfinite(f["mfcc"]).all()
+        assert ("chroma" in f) == (name == "native+chroma")
+        if "chroma" in f:
+            assert f["chroma"].shape == (12, C.FRAMES_30S) and np.isfinite(f["chroma"]).all()
     benchmark.group = f"frontend 30 s batch={BATCH}"
     benchmark.extra_info.update(info=info, clips=desc)
     benchmark.pedantic(fn, rounds=3, iterations=1, warmup_rounds=0)

@@ -220,7 +220,8 @@ void add_stem(mdl::Graph& g, const std::string& input, const std::string& modali
 }
 
 py::array_t<float> graph_forward(mdl::Graph& g, py::object mfcc, py::object logmel, py::object text,
-                                 py::object symbolic, const F32Array& masks, int num_threads) {
+                                 py::object symbolic, const F32Array& masks, int num_threads,
+                                 py::object chroma) {
   mdl::ForwardArgs a;
   std::vector<F32Array> keep;
   int B = -1, T = -1;
@@ -243,6 +244,13 @@ py::array_t<float> graph_forward(mdl::Graph& g, py::object mfcc, py::object logm
     if (x.ndim() != 2 || x.shape(0) != B || x.shape(1) != g.text_in)
       throw py::value_error("text must be (batch, " + std::to_string(g.text_in) + ") float32");
     a.text = x.data();
+    keep.push_back(std::move(x));
+  }
+  if (!chroma.is_none() && g.chroma_k > 0) {  // a model without the audio pitch head ignores it
+    F32Array x = chroma.cast<F32Array>();
+    if (x.ndim() != 3 || x.shape(0) != B || x.shape(1) != 12 || x.shape(2) != T)
+      throw py::value_error("chroma must be (batch, 12, frames) float32, frames as the series");
+    a.chroma = x.data();
     keep.push_back(std::move(x));
   }
   if (masks.ndim() != 2 || masks.shape(0) != B || masks.shape(1) != mdl::kNumModalities)
@@ -510,10 +518,24 @@ PYBIND11_MODULE(_C, m) {
            }, py::arg("weight"), py::arg("bias"))
       .def("finalize", [](mdl::Graph& g) { mdl::finalize(g); },
            "Check that the parts fit together (ValueError naming what does not).")
+      .def("set_chroma", [](mdl::Graph& g, const F32Array& templates, const F32Array& scale,
+                            const F32Array& shift) {
+             if (templates.ndim() != 2 || templates.shape(1) != 12)
+               throw py::value_error("templates must be (K, 12)");
+             g.chroma_k = int(templates.shape(0));
+             g.chroma_templates.assign(templates.data(), templates.data() + templates.size());
+             g.chroma_scale = vec1(scale, g.chroma_k, "audio pitch scale");
+             g.chroma_shift = vec1(shift, g.chroma_k, "audio pitch shift");
+             g.finalized = false;
+           }, py::arg("templates"), py::arg("scale"), py::arg("shift"),
+           "The audio pitch head: key-template scores of the chroma's profile, BatchNorm "
+           "(scale, shift), masked with the log-Mel; last in the late block.")
       .def("forward", &graph_forward, py::arg("mfcc"), py::arg("logmel"), py::arg("text"),
            py::arg("symbolic"), py::arg("masks"), py::arg("num_threads") = 0,
+           py::arg("chroma") = py::none(),
            "(B, rows, T) float32 series or None, text (B, V) or None, masks (B, 4) 0/1 in "
-           "modality order (mfcc, mel, text, symbolic) -> logits (B, C) float32.")
+           "modality order (mfcc, mel, text, symbolic), chroma (B, 12, T) in dB or None "
+           "-> logits (B, C) float32.")
       .def_readonly("n_classes", &mdl::Graph::n_classes)
       .def_readonly("fused_dim", &mdl::Graph::fused_dim);
 

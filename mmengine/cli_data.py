@@ -124,8 +124,9 @@ def add_data_parsers(sub) -> None:
     f.add_argument("data", help="built-in task name, manifest (.csv/.jsonl) or folder root/<label>/<file>")
     f.add_argument("--cache", help="cache folder (default: <data folder>/features)")
     f.add_argument("--frontend", default=FeatureLoadConfig.frontend,
-                   choices=["reference", "native", "dali"],
-                   help=f"feature implementation (default: {FeatureLoadConfig.frontend})")
+                   choices=["auto", "reference", "native", "dali"],
+                   help=f"feature implementation (default: {FeatureLoadConfig.frontend}: "
+                        "native C++ where built, else reference)")
     f.add_argument("--workers", type=int, default=FeatureLoadConfig.workers,
                    help=f"decode threads (default {FeatureLoadConfig.workers})")
     f.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -15,7 +15,7 @@ import torch
 from .errors import DataError
 from .metrics import classification_metrics
 from .models import batch_from_arrays
-from .models.fusion import batch_keys
+from .models.fusion import EXTRA_KEYS, batch_keys
 from .training_data import decide, predict_logits
 
 
@@ -128,9 +128,9 @@ def modality_contributions(model, fs, label_names: Sequence[str], *, repeats: in
         for _ in range(repeats):
             p = torch.from_numpy(rng.permutation(n))
             permuted = dict(full)
-            permuted[data_key] = full[data_key][p]
-            if mask_key in full:
-                permuted[mask_key] = full[mask_key][p]
+            for key in (data_key, mask_key) + EXTRA_KEYS.get(m, ()):
+                if key in full:  # the chroma travels with the log-Mel
+                    permuted[key] = full[key][p]
             perm_f1.append(score(model, fs, label_names, permuted)["macro_f1"])
         out[m] = {"drop": base - drop_f1, "permute": base - float(np.mean(perm_f1)),
                   "macro_f1_full": base}

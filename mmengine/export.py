@@ -28,6 +28,8 @@ runs it with ``mmengine.features`` and feeds the arrays listed in ``header["io"]
 """
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
@@ -66,6 +68,13 @@ def engine_metadata(model, *, labels: Sequence[str], audio_cfg: AudioConfig,
                          "outputs")
     if "text" in model.modalities and text is None:
         raise ValueError("the model uses text but no TF-IDF vectorizer description was given")
+    # the front end computes the chroma only for a model that reads it (it costs ~4x the
+    # log-Mel's FFT work): the header of any other model says chroma_bins=0
+    if getattr(model, "audio_pitch", None) is None:
+        frontend_cfg = dataclasses.replace(frontend_cfg, chroma_bins=0)
+    elif frontend_cfg.chroma_bins != model.dims.get("n_chroma"):
+        raise ValueError(f"the model reads a {model.dims.get('n_chroma')}-bin chroma but the "
+                         f"front-end settings give {frontend_cfg.chroma_bins} bins")
     return {
         "labels": labels,
         "multilabel": bool(model.multilabel),

@@ -19,9 +19,10 @@ every convolution and linear layer between the front end's arrays and the logits
 time-series stem's convolutions at the input frame rate (dilated design: the kernel-3 input
 convolution and one kernel-3 convolution per dilation; strided design: its stride-2 stages),
 the text projection (once per clip), the recurrence above at the pooled frame rate, the
-key-template scores (``pitch_templates`` x 12) and the head. Not counted: normalisation,
-BatchNorm, activations, residual adds, spectral flux, the pooling, and the front end
-(log-Mel / MFCC) itself.
+key-template scores of the notes and of the chroma (``pitch_templates`` and
+``audio_pitch_templates``, x 12 each) and the head. Not counted: normalisation, BatchNorm,
+activations, residual adds, spectral flux, the chroma profile, the pooling, and the front end
+(log-Mel / MFCC / chroma) itself.
 """
 from __future__ import annotations
 
@@ -120,6 +121,8 @@ def model_flops(spec: Mapping, frames: int) -> Dict[str, float]:
     pooled = (a["fused"] if cfg.cell == "none" else int(cfg.hidden_size)) * \
         (2 if cfg.pooling == "meanmax" else 1)
     pitch = a["pitch"] if cfg.stem == "dilated" else 0  # FusionLSTM: key head with dilated only
-    late = (int(cfg.text_dim) + 1 if a["late_text"] else 0) + pitch + a["meter_rows"]
-    head = 2.0 * (pooled + late) * a["n_classes"] + 2.0 * pitch * a["pitch_rows"]
+    late = (int(cfg.text_dim) + 1 if a["late_text"] else 0) + pitch + a["meter_rows"] + \
+        a["audio_pitch"]
+    head = 2.0 * (pooled + late) * a["n_classes"] + \
+        2.0 * (pitch + a["audio_pitch"]) * a["pitch_rows"]
     return {"stems": stems, "recurrence": rec, "head": head, "total": stems + rec + head}

@@ -38,7 +38,7 @@ MODEL_FIELDS: _Spec = {
     "pool_stride": ("int", 1, 64),
     "flux_bands": ("int", 0, 256),
     "text_fusion": ("choice", ("late", "early")),
-    "pitch_templates": ("int", 0, 256),
+    "pitch_templates": ("int", 0, 256), "audio_pitch_templates": ("int", 0, 256),
     "mfcc_channels": ("int", 1, 4096),
     "mel_channels": ("int", 1, 4096),
     "symbolic_channels": ("int", 1, 4096),
@@ -55,7 +55,7 @@ MODEL_FIELDS: _Spec = {
 DIMS_FIELDS: _Spec = {
     "n_mfcc": ("int", 1, 512), "n_mels": ("int", 1, 512), "text_dim": ("int", 0, 10_000_000),
     "symbolic_dim": ("int", 0, 1024), "n_classes": ("int", 1, 100_000),
-    "multilabel": ("bool",),
+    "multilabel": ("bool",), "n_chroma": ("choice", (0, 12)),
 }
 AUDIO_FIELDS: _Spec = {
     "sample_rate": ("int", 8000, 48000), "max_duration_s": ("num", 1e-3, 86400.0),
@@ -70,9 +70,13 @@ FRONTEND_FIELDS: _Spec = {
     "fmax": ("optnum", 0.0, 192000.0), "mel_scale": ("choice", ("slaney", "htk")),
     "mel_norm": ("choice", ("slaney", None)), "amin": ("num", 1e-30, 1.0),
     "db_ref": ("num", 1e-30, 1e30), "n_mfcc": ("int", 1, 512),
+    "chroma_bins": ("choice", (0, 12)), "chroma_n_fft": ("int", 16, 65536),
+    "chroma_power": ("choice", (1.0, 2.0)), "chroma_ctroct": ("num", 0.0, 16.0),
+    "chroma_octwidth": ("optnum", 1e-3, 100.0),
 }
 #: input names an engine may declare, and how many fixed dims each has after "batch"
-_INPUTS = {"mfcc": "n_mfcc", "logmel": "n_mels", "text": "text_dim", "text_mask": None,
+_INPUTS = {"mfcc": "n_mfcc", "logmel": "n_mels", "chroma": "n_chroma", "text": "text_dim",
+           "text_mask": None,
            "symbolic": "symbolic_dim", "symbolic_mask": None}
 
 
@@ -185,16 +189,22 @@ def check_engine_fields(header: Mapping) -> None:
     # exactly the model's inputs in their order (export.input_spec): a header may not leave
     # one out (the model would run without it) or empty the list (found by tests/fuzz/pyfuzz.py:
     # classify then raised KeyError from the model)
-    from .config import INPUT_ORDER, MODALITY_INPUTS, model_config_from_stored
+    from .config import INPUT_ORDER, MODALITY_INPUTS, model_config_from_stored, uses_chroma
 
     # the modalities the model uses: configured and present in the data (FusionLSTM drops a
     # modality whose size in dims is 0)
     dims = model.get("dims") or {}
     size = {"mfcc": "n_mfcc", "mel": "n_mels", "text": "text_dim", "symbolic": "symbolic_dim"}
-    names = {n for m in model_config_from_stored(dict(model["config"])).modalities
+    cfg = model_config_from_stored(dict(model["config"]))
+    names = {n for m in cfg.modalities
              if dims.get(size.get(m, ""), 1) for n in MODALITY_INPUTS.get(m, ())}
     if not names & {"mfcc", "logmel"}:
         names.add("logmel")
+    if uses_chroma(cfg, dims):
+        names.add("chroma")
+        if fe.get("chroma_bins") != dims.get("n_chroma"):
+            raise ValueError(f"frontend.chroma_bins {fe.get('chroma_bins')!r} is not the "
+                             f"model's n_chroma {dims.get('n_chroma')!r}")
     want = [n for n in INPUT_ORDER if n in names]
     if [s["name"] for s in io["inputs"]] != want:
         raise ValueError(f"io.inputs {[s['name'] for s in io['inputs']]} are not the model's "

@@ -21,7 +21,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from .config import (INPUT_ORDER, MODALITIES, MODALITY_INPUTS, FrontendConfig,
-                     model_config_from_stored, to_dict)
+                     model_config_from_stored, to_dict, uses_chroma)
 
 log = logging.getLogger("mmengine.export")
 
@@ -65,7 +65,10 @@ def input_spec(model, frontend_cfg: FrontendConfig) -> List[dict]:
     names = [n for m in model.modalities for n in MODALITY_INPUTS[m]]
     if not {"mfcc", "logmel"} & set(names):
         names.append("logmel")
+    if getattr(model, "audio_pitch", None) is not None:
+        names.append("chroma")
     shapes = {"mfcc": [BATCH, dims["n_mfcc"], FRAMES], "logmel": [BATCH, dims["n_mels"], FRAMES],
+              "chroma": [BATCH, dims.get("n_chroma", 0), FRAMES],
               "text": [BATCH, dims["text_dim"]], "text_mask": [BATCH],
               "symbolic": [BATCH, dims["symbolic_dim"], FRAMES], "symbolic_mask": [BATCH]}
     if dims["n_mfcc"] != frontend_cfg.n_mfcc or dims["n_mels"] != frontend_cfg.n_mels:
@@ -188,8 +191,10 @@ def architecture(spec: Mapping) -> dict:
     width = {"mfcc": cfg.mfcc_channels, "mel": cfg.mel_channels,
              "symbolic": cfg.symbolic_channels}
     seq = tuple(m for m in mods if m != "text" or not late_text)
+    audio_pitch = cfg.audio_pitch_templates if uses_chroma(cfg, dims) and "mel" in mods else 0
     return {"cfg": cfg, "dims": dims, "sizes": sizes, "modalities": mods, "late_text": late_text,
             "meter_rows": meter_rows, "pitch": pitch, "sequence": seq, "width": width,
+            "audio_pitch": audio_pitch,
             "flux": cfg.flux_bands if "mel" in mods else 0,
             "n_classes": int(dims["n_classes"])}
 
@@ -238,6 +243,9 @@ def state_shapes(spec: Mapping) -> Dict[str, Tuple[int, ...]]:
         bn("pitch_norm", a["pitch"])
     if a["meter_rows"]:
         bn("meter_norm", a["meter_rows"])
+    if a["audio_pitch"]:
+        out["audio_pitch.templates"] = (a["audio_pitch"], PITCH_CLASS_ROWS)
+        bn("audio_pitch_norm", a["audio_pitch"])
     for m in a["modalities"]:
         if m == "text":
             out["stems.text.0.weight"] = (int(cfg.text_dim), sizes["text"])
@@ -262,7 +270,8 @@ def state_shapes(spec: Mapping) -> Dict[str, Tuple[int, ...]]:
     else:
         pooled = fused
     pooled *= 2 if cfg.pooling == "meanmax" else 1
-    late = (int(cfg.text_dim) + 1 if a["late_text"] else 0) + a["pitch"] + a["meter_rows"]
+    late = (int(cfg.text_dim) + 1 if a["late_text"] else 0) + a["pitch"] + a["meter_rows"] + \
+        a["audio_pitch"]
     out["classifier.head.weight"] = (a["n_classes"], pooled + late)
     out["classifier.head.bias"] = (a["n_classes"],)
     return out

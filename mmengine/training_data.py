@@ -15,7 +15,7 @@ from torch import nn
 
 from .config import MODALITIES
 from .errors import DataError
-from .models.fusion import batch_keys
+from .models.fusion import EXTRA_KEYS, batch_keys
 
 
 # ------------------------------------------------------------------ data checks
@@ -50,8 +50,13 @@ def validate_feature_set(fs, splits: Tuple[str, ...] = ("train", "val")) -> None
         if bad.any():
             raise DataError(f"unknown label index {sorted(set(labels[bad].tolist()))[:5]}; "
                             f"{C} classes are named")
-    for name in ("mfcc", "logmel"):
-        if not np.isfinite(getattr(fs, name)).all():
+    chroma = getattr(fs, "chroma", None)
+    if chroma is not None and (chroma.ndim != 3 or chroma.shape[0] != n
+                               or chroma.shape[2] != fs.logmel.shape[2]):
+        raise DataError(f"chroma has shape {chroma.shape}; expected ({n}, bins, "
+                        f"{fs.logmel.shape[2]})")
+    for name in ("mfcc", "logmel", "chroma"):
+        if getattr(fs, name, None) is not None and not np.isfinite(getattr(fs, name)).all():
             raise DataError(f"{name} holds NaN or Inf values")
     for s in splits:
         rows = np.flatnonzero(np.asarray(fs.split) == s)
@@ -77,7 +82,8 @@ def stage_batch(batch: Dict[str, torch.Tensor], kept: Tuple[str, ...]
                 ) -> Dict[str, torch.Tensor]:
     """``batch`` without the keys of the modalities outside ``kept`` (they are then missing
     for every clip, and their stems are not run)."""
-    drop = {k for m in MODALITIES if m not in kept for k in batch_keys(m)}
+    drop = {k for m in MODALITIES if m not in kept
+            for k in batch_keys(m) + EXTRA_KEYS.get(m, ())}  # the chroma goes with the log-Mel
     return {k: v for k, v in batch.items() if k not in drop}
 
 
@@ -97,7 +103,8 @@ def stage_rows(batch: Dict[str, torch.Tensor], kept: Tuple[str, ...]) -> torch.T
 def random_crops(batch: Dict[str, torch.Tensor], frames: int, gen: torch.Generator,
                  of: Optional[Tuple[int, torch.Tensor]] = None) -> Dict[str, torch.Tensor]:
     """Each clip's own random window of ``frames`` frames from every time series of ``batch``
-    (keys whose last axis is the frame axis: mfcc, logmel, symbolic); other keys unchanged.
+    (keys whose last axis is the frame axis: mfcc, logmel, chroma, symbolic); other keys
+    unchanged.
     Clips of at most ``frames`` frames are returned whole.
 
     ``of=(n, rows)``: ``batch`` holds the clips at positions ``rows`` of a batch of ``n``
@@ -113,7 +120,7 @@ def random_crops(batch: Dict[str, torch.Tensor], frames: int, gen: torch.Generat
         start = torch.randint(0, T - frames + 1, (of[0],), generator=gen)[of[1]]
     idx = start[:, None] + torch.arange(frames)[None, :]  # (B, frames)
     out = dict(batch)
-    for k in ("mfcc", "logmel", "symbolic"):
+    for k in ("mfcc", "logmel", "chroma", "symbolic"):
         if k in batch:
             v = batch[k]
             out[k] = torch.gather(v, 2, idx[:, None, :].expand(-1, v.shape[1], -1))

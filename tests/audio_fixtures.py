@@ -114,13 +114,17 @@ def reference_diff(out: dict, y: np.ndarray, cfg, what: str, *, broadband: bool)
     return d, dm, keep
 
 
-def assert_silence_on_reference_floor(compute) -> None:
+def assert_silence_on_reference_floor(compute, chroma: bool = True) -> None:
     """``compute(cfg, waves) -> outputs`` turns 1 s of silence into the reference's floor,
-    10 log10(amin / db_ref) dB, on every bin, with finite MFCCs (default and db_ref 10)."""
+    10 log10(amin / db_ref) dB, on every bin, with finite MFCCs (default and db_ref 10), and
+    the chroma too where the front end computes one (``chroma=False``: configs without it)."""
     from mmengine.config import FrontendConfig
 
-    for cfg in (FrontendConfig(), FrontendConfig(db_ref=10.0)):
+    bins = 12 if chroma else 0
+    for cfg in (FrontendConfig(chroma_bins=bins), FrontendConfig(db_ref=10.0, chroma_bins=bins)):
         out = compute(cfg, [np.zeros(22050, np.float32)])[0]
         floor = 10 * np.log10(cfg.amin / cfg.db_ref)
         assert np.isfinite(out["mfcc"]).all()
         assert np.abs(out["logmel"] - floor).max() <= 1e-4, (cfg.db_ref, out["logmel"].min())
+        if chroma:
+            assert np.abs(out["chroma"] - floor).max() <= 1e-4, (cfg.db_ref, out["chroma"].min())

@@ -1,6 +1,7 @@
 """Audio feature cache and the aligned FeatureSet, on small real audio files."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import warnings
@@ -14,7 +15,8 @@ from mmengine.data import audio as audio_io
 from mmengine.data.manifest import load_manifest
 from mmengine.features import cache as cache_mod
 from mmengine.features import reference
-from mmengine.features.cache import ExcludedClipsWarning, compute_or_load_audio_features
+from mmengine.features.cache import (ExcludedClipsWarning, cache_settings, clip_samples,
+                                     compute_or_load_audio_features)
 from mmengine.features.dataset import build_feature_set
 
 SR = 8000
@@ -237,13 +239,38 @@ def test_other_frontends_fill_their_own_cache(data, tmp_path, frontend):
         if not available():
             pytest.skip("mmengine._C built without the native front end")
     cdir = tmp_path / "cache"
-    ref = compute_or_load_audio_features(data, ACFG, FCFG, tmp_path / "ref", progress=False)
-    got = compute_or_load_audio_features(data, ACFG, FCFG, cdir, progress=False,
+    fcfg = FCFG if frontend == "native" else dataclasses.replace(FCFG, chroma_bins=0)  # DALI: none
+    ref = compute_or_load_audio_features(data, ACFG, fcfg, tmp_path / "ref", progress=False)
+    got = compute_or_load_audio_features(data, ACFG, fcfg, cdir, progress=False,
                                          frontend=frontend)
     assert got.ids == ref.ids and got.n_computed == 6
     # float32 FFTs: bins near the -100 dB floor of these tonal clips differ by up to ~0.02 dB
-    # (precision is tested in test_frontend_native.py / test_frontend_dali.py)
+    # (precision is tested in test_frontend_native.py / test_frontend_dali.py / test_chroma.py)
     np.testing.assert_allclose(got.logmel, ref.logmel, atol=0.05, rtol=0)
     np.testing.assert_allclose(got.mfcc, ref.mfcc, atol=0.05, rtol=0)
+    if fcfg.chroma_bins:
+        np.testing.assert_allclose(got.chroma, ref.chroma, atol=0.05, rtol=0)
+    else:
+        assert got.chroma is None and ref.chroma is None
     doc = json.loads((cdir / "manifest.json").read_text())
     assert doc["settings"]["frontend"] == frontend
+
+
+def test_chroma_is_cached_with_the_other_features_and_its_absence_keeps_old_caches(data,
+                                                                                  tmp_path):
+    """The pitch stream travels through the cache like the log-Mel (computed once, read back
+    equal); a config without it has the settings a cache written before the stream had (no
+    chroma fields), so such caches stay valid."""
+    first = compute_or_load_audio_features(data, ACFG, FCFG, tmp_path / "c", progress=False)
+    again = compute_or_load_audio_features(data, ACFG, FCFG, tmp_path / "c", progress=False)
+    assert first.chroma.shape == (6, 12, first.logmel.shape[-1]) and again.n_reused == 6
+    np.testing.assert_array_equal(again.chroma, first.chroma)
+    np.testing.assert_array_equal(again.logmel, first.logmel)
+    clip = data.records[0]
+    y = audio_io.loop_to_length(audio_io.load_audio(clip.path, ACFG), clip_samples(ACFG))
+    np.testing.assert_allclose(first.chroma[0], reference.chroma(np.asarray(y, np.float32),
+                                                                  FCFG), atol=1e-5)
+    off = dataclasses.replace(FCFG, chroma_bins=0)
+    settings = cache_settings(ACFG, off, "reference")["frontend_cfg"]
+    assert not any(k.startswith("chroma") for k in settings)
+    assert "chroma_n_fft" in cache_settings(ACFG, FCFG, "reference")["frontend_cfg"]

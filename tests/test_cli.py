@@ -157,6 +157,7 @@ def test_engines_serve_the_checkpoint_on_real_clips(tiny_folk, tmp_path, monkeyp
           text_vectorizer=vec)
     model, meta = load_checkpoint(tmp_path / "run")
     assert meta["extra"]["text_field"] == "title"
+    assert model.audio_pitch is not None  # the default model reads the chroma pitch stream
     with torch.no_grad():
         ref = model.predict_proba(batch_from_arrays(fs)).double().numpy()
     root = tiny_folk / "folk"
@@ -167,12 +168,15 @@ def test_engines_serve_the_checkpoint_on_real_clips(tiny_folk, tmp_path, monkeyp
         "id": i, "path": str(root / by_id[i]["path"]), "title": by_id[i]["title"],
         "lyrics": "words the model never saw", "midi_path": str(root / by_id[i]["midi_path"])})
         + "\n" for i in fs.ids))
-    for backend, dtype, tol in [("native", "fp32", 1e-4), ("onnx", "fp32", 1e-4),
-                                ("torch", "fp32", 1e-4), ("native", "bf16", 3e-2)]:
+    for backend, dtype, tol, frontend in [
+            ("native", "fp32", 1e-4, "reference"), ("onnx", "fp32", 1e-4, "reference"),
+            ("torch", "fp32", 1e-4, "reference"), ("native", "bf16", 3e-2, "reference"),
+            ("native", "fp32", 1e-4, "native")]:
         path = build_engine(tmp_path / "run", tmp_path / f"{backend}-{dtype}.mme",
                             backend=backend, dtype=dtype)
-        eng = Engine.load(path, backend=backend, frontend="reference")
+        eng = Engine.load(path, backend=backend, frontend=frontend)
         assert eng.header["text_field"] == "title"
+        assert "chroma" in eng.input_names and eng.frontend_cfg.chroma_bins == 12
         res = eng.classify(manifest, top_k=len(eng.labels))
         got = np.array([[dict(r.top_k)[name] for name in meta["label_names"]] for r in res])
         assert [r.id for r in res] == fs.ids

@@ -221,7 +221,7 @@ def test_db_reference_shifts_every_value_and_the_floor():
 @pytest.mark.parametrize("n", [1, 100, 1023, 2048, 2049, 22050 + 7, 30 * SR])
 @pytest.mark.parametrize("center", [True, False])
 def test_frame_count_matches_config(n, center):
-    cfg = FrontendConfig(center=center)
+    cfg = FrontendConfig(center=center, chroma_bins=12 if center else 0)  # chroma: centred only
     y = np.full(n, 0.01, np.float32)
     if not center and n < cfg.n_fft:
         with pytest.raises(ValueError, match="shorter than n_fft"):
@@ -230,6 +230,8 @@ def test_frame_count_matches_config(n, center):
     f = ref.compute_features(y, cfg)
     assert f["logmel"].shape == (cfg.n_mels, cfg.n_frames(n))
     assert f["mfcc"].shape == (cfg.n_mfcc, cfg.n_frames(n))
+    if center:
+        assert f["chroma"].shape == (12, cfg.n_frames(n))
     if center and n == 30 * SR:
         assert cfg.n_frames(n) == 1292
 

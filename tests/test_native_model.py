@@ -1,8 +1,8 @@
 """The whole model in C++ (``mmengine._C.FusionGraph`` via ``runtime.native_model``) against the
 torch model it was built from: random weights and BatchNorm statistics, awkward shapes (1
 frame, odd frame counts, widths that are not multiples of the SIMD width, batch 1 and 3),
-every modality subset and pooling, with and without the recurrence, missing modalities, NaN
-notes, on every ISA this CPU runs; the torch-free safetensors reader; refusals."""
+every modality subset and pooling, with and without the recurrence, with and without the
+audio pitch head (chroma), missing modalities, NaN notes, on every ISA this CPU runs; the torch-free safetensors reader; refusals."""
 from __future__ import annotations
 
 import json
@@ -24,15 +24,15 @@ _C = _ext.native_extension()
 pytestmark = pytest.mark.skipif(_C is None, reason="mmengine._C not built")
 
 
-def make_model(seed=0, symbolic_dim=23, **over):
+def make_model(seed=0, symbolic_dim=23, n_chroma=12, **over):
     torch.manual_seed(seed)
     kw = dict(hidden_size=20, num_layers=2, mfcc_channels=20, mel_channels=16,
               symbolic_channels=12, text_dim=6, dilations=(1, 3), pitch_templates=5,
-              flux_bands=3)
+              flux_bands=3, audio_pitch_templates=3)
     kw.update(over)
     cfg = ModelConfig(**kw)
     dims = dict(n_mfcc=7, n_mels=13, text_dim=11, symbolic_dim=symbolic_dim, n_classes=4,
-                multilabel=False)
+                multilabel=False, n_chroma=n_chroma)
     m = build_model(cfg, dims)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
@@ -55,6 +55,9 @@ def inputs(m, B, T, seed=0, text_mask=None, sym_mask=None):
     d = m.dims
     x = {"mfcc": rng.normal(-5, 20, (B, d["n_mfcc"], T)).astype(np.float32),
          "logmel": rng.normal(-40, 15, (B, d["n_mels"], T)).astype(np.float32)}
+    if m.audio_pitch is not None:  # chroma in dB, some frames silent (every bin at the floor)
+        x["chroma"] = rng.normal(-30, 12, (B, 12, T)).astype(np.float32)
+        x["chroma"][:, :, ::5] = -100.0
     if d["text_dim"]:
         x["text"] = (rng.random((B, d["text_dim"])) < 0.3).astype(np.float32) * 0.4
         x["text_mask"] = np.ones(B, bool) if text_mask is None else np.asarray(text_mask)
@@ -107,6 +110,7 @@ def test_matches_torch_on_awkward_shapes(isa, B, T):
     dict(pool_stride=3), dict(pool_stride=1, num_layers=1),
     dict(modalities=("mfcc",), flux_bands=0), dict(modalities=("mel", "symbolic")),
     dict(meter_profile=False), dict(pitch_templates=0), dict(modalities=("mfcc", "mel", "text")),
+    dict(audio_pitch_templates=0), dict(n_chroma=0), dict(modalities=("mel",), flux_bands=0),
 ])
 def test_matches_torch_for_each_design_option(over):
     m = make_model(seed=1, **over)
@@ -121,7 +125,8 @@ def test_missing_modalities_and_nan_notes():
     x["symbolic"][2, 0, 0] = -np.inf
     check(m, x)
     g = graph_of(m)
-    for drop in (("text", "text_mask"), ("symbolic", "symbolic_mask"), ("mfcc",)):
+    for drop in (("text", "text_mask"), ("symbolic", "symbolic_mask"), ("mfcc",), ("chroma",),
+                 ("logmel", "chroma")):
         y = {k: v for k, v in x.items() if k not in drop}
         check(m, y, graph=g)
 
@@ -233,7 +238,8 @@ def test_bf16_engine_decides_like_fp32_on_close_calls(tmp_path):
 
 @pytest.mark.parametrize("over", [
     {}, dict(cell="none", pooling="mean"), dict(modalities=("mel", "text")),
-    dict(meter_profile=False, pitch_templates=0, flux_bands=0), dict(num_layers=3)])
+    dict(meter_profile=False, pitch_templates=0, flux_bands=0), dict(num_layers=3),
+    dict(n_chroma=0), dict(modalities=("mfcc", "symbolic"))])
 def test_state_shapes_match_the_torch_model(over):
     m = make_model(**over)
     want = {k: tuple(v.shape) for k, v in m.state_dict().items()}

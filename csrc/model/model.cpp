@@ -112,7 +112,8 @@ int Graph::pooled_dim() const {
 }
 
 int Graph::late_dim() const {
-  return (text_out > 0 ? text_out + 1 : 0) + (late_symbolic ? pitch_k + meter_rows : 0);
+  return (text_out > 0 ? text_out + 1 : 0) + (late_symbolic ? pitch_k + meter_rows : 0) +
+         chroma_k;
 }
 
 void finalize(Graph& g) {
@@ -148,6 +149,10 @@ void finalize(Graph& g) {
                            int(g.pitch_scale.size()) == g.pitch_k &&
                            int(g.pitch_shift.size()) == g.pitch_k),
         "pitch head sizes");
+  check(g.chroma_k == 0 || (int(g.chroma_templates.size()) == 12 * g.chroma_k &&
+                            int(g.chroma_scale.size()) == g.chroma_k &&
+                            int(g.chroma_shift.size()) == g.chroma_k),
+        "audio pitch head sizes");
   check(g.meter_rows == 0 || (int(g.meter_scale.size()) == g.meter_rows &&
                               int(g.meter_shift.size()) == g.meter_rows),
         "meter profile sizes");
@@ -258,8 +263,57 @@ void pool_into(const float* y, ptrdiff_t ldy, int T, int stride, int width, floa
   }
 }
 
-// One clip's late vector (text, key scores, meter profile), written to `late`.
+// Key-template scores of a pitch-class profile (models/streams.py PitchClassHead): the profile
+// standardised over the 12 classes, correlated with each template at every rotation, the
+// maximum over rotations, then BatchNorm (eval), times the mask m.
+void key_scores(const double (&profile)[12], const std::vector<float>& templates,
+                const std::vector<float>& scale, const std::vector<float>& shift, int K, float m,
+                float* o) {
+  double prof[12], mean = 0.0, ss = 0.0;
+  for (int j = 0; j < 12; ++j) mean += profile[j];
+  mean /= 12.0;
+  for (int j = 0; j < 12; ++j) {
+    prof[j] = profile[j] - mean;
+    ss += prof[j] * prof[j];
+  }
+  const double sd = std::sqrt(ss / 12.0 + 1e-8);
+  float z[12];
+  for (int j = 0; j < 12; ++j) z[j] = float(prof[j] / sd);
+  for (int k = 0; k < K; ++k) {
+    const float* w = templates.data() + size_t(k) * 12;
+    float best = -FLT_MAX;
+    for (int s = 0; s < 12; ++s) {
+      float r = 0.0f;
+      for (int j = 0; j < 12; ++j) r += z[(j + s) % 12] * w[j];
+      best = std::max(best, r / 12.0f);
+    }
+    o[k] = (best * scale[k] + shift[k]) * m;
+  }
+}
+
+// The audio key scores (models/streams.py chroma_profile): each frame of the chroma (dB)
+// relative to its loudest class, 10^(dB/10), averaged over the clip.
+void chroma_scores(const Graph& g, const ForwardArgs& a, int b, float* o) {
+  const float m = a.chroma ? a.masks[size_t(b) * kNumModalities + kModMel] : 0.0f;
+  if (m == 0.0f) {
+    for (int k = 0; k < g.chroma_k; ++k) o[k] = 0.0f;
+    return;
+  }
+  const int T = a.frames;
+  const float* c = a.chroma + size_t(b) * 12 * T;
+  double prof[12] = {0.0};
+  for (int t = 0; t < T; ++t) {
+    float top = c[t];
+    for (int j = 1; j < 12; ++j) top = std::max(top, c[size_t(j) * T + t]);
+    for (int j = 0; j < 12; ++j) prof[j] += std::pow(10.0, double(c[size_t(j) * T + t] - top) / 10.0);
+  }
+  for (int j = 0; j < 12; ++j) prof[j] /= T;
+  key_scores(prof, g.chroma_templates, g.chroma_scale, g.chroma_shift, g.chroma_k, m, o);
+}
+
+// One clip's late vector (text, key scores, meter profile, audio key scores), written to `late`.
 void late_streams(const Graph& g, const ForwardArgs& a, int b, float* late) {
+  if (g.chroma_k > 0) chroma_scores(g, a, b, late + g.late_dim() - g.chroma_k);
   const float* masks = a.masks + size_t(b) * kNumModalities;
   float* o = late;
   if (g.text_out > 0) {
@@ -290,35 +344,14 @@ void late_streams(const Graph& g, const ForwardArgs& a, int b, float* late) {
   }
   const float* raw = sym + size_t(b) * S * T;
   if (g.pitch_k > 0) {
-    // standardised duration-weighted pitch-class profile, correlated with every template at
-    // every rotation; the maximum over rotations, then BatchNorm (eval)
+    // the duration-weighted pitch-class profile of the notes
     double prof[12];
     for (int j = 0; j < 12; ++j) {
       double acc = 0.0;
       for (int t = 0; t < T; ++t) acc += finite(raw[size_t(j) * T + t]);
       prof[j] = acc / T;
     }
-    double mean = 0.0;
-    for (int j = 0; j < 12; ++j) mean += prof[j];
-    mean /= 12.0;
-    double ss = 0.0;
-    for (int j = 0; j < 12; ++j) {
-      prof[j] -= mean;
-      ss += prof[j] * prof[j];
-    }
-    const double scale = std::sqrt(ss / 12.0 + 1e-8);
-    float z[12];
-    for (int j = 0; j < 12; ++j) z[j] = float(prof[j] / scale);
-    for (int k = 0; k < g.pitch_k; ++k) {
-      const float* w = g.templates.data() + size_t(k) * 12;
-      float best = -FLT_MAX;
-      for (int s = 0; s < 12; ++s) {
-        float r = 0.0f;
-        for (int j = 0; j < 12; ++j) r += z[(j + s) % 12] * w[j];
-        best = std::max(best, r / 12.0f);
-      }
-      o[k] = (best * g.pitch_scale[k] + g.pitch_shift[k]) * m;
-    }
+    key_scores(prof, g.templates, g.pitch_scale, g.pitch_shift, g.pitch_k, m, o);
     o += g.pitch_k;
   }
   for (int r = 0; r < g.meter_rows; ++r) {

@@ -11,6 +11,7 @@
 //   y  = LSTM stack over fused (lstm::Model), or fused itself without a recurrence
 //   p  = pool(y): last step, mean, or mean ++ max over time
 //   late = [ReLU(text @ Wt + bt) * m_text, m_text] ++ [BN(key scores) ++ BN(meter profile)] * m_sym
+//          ++ BN(key scores of the chroma's profile) * m_mel        (the audio pitch head)
 //   logits = [p, late] @ Wh + bh
 //
 // Convolutions run time-major (rows = frames, columns = channels) on zero-padded buffers, so a
@@ -99,6 +100,9 @@ struct Graph {
   std::vector<float> meter_scale, meter_shift;
   bool late_symbolic = false;         // the notes' late block exists (pitch and/or meter)
   int symbolic_rows = 0;              // rows of the symbolic input array
+  int chroma_k = 0;                   // key templates of the audio pitch head (0 = none)
+  std::vector<float> chroma_templates;  // (K, 12)
+  std::vector<float> chroma_scale, chroma_shift;
   // head
   int n_classes = 0, head_in = 0;
   AlignedBuffer<float> head_w;        // (head_in, n_classes)
@@ -124,6 +128,7 @@ struct ForwardArgs {
   const float* series[kNumSeries] = {nullptr, nullptr, nullptr};  // (B, rows_s, T) or nullptr
   int series_rows[kNumSeries] = {0, 0, 0};
   const float* text = nullptr;  // (B, text_in) or nullptr
+  const float* chroma = nullptr;  // (B, 12, T) chroma in dB, or nullptr
   const float* masks = nullptr; // (B, kNumModalities) 0/1 per modality (0 where absent)
   int batch = 0, frames = 0, threads = 1;
   float* logits = nullptr;      // (B, n_classes)

@@ -4,6 +4,7 @@ Layout of ``cache_dir``::
 
     manifest.json              settings + one entry per source file
     shard-000000.safetensors   "logmel" (n, n_mels, T) and "mfcc" (n, n_mfcc, T) float32
+                               (+ "chroma" (n, chroma_bins, T) with the pitch stream)
     shard-000001.safetensors   ...
 
 ``manifest.json``::
@@ -70,13 +71,19 @@ def _dispatch_frontend(name: str) -> Callable:
             if cfg not in made:
                 made[cfg] = get_frontend(name, cfg)
             outs = made[cfg].compute(list(y))
-            return {k: np.stack([o[k] for o in outs]) for k in ("logmel", "mfcc")}
+            return {k: np.stack([o[k] for o in outs]) for k in stream_keys(cfg)}
         return fn
     return factory
 
 
+def stream_keys(cfg: FrontendConfig) -> tuple:
+    """The arrays a front end computes for ``cfg``: log-Mel, MFCC and, when configured, the
+    chroma pitch stream."""
+    return ("logmel", "mfcc") + (("chroma",) if cfg.chroma_bins else ())
+
+
 #: front-end name -> factory returning ``fn(y (B, n) float32, cfg, dtype=) -> {"logmel", "mfcc"}``
-#: ("reference": float64 FFT, the canonical training features; "native": the C++ kernels,
+#: ("reference": float64 FFT, the parity target; "native": the C++ kernels (what "auto" picks),
 #: within ~1e-5 dB of it; "dali": DALI CPU operators)
 FRONTENDS: dict = {"reference": _reference_frontend, "native": _dispatch_frontend("native"),
                    "dali": _dispatch_frontend("dali")}
@@ -90,6 +97,8 @@ class AudioFeatures:
         ids: record ids, in the order given, failed ones left out.
         mfcc: ``(N, n_mfcc, T)`` float32.
         logmel: ``(N, n_mels, T)`` float32.
+        chroma: ``(N, chroma_bins, T)`` float32 (the pitch stream), or None when the front-end
+            config has none.
         failed: ``{record id: reason}`` for every excluded clip.
         n_computed: clips computed in this call; n_reused: clips read from the cache.
     """
@@ -97,6 +106,7 @@ class AudioFeatures:
     ids: list[str]
     mfcc: np.ndarray
     logmel: np.ndarray
+    chroma: "np.ndarray | None" = None
     failed: dict[str, str] = field(default_factory=dict)
     n_computed: int = 0
     n_reused: int = 0
@@ -106,12 +116,16 @@ class AudioFeatures:
 
 
 def cache_settings(audio_cfg: AudioConfig, frontend_cfg: FrontendConfig, frontend: str) -> dict:
-    """The settings a cache is valid for (compared as JSON)."""
+    """The settings a cache is valid for (compared as JSON). Without the pitch stream the
+    chroma fields are left out, so caches written before it stay valid."""
+    fe = to_dict(frontend_cfg)
+    if not frontend_cfg.chroma_bins:
+        fe = {k: v for k, v in fe.items() if not k.startswith("chroma_")}
     return json.loads(json.dumps({
         "feature_version": FEATURE_VERSION,
         "frontend": frontend,
         "audio": to_dict(audio_cfg),
-        "frontend_cfg": to_dict(frontend_cfg),
+        "frontend_cfg": fe,
     }))
 
 
@@ -192,16 +206,16 @@ def _compute(todo: list, doc: dict, cache_dir: Path, audio_cfg: AudioConfig,
 
     n = clip_samples(audio_cfg)
     buf_keys: list = []
-    buf_logmel: list = []
-    buf_mfcc: list = []
+    names = stream_keys(frontend_cfg)
+    bufs: dict = {k: [] for k in names}
     done = 0
 
     def flush():
         if not buf_keys:
             return
         name = f"{SHARD_PREFIX}{doc['next_shard']:06d}{SHARD_SUFFIX}"
-        tensors = {"logmel": np.ascontiguousarray(np.concatenate(buf_logmel), dtype=np.float32),
-                   "mfcc": np.ascontiguousarray(np.concatenate(buf_mfcc), dtype=np.float32)}
+        tensors = {k: np.ascontiguousarray(np.concatenate(bufs[k]), dtype=np.float32)
+                   for k in names}
         atomic_write(cache_dir / name, lambda tmp: save_file(
             tensors, tmp, metadata={"format": CACHE_FORMAT}))
         doc["next_shard"] += 1
@@ -210,8 +224,8 @@ def _compute(todo: list, doc: dict, cache_dir: Path, audio_cfg: AudioConfig,
         doc["n_frames"] = int(tensors["logmel"].shape[-1])
         _write_json(cache_dir / "manifest.json", doc)
         buf_keys.clear()
-        buf_logmel.clear()
-        buf_mfcc.clear()
+        for b in bufs.values():
+            b.clear()
 
     bar = None
     if progress:
@@ -232,8 +246,8 @@ def _compute(todo: list, doc: dict, cache_dir: Path, audio_cfg: AudioConfig,
                 keys.append((key, fp))
             if waves:
                 feats = fn(np.stack(waves), frontend_cfg, dtype=np.float32)
-                buf_logmel.append(np.asarray(feats["logmel"], dtype=np.float32))
-                buf_mfcc.append(np.asarray(feats["mfcc"], dtype=np.float32))
+                for k in names:
+                    bufs[k].append(np.asarray(feats[k], dtype=np.float32))
                 buf_keys.extend(keys)
                 done += len(keys)
             if len(buf_keys) >= shard_size:
@@ -266,7 +280,8 @@ def compute_or_load_audio_features(
         audio_cfg: decoding settings; ``clip_seconds`` fixes ``T``.
         frontend_cfg: log-Mel/MFCC settings (``sample_rate`` must equal the audio one).
         cache_dir: folder of the cache (created).
-        frontend: a key of ``FRONTENDS``.
+        frontend: a key of ``FRONTENDS``, or "auto" (``features.frontend.auto_frontend``:
+            native where built, else reference).
         progress: show a progress bar while computing.
         workers: decoding threads (passed to ``load_batch``).
         batch_size: clips per front-end call; shard_size: clips per shard file.
@@ -277,8 +292,12 @@ def compute_or_load_audio_features(
     if frontend_cfg.sample_rate != audio_cfg.sample_rate:
         raise ValueError(f"FrontendConfig.sample_rate {frontend_cfg.sample_rate} differs from "
                          f"AudioConfig.sample_rate {audio_cfg.sample_rate}")
+    if frontend == "auto":
+        from .frontend import auto_frontend
+
+        frontend = auto_frontend(frontend_cfg)
     if frontend not in FRONTENDS:
-        raise ValueError(f"unknown front end {frontend!r}; valid: {sorted(FRONTENDS)}")
+        raise ValueError(f"unknown front end {frontend!r}; valid: auto, {sorted(FRONTENDS)}")
     records: Sequence = getattr(dataset, "records", dataset)
     fn = FRONTENDS[frontend]()
     cache_dir = Path(cache_dir)
@@ -329,18 +348,19 @@ def _gather(records, keys, doc, cache_dir: Path, frontend_cfg: FrontendConfig,
     ok = [i for i, k in enumerate(keys) if k not in failed_paths]
     failed = {records[i].id: failed_paths[k] for i, k in enumerate(keys) if k in failed_paths}
     t = doc["n_frames"] or 0
-    mfcc = np.empty((len(ok), frontend_cfg.n_mfcc, t), dtype=np.float32)
-    logmel = np.empty((len(ok), frontend_cfg.n_mels, t), dtype=np.float32)
+    rows_of = {"mfcc": frontend_cfg.n_mfcc, "logmel": frontend_cfg.n_mels,
+               "chroma": frontend_cfg.chroma_bins}
+    out = {k: np.empty((len(ok), rows_of[k], t), dtype=np.float32)
+           for k in stream_keys(frontend_cfg)}
     by_shard: dict = {}
     for out_row, i in enumerate(ok):
         entry = doc["items"][keys[i]]
         by_shard.setdefault(entry["shard"], []).append((out_row, entry["row"]))
     for shard, rows in by_shard.items():
-        with safe_open(str(cache_dir / shard), framework="numpy") as f:
-            src_mfcc, src_logmel = f.get_tensor("mfcc"), f.get_tensor("logmel")
         dst = np.array([r[0] for r in rows])
         src = np.array([r[1] for r in rows])
-        mfcc[dst] = src_mfcc[src]
-        logmel[dst] = src_logmel[src]
-    return AudioFeatures(ids=[records[i].id for i in ok], mfcc=mfcc, logmel=logmel,
-                         failed=failed)
+        with safe_open(str(cache_dir / shard), framework="numpy") as f:
+            for k, arr in out.items():
+                arr[dst] = f.get_tensor(k)[src]
+    return AudioFeatures(ids=[records[i].id for i in ok], mfcc=out["mfcc"],
+                         logmel=out["logmel"], chroma=out.get("chroma"), failed=failed)

@@ -83,6 +83,11 @@ from .dali_torch import (  # noqa: F401 (re-exported: tests and callers import t
 #: frequency, stop-band attenuation in dB (soxr "HQ", 44.1 -> 22.05 kHz, measured: -1.2 dB at
 #: 0.943, -3.8 dB at 0.952, -32 dB at 0.980, -99 dB at 0.998 of the target Nyquist)
 AA_CUTOFF, AA_WIDTH, AA_ATTENUATION_DB = 0.956, 0.073, 100.0
+#: why a config with the chroma pitch stream is refused (DALI has no operator that applies an
+#: arbitrary filter bank: fn.mel_filter_bank builds its own triangles)
+UNSUPPORTED_CHROMA = ("the DALI front end does not compute the chroma pitch stream "
+                      "(FrontendConfig.chroma_bins > 0): DALI has no operator for its filter "
+                      "bank; use the 'native', 'reference' or 'torch' front end")
 
 
 def antialias_kernel(sr_in: float, sr_out: float) -> np.ndarray:
@@ -167,6 +172,8 @@ class DaliFrontend(DaliTorchOutputs, Frontend):
                                           "none; use device='cpu'")
         if cfg.power not in (1.0, 2.0):
             raise ValueError(f"DALI's spectrogram supports power 1 or 2, not {cfg.power}")
+        if cfg.chroma_bins:
+            raise ValueError(UNSUPPORTED_CHROMA)
         if batch_size < 1 or not 0.0 <= resample_quality <= 100.0:
             raise ValueError("batch_size must be >= 1 and resample_quality in [0, 100]")
         self.cfg, self.device = cfg, device

@@ -34,6 +34,8 @@ class FeatureSet:
         text_mask: ``(N,)`` bool, False where the text is missing, or None.
         symbolic: ``(N, S, T)`` float32 per-frame symbolic features, or None.
         symbolic_mask: ``(N,)`` bool, False where the record has no symbolic part, or None.
+        chroma: ``(N, chroma_bins, T)`` float32 chroma in dB (the audio pitch stream), or None
+            when the front end computes none.
         text_field: which record field the text came from (``"lyrics"``, ``"title"``, None).
         excluded: ``{record id: reason}`` for records left out (e.g. undecodable audio).
         groups: ``N`` group keys (the record's ``group``, else its id): the unit a paired
@@ -50,6 +52,7 @@ class FeatureSet:
     text_mask: np.ndarray | None = None
     symbolic: np.ndarray | None = None
     symbolic_mask: np.ndarray | None = None
+    chroma: np.ndarray | None = None
     text_field: str | None = None
     excluded: dict[str, str] = field(default_factory=dict)
     groups: list[str] | None = None
@@ -79,7 +82,7 @@ class FeatureSet:
             logmel=self.logmel[rows], labels=self.labels[rows], split=self.split[rows],
             text=take(self.text), text_mask=take(self.text_mask),
             symbolic=take(self.symbolic), symbolic_mask=take(self.symbolic_mask),
-            label_names=list(self.label_names), excluded=dict(self.excluded),
+            chroma=take(self.chroma), label_names=list(self.label_names), excluded=dict(self.excluded),
             groups=None if self.groups is None else [self.groups[i] for i in rows])
 
 
@@ -192,6 +195,6 @@ def build_feature_set(
     fs = FeatureSet(ids=list(audio.ids), mfcc=audio.mfcc, logmel=audio.logmel, labels=labels,
                     label_names=list(dataset.labels), split=split, text=text,
                     text_mask=text_mask, symbolic=symbolic, symbolic_mask=symbolic_mask,
-                    text_field=field_name, excluded=dict(audio.failed),
+                    chroma=audio.chroma, text_field=field_name, excluded=dict(audio.failed),
                     groups=[r.group or r.id for r in records])
     return fs, vectorizer

@@ -107,7 +107,7 @@ REGISTRY: Dict[str, FrontendInfo] = {
         "mmengine.features.frontend:TorchFrontend", _probe_torch),
     "dali": FrontendInfo(
         "dali", "NVIDIA DALI (CPU or GPU operators)", "mmengine.features.dali:DaliFrontend",
-        _probe_dali),
+        _probe_dali, supports=lambda cfg: not cfg.chroma_bins),
 }
 
 #: the front-end names, in registry order
@@ -136,14 +136,15 @@ class ReferenceFrontend(Frontend):
         self.batch_size = int(batch_size)
 
     def compute(self, waveforms: Sequence[np.ndarray]) -> List[Dict[str, np.ndarray]]:
-        """Features of each waveform ``(n_i,)``: ``[{"logmel": (n_mels, T_i), "mfcc": (n_mfcc, T_i)}]``."""
+        """Features of each waveform ``(n_i,)``: ``[{"logmel": (n_mels, T_i), "mfcc": (n_mfcc,
+        T_i)}]`` (+ ``"chroma": (chroma_bins, T_i)`` when the config has the pitch stream)."""
         waves = check_waveforms(waveforms, self.dtype)
         out: List[Dict[str, np.ndarray]] = [{} for _ in waves]
         for rows in length_groups(waves, self.batch_size):
             f = reference.compute_features(np.stack([waves[i] for i in rows]), self.cfg,
                                            dtype=self.dtype)
             for j, i in enumerate(rows):
-                out[i] = {"logmel": f["logmel"][j], "mfcc": f["mfcc"][j]}
+                out[i] = {key: value[j] for key, value in f.items()}
         return out
 
 
@@ -168,13 +169,14 @@ class TorchFrontend(Frontend):
             raise OptionalDependencyError(why)
         import torch
 
-        self.cfg = cfg
+        self.cfg = reference.check_config(cfg)
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.module = reference.LogMelMFCC(cfg).to(self.device).eval()
 
     def compute(self, waveforms: Sequence[np.ndarray]) -> List[Dict[str, np.ndarray]]:
-        """Features of each waveform ``(n_i,)``: ``[{"logmel": (n_mels, T_i), "mfcc": (n_mfcc, T_i)}]``."""
+        """Features of each waveform ``(n_i,)``: ``[{"logmel": (n_mels, T_i), "mfcc": (n_mfcc,
+        T_i)}]`` (+ ``"chroma": (chroma_bins, T_i)`` when the config has the pitch stream)."""
         import torch
 
         waves = check_waveforms(waveforms)
@@ -184,8 +186,11 @@ class TorchFrontend(Frontend):
                 batch = torch.from_numpy(np.stack([waves[i] for i in rows])).to(self.device)
                 lm, mf = self.module(batch)
                 lm, mf = lm.cpu().numpy(), mf.cpu().numpy()
+                ch = self.module.chroma(batch).cpu().numpy() if self.cfg.chroma_bins else None
                 for j, i in enumerate(rows):
                     out[i] = {"logmel": lm[j], "mfcc": mf[j]}
+                    if ch is not None:
+                        out[i]["chroma"] = ch[j]
         return out
 
 

@@ -1,4 +1,5 @@
-"""The native front end: log-Mel (dB) + MFCC in C++ (``mmengine._C.MelFrontend``).
+"""The native front end: log-Mel (dB) + MFCC (+ the chroma pitch stream) in C++
+(``mmengine._C.MelFrontend``).
 
 Same features as :mod:`mmengine.features.reference` (the window, Mel filter bank and DCT
 matrices are the reference's own, handed to C++ once), computed in float32:
@@ -46,9 +47,10 @@ def available() -> bool:
 
 
 def supports(cfg: FrontendConfig) -> bool:
-    """True when the kernels handle ``cfg``: n_fft a power of two >= 16, power 1 or 2."""
-    n = int(cfg.n_fft)
-    return n >= 16 and (n & (n - 1)) == 0 and float(cfg.power) in (1.0, 2.0)
+    """True when the kernels handle ``cfg``: n_fft (and chroma_n_fft with the pitch stream) a
+    power of two >= 16, power 1 or 2."""
+    sizes = [int(cfg.n_fft)] + ([int(cfg.chroma_n_fft)] if cfg.chroma_bins else [])
+    return all(n >= 16 and (n & (n - 1)) == 0 for n in sizes) and float(cfg.power) in (1.0, 2.0)
 
 
 def _default_threads() -> int:
@@ -102,6 +104,14 @@ class NativeFrontend(Frontend):
                 sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin,
                 fmax=cfg.fmax, scale=cfg.mel_scale, norm=cfg.mel_norm, dtype=np.float32)),
             np.ascontiguousarray(reference.dct_matrix(cfg.n_mfcc, cfg.n_mels, dtype=np.float32)))
+        # the pitch stream is the same kernels with the chroma filter bank in place of the
+        # Mel one and no DCT: a second plan of chroma_n_fft points at the same hop
+        self._chroma_tables = None if not cfg.chroma_bins else (
+            reference.hann_window(cfg.chroma_n_fft, dtype=np.float32),
+            reference.chroma_filterbank(
+                sr=cfg.sample_rate, n_fft=cfg.chroma_n_fft, n_chroma=cfg.chroma_bins,
+                ctroct=cfg.chroma_ctroct, octwidth=cfg.chroma_octwidth, dtype=np.float32),
+            np.zeros((0, cfg.chroma_bins), np.float32))
         self._plan = self._make_plan()
         # plans (each with its scratch) lent to one thread at a time by compute_serial and
         # from_files; kept across calls, one is made only when all are in use
@@ -109,7 +119,16 @@ class NativeFrontend(Frontend):
 
     def n_frames(self, n_samples: int) -> int:
         """Frames of a waveform of ``n_samples`` samples."""
-        return int(self._plan.n_frames(int(n_samples)))
+        return int(self._plan[0].n_frames(int(n_samples)))
+
+    @staticmethod
+    def _run(plan, waves: List[np.ndarray], threads: int) -> List[Dict[str, np.ndarray]]:
+        mel, chroma = plan
+        out = [{"logmel": lm, "mfcc": mf} for lm, mf in mel.compute(waves, threads)]
+        if chroma is not None:
+            for item, (ch, _) in zip(out, chroma.compute(waves, threads)):
+                item["chroma"] = ch
+        return out
 
     def compute(self, waveforms: Sequence[np.ndarray]) -> List[Dict[str, np.ndarray]]:
         """Features of each waveform ``(n_i,)`` at ``cfg.sample_rate``:
@@ -118,9 +137,7 @@ class NativeFrontend(Frontend):
         Raises ``ValueError`` naming the index of a waveform that is not 1-D or not finite."""
         from .base import check_waveforms
 
-        waves = check_waveforms(waveforms)
-        out = self._plan.compute(waves, self.num_threads)
-        return [{"logmel": lm, "mfcc": mf} for lm, mf in out]
+        return self._run(self._plan, check_waveforms(waveforms), self.num_threads)
 
     @contextmanager
     def _borrowed_plan(self):
@@ -140,15 +157,20 @@ class NativeFrontend(Frontend):
         from .base import check_waveforms
 
         with self._borrowed_plan() as plan:
-            out = plan.compute(check_waveforms(waveforms), 1)
-        return [{"logmel": lm, "mfcc": mf} for lm, mf in out]
+            return self._run(plan, check_waveforms(waveforms), 1)
 
     def _make_plan(self):
-        cfg = self.cfg
-        win, fb, dct = self._tables
-        return native_extension().MelFrontend(cfg.n_fft, cfg.hop_length, bool(cfg.center),
-                                              cfg.pad_mode, float(cfg.power), win, fb, dct,
-                                              float(cfg.amin), float(cfg.db_ref))
+        """``(Mel plan, chroma plan or None)``: each with its own scratch."""
+        cfg, C = self.cfg, native_extension()
+
+        def plan(n_fft, power, tables):
+            win, fb, dct = tables
+            return C.MelFrontend(n_fft, cfg.hop_length, bool(cfg.center), cfg.pad_mode,
+                                 float(power), win, fb, dct, float(cfg.amin), float(cfg.db_ref))
+
+        return (plan(cfg.n_fft, cfg.power, self._tables),
+                None if self._chroma_tables is None else
+                plan(cfg.chroma_n_fft, cfg.chroma_power, self._chroma_tables))
 
     def from_files(self, paths: Sequence) -> List[Dict[str, np.ndarray]]:
         """Decode ``paths`` (:func:`~mmengine.data.audio.load_audio`) and compute their
@@ -173,8 +195,7 @@ class NativeFrontend(Frontend):
         def one(path):
             y = load_audio(path, self.audio_cfg)  # mono, finite, at the front end's rate
             with self._borrowed_plan() as plan:
-                lm, mf = plan.compute([y], per_item)[0]
-            return {"logmel": lm, "mfcc": mf}
+                return self._run(plan, [y], per_item)[0]
 
         if workers == 1:
             return [one(p) for p in paths]

@@ -14,6 +14,11 @@ Pipeline, per waveform ``(n,)``::
     -> 10*log10(max(S, amin) / db_ref)                 log-Mel in dB, floor 10*log10(amin/db_ref)
     -> orthonormal DCT-II over the Mel axis, first n_mfcc rows          (n_mfcc, frames)
 
+and, when ``cfg.chroma_bins > 0``, the pitch stream from a second, longer STFT of the same
+frames (same hop and centring; ``chroma_n_fft`` samples)::
+
+    |STFT|**chroma_power -> chroma filter bank (chroma_bins, 1 + chroma_n_fft//2) -> dB
+
 Shapes: a waveform is ``(n,)`` or ``(..., n)``; outputs are ``(..., n_mels, frames)`` and
 ``(..., n_mfcc, frames)`` with ``frames = cfg.n_frames(n)``.
 """
@@ -31,6 +36,7 @@ MEL_SCALES = ("slaney", "htk")
 MEL_NORMS = ("slaney", None)
 PAD_MODES = ("constant", "reflect")
 WINDOWS = ("hann",)
+CHROMA_BINS = (0, 12)
 
 
 def check_config(cfg: FrontendConfig) -> FrontendConfig:
@@ -62,6 +68,19 @@ def check_config(cfg: FrontendConfig) -> FrontendConfig:
         problems.append(f"mel_norm must be one of {MEL_NORMS}, got {cfg.mel_norm!r}")
     if cfg.amin <= 0 or cfg.db_ref <= 0:
         problems.append(f"amin and db_ref must be > 0, got {cfg.amin}, {cfg.db_ref}")
+    if cfg.chroma_bins not in CHROMA_BINS:
+        problems.append(f"chroma_bins must be one of {CHROMA_BINS}, got {cfg.chroma_bins}")
+    if cfg.chroma_bins:
+        n = cfg.chroma_n_fft
+        if n < 16 or n & (n - 1):
+            problems.append(f"chroma_n_fft must be a power of two >= 16, got {n}")
+        if not cfg.center:
+            problems.append("the chroma stream needs center=True (its frames then match the "
+                            "Mel's whatever its FFT size)")
+        if cfg.chroma_power not in (1.0, 2.0):
+            problems.append(f"chroma_power must be 1 or 2, got {cfg.chroma_power}")
+        if cfg.chroma_octwidth is not None and not cfg.chroma_octwidth > 0:
+            problems.append(f"chroma_octwidth must be > 0 or None, got {cfg.chroma_octwidth}")
     if problems:
         raise ValueError("invalid FrontendConfig: " + "; ".join(problems))
     return cfg
@@ -151,6 +170,43 @@ def dct_matrix(n_mfcc: int, n_mels: int, dtype=np.float64) -> np.ndarray:
     return basis.astype(dtype)
 
 
+def chroma_filterbank(*, sr: int, n_fft: int, n_chroma: int = 12, ctroct: float = 5.0,
+                      octwidth: Optional[float] = 2.0, dtype=np.float64) -> np.ndarray:
+    """Chroma filter bank, ``(n_chroma, 1 + n_fft // 2)``, computed in float64; row 0 is C.
+
+    The definition of ``librosa.filters.chroma`` (tuning 0, L2 column norm, ``base_c``), from
+    its documented construction: FFT bin ``k > 0`` sits at ``q_k = n_chroma·log2(f_k / 27.5)``
+    chroma steps above A0/2 (bin 0 is given ``q_1 − 1.5·n_chroma``); chroma ``c`` (counted
+    from A) weighs it with a Gaussian bump ``exp(−(2·d / w_k)² / 2)`` of the circular distance
+    ``d`` from ``q_k`` to ``c`` (in ``[−n_chroma/2, n_chroma/2)``) and the width ``w_k =
+    max(q_{k+1} − q_k, 1)``; each column is scaled to unit L2 norm, then multiplied by the
+    octave weight ``exp(−((q_k / n_chroma − ctroct) / octwidth)² / 2)`` (none when
+    ``octwidth`` is None) and the rows are rotated so that row 0 is C.
+
+    Example::
+
+        >>> chroma_filterbank(sr=22050, n_fft=8192).shape
+        (12, 4097)
+    """
+    if n_chroma < 1 or n_fft < 2:
+        raise ValueError(f"need n_chroma >= 1 and n_fft >= 2, got {n_chroma}, {n_fft}")
+    n_bins = 1 + n_fft // 2
+    freqs = np.arange(1, n_bins + 1, dtype=np.float64) * (sr / n_fft)  # bins 1..n_bins
+    q = n_chroma * np.log2(freqs / 27.5)
+    q = np.concatenate(([q[0] - 1.5 * n_chroma], q))  # (n_bins + 1,): bin 0 .. n_bins
+    width = np.maximum(np.diff(q), 1.0)  # (n_bins,)
+    q = q[:n_bins]
+    half = float(np.round(n_chroma / 2.0))
+    d = np.remainder(q[None, :] - np.arange(n_chroma)[:, None] + half + 10 * n_chroma,
+                     n_chroma) - half
+    w = np.exp(-0.5 * (2.0 * d / width[None, :]) ** 2)
+    w /= np.sqrt((w * w).sum(axis=0, keepdims=True))
+    if octwidth is not None:
+        w *= np.exp(-0.5 * ((q / n_chroma - ctroct) / octwidth) ** 2)[None, :]
+    w = np.roll(w, -3 * (n_chroma // 12), axis=0)
+    return np.ascontiguousarray(w, dtype=dtype)
+
+
 # ------------------------------------------------------------------------ spectrogram
 def frame_signal(y: np.ndarray, *, n_fft: int, hop_length: int, center: bool,
                  pad_mode: str) -> np.ndarray:
@@ -223,6 +279,25 @@ def log_mel(y: np.ndarray, cfg: FrontendConfig = FrontendConfig()) -> np.ndarray
     return db.astype(S.dtype, copy=False)
 
 
+def chroma(y: np.ndarray, cfg: FrontendConfig) -> np.ndarray:
+    """The pitch stream of ``y`` ``(..., n)``: chroma in dB, ``(..., chroma_bins, frames)``.
+
+    ``10·log10(max(F·|STFT(y)|**chroma_power, amin) / db_ref)`` with ``F`` the chroma filter
+    bank (:func:`chroma_filterbank`) and the STFT of ``chroma_n_fft`` samples at the Mel's hop
+    and centring. float64 in, float64 out; anything else float32."""
+    check_config(cfg)
+    if not cfg.chroma_bins:
+        raise ValueError("this FrontendConfig has no chroma stream (chroma_bins=0)")
+    S = power_spectrogram(y, n_fft=cfg.chroma_n_fft, hop_length=cfg.hop_length,
+                          window=cfg.window, center=True, pad_mode=cfg.pad_mode,
+                          power=cfg.chroma_power)
+    fb = chroma_filterbank(sr=cfg.sample_rate, n_fft=cfg.chroma_n_fft, n_chroma=cfg.chroma_bins,
+                           ctroct=cfg.chroma_ctroct, octwidth=cfg.chroma_octwidth,
+                           dtype=S.dtype)
+    db = power_to_db(np.matmul(fb, S), amin=cfg.amin, ref=cfg.db_ref)
+    return db.astype(S.dtype, copy=False)
+
+
 def mfcc_from_log_mel(logmel: np.ndarray, n_mfcc: int) -> np.ndarray:
     """Orthonormal DCT-II over the Mel axis: ``(..., n_mels, frames)`` → ``(..., n_mfcc, frames)``."""
     logmel = np.asarray(logmel)
@@ -244,7 +319,8 @@ def compute_features(y: np.ndarray, cfg: FrontendConfig = FrontendConfig(), *,
 
     Returns:
         ``{"logmel": (..., n_mels, frames), "mfcc": (..., n_mfcc, frames)}`` in ``dtype``,
-        ``frames = cfg.n_frames(n)``.
+        ``frames = cfg.n_frames(n)``, and ``"chroma": (..., chroma_bins, frames)`` when
+        ``cfg.chroma_bins > 0``.
 
     Example::
 
@@ -255,8 +331,12 @@ def compute_features(y: np.ndarray, cfg: FrontendConfig = FrontendConfig(), *,
     """
     if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64, got {dtype}")
-    lm = log_mel(np.asarray(y, dtype=dtype), cfg)
-    return {"logmel": lm, "mfcc": mfcc_from_log_mel(lm, cfg.n_mfcc)}
+    y = np.asarray(y, dtype=dtype)
+    lm = log_mel(y, cfg)
+    out = {"logmel": lm, "mfcc": mfcc_from_log_mel(lm, cfg.n_mfcc)}
+    if cfg.chroma_bins:
+        out["chroma"] = chroma(y, cfg)
+    return out
 
 
 # ------------------------------------------------------------------------ torch module
@@ -268,7 +348,8 @@ def _torch_module_class():
         """Batched torch front end with the reference's parameters.
 
         ``forward(y)``: waveform ``(n,)`` or ``(B, n)`` → ``(logmel, mfcc)`` of shapes
-        ``(..., n_mels, frames)`` and ``(..., n_mfcc, frames)``. The window, filterbank and
+        ``(..., n_mels, frames)`` and ``(..., n_mfcc, frames)``; ``chroma(y)`` → the pitch
+        stream ``(..., chroma_bins, frames)`` when the config has one. The window, filterbank and
         DCT matrix are buffers built in float64 and stored in ``dtype`` (pass
         ``dtype=torch.float64`` for a float64 module; ``.double()`` would only widen the
         float32-rounded buffers). The config is checked once, here.
@@ -285,17 +366,39 @@ def _torch_module_class():
             self.register_buffer("fb", torch.from_numpy(fb).to(dtype))
             self.register_buffer("dct", torch.from_numpy(dct_matrix(cfg.n_mfcc, cfg.n_mels)).to(dtype))
             self.db_offset = 10.0 * math.log10(cfg.db_ref)
+            if cfg.chroma_bins:  # the pitch stream's own window and filter bank
+                cfb = chroma_filterbank(sr=cfg.sample_rate, n_fft=cfg.chroma_n_fft,
+                                        n_chroma=cfg.chroma_bins, ctroct=cfg.chroma_ctroct,
+                                        octwidth=cfg.chroma_octwidth)
+                self.register_buffer("chroma_window",
+                                     torch.from_numpy(hann_window(cfg.chroma_n_fft)).to(dtype))
+                self.register_buffer("chroma_fb", torch.from_numpy(cfb).to(dtype))
+
+        def _power(self, y, n_fft, window, power):
+            c = self.cfg
+            if c.center:
+                y = torch.nn.functional.pad(y, (n_fft // 2, n_fft // 2), mode=c.pad_mode)
+            mag = torch.stft(y[:, 0], n_fft, c.hop_length, window=window, center=False,
+                             return_complex=True).abs()
+            return mag * mag if power == 2.0 else mag.pow(power)
+
+        def chroma(self, y):
+            """The pitch stream: waveform ``(n,)`` or ``(B, n)`` → chroma in dB, ``(...,
+            chroma_bins, frames)`` (the reference's :func:`chroma`)."""
+            c = self.cfg
+            if not c.chroma_bins:
+                raise ValueError("this front end has no chroma stream (chroma_bins=0)")
+            lead, n = y.shape[:-1], y.shape[-1]
+            y = y.reshape(-1, 1, n).to(self.window.dtype)
+            S = self._power(y, c.chroma_n_fft, self.chroma_window, c.chroma_power)
+            ch = 10.0 * torch.log10(torch.clamp(self.chroma_fb @ S, min=c.amin)) - self.db_offset
+            return ch.reshape(lead + ch.shape[1:])
 
         def forward(self, y):
             c = self.cfg
             lead, n = y.shape[:-1], y.shape[-1]
             y = y.reshape(-1, 1, n).to(self.window.dtype)
-            if c.center:
-                y = torch.nn.functional.pad(y, (c.n_fft // 2, c.n_fft // 2), mode=c.pad_mode)
-            spec = torch.stft(y[:, 0], c.n_fft, c.hop_length, window=self.window,
-                              center=False, return_complex=True)
-            mag = spec.abs()
-            S = mag * mag if c.power == 2.0 else mag.pow(c.power)
+            S = self._power(y, c.n_fft, self.window, c.power)
             lm = 10.0 * torch.log10(torch.clamp(self.fb @ S, min=c.amin)) - self.db_offset
             mf = self.dct @ lm
             return lm.reshape(lead + lm.shape[1:]), mf.reshape(lead + mf.shape[1:])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from ..config import DIM_KEYS, ModelConfig
+from ..config import DIM_KEYS, OPTIONAL_DIMS, ModelConfig
 from .baselines import MelCNN, PooledFeatures, SklearnBaseline
 from .blocks import SequenceClassifier, compute_norm_stats
 from .fusion import FusionLSTM, batch_from_arrays
@@ -21,7 +21,8 @@ def build_model(cfg: ModelConfig, dims: Mapping):
     missing = [k for k in DIM_KEYS if k not in dims]
     if missing:
         raise ValueError(f"model dims lack {missing}")
-    return ARCHS[cfg.arch](cfg, **{k: dims[k] for k in DIM_KEYS})
+    extra = {k: dims.get(k, v) for k, v in OPTIONAL_DIMS.items()} if cfg.arch == "fusion" else {}
+    return ARCHS[cfg.arch](cfg, **{k: dims[k] for k in DIM_KEYS}, **extra)
 
 
 def dims_of(fs) -> dict:
@@ -31,6 +32,7 @@ def dims_of(fs) -> dict:
         text_dim=0 if fs.text is None else int(fs.text.shape[1]),
         symbolic_dim=0 if fs.symbolic is None else int(fs.symbolic.shape[1]),
         n_classes=len(fs.label_names), multilabel=bool(fs.labels.ndim == 2),
+        n_chroma=0 if getattr(fs, "chroma", None) is None else int(fs.chroma.shape[1]),
     )
 
 

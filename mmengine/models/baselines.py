@@ -13,7 +13,9 @@ Pooled statistics (``PooledFeatures``), per clip:
 With ``streams=True`` (the feature-matched baselines ``svm_streams`` / ``rf_streams``: the same
 cues the default fusion model gets), also:
     mel       the beat-normalised rhythm features of each of the fusion model's flux bands
-              (``band_rhythm_features``)
+              (``band_rhythm_features``), and the same key features as the notes' computed
+              from the chroma pitch stream's profile (``chroma_key_features``) when the data
+              has one
     symbolic  the transposition-invariant key features of the notes (``key_features``:
               key-profile correlations and the tonic-relative pitch-class profile)
 All columns are standardised with training-split statistics.
@@ -138,9 +140,21 @@ def key_features(symbolic: np.ndarray) -> np.ndarray:
     keys and their difference, then the standardised pitch-class profile rotated so that the
     best-correlating Aarden–Essen key's tonic comes first. (N, 6 + 12); zeros for a clip
     without notes."""
+    return profile_key_features(np.asarray(symbolic, dtype=np.float64)[:, :12].mean(axis=2))
+
+
+def chroma_key_features(chroma_db: np.ndarray) -> np.ndarray:
+    """``key_features`` of the audio: the profile of (N, 12, T) chroma in dB as the fusion
+    model's audio pitch head reads it (``streams.chroma_profile``: each frame over its
+    loudest class, averaged). (N, 6 + 12)."""
+    c = np.asarray(chroma_db, dtype=np.float64)
+    return profile_key_features((10.0 ** ((c - c.max(axis=1, keepdims=True)) / 10.0)).mean(2))
+
+
+def profile_key_features(prof: np.ndarray) -> np.ndarray:
+    """``key_features`` of (N, 12) pitch-class profiles (any scale: each is standardised)."""
     from .streams import AE_MAJOR, AE_MINOR, KK_MAJOR, KK_MINOR, _standardised
 
-    prof = np.asarray(symbolic, dtype=np.float64)[:, :12].mean(axis=2)
     prof = prof - prof.mean(axis=1, keepdims=True)
     z = prof / np.sqrt((prof * prof).mean(axis=1, keepdims=True) + 1e-8)
     idx = (np.arange(12)[None, :] + np.arange(12)[:, None]) % 12  # rotation s: z[(j + s) % 12]
@@ -192,6 +206,8 @@ class PooledFeatures:
             cols += [mel.mean(axis=2), mel.std(axis=2), rhythm_features(mel, self.frame_rate)]
             if self.streams:
                 cols.append(band_rhythm_features(mel, self.frame_rate, self.flux_bands))
+                if getattr(fs, "chroma", None) is not None:
+                    cols.append(chroma_key_features(fs.chroma))
         if "text" in self.modalities and fs.text is not None and self.svd is not None:
             mask = _mask(fs.text_mask, len(fs.ids))
             z = self.svd.transform(np.asarray(fs.text, dtype=np.float64)) * mask[:, None]

@@ -8,6 +8,8 @@ A batch is a dict of tensors (``N`` clips, ``T`` frames)::
     "text_mask"     (B,)            bool      False = no text
     "symbolic"      (B, S, T)       float32   per-frame symbolic features
     "symbolic_mask" (B,)            bool      False = no symbolic part
+    "chroma"        (B, 12, T)      float32   chroma in dB (the audio pitch stream; only for
+                                              a model with the audio pitch head)
     "mfcc_mask", "mel_mask" (B,)    bool      optional (default: present)
 
 Input normalisation (``FeatureNorm``): every time-series modality is standardised per feature
@@ -38,14 +40,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import MODALITIES, ModelConfig
+from ..config import MODALITIES, ModelConfig, uses_chroma
 from ..features.symbolic import METER_START
 from .blocks import (  # noqa: F401 (re-exported: the blocks' old home)
     CELLS, POOLINGS, STD_FLOOR, Classifier, FeatureNorm, NoRecurrence, SequenceClassifier,
     compute_norm_stats, conv_stem, stem_frames)
-from .streams import PITCH_CLASS_ROWS, DilatedStem, PitchClassHead, SpectralFlux
+from .streams import (PITCH_CLASS_ROWS, DilatedStem, PitchClassHead, SpectralFlux,
+                      chroma_profile)
 
 SERIES = {"mfcc": "mfcc", "mel": "logmel", "symbolic": "symbolic"}  # modality -> batch key
+#: further batch keys that belong to a modality (dropped, permuted and staged with it)
+EXTRA_KEYS = {"mel": ("chroma",)}
 
 
 def batch_keys(modality: str) -> Tuple[str, str]:
@@ -77,6 +82,8 @@ class FusionLSTM(Classifier):
         text_dim: TF-IDF vocabulary size V (0 = no text in the data).
         symbolic_dim: per-frame symbolic features S (0 = none).
         n_classes: C.
+        n_chroma: chroma bins of the audio pitch stream (0 = none; the audio pitch head
+            needs 12).
         multilabel: sigmoid outputs (else softmax).
 
     Attributes:
@@ -86,13 +93,16 @@ class FusionLSTM(Classifier):
         norm: ``FeatureNorm`` with the training statistics.
         flux: ``SpectralFlux`` (rhythm stream) or None.
         pitch: ``PitchClassHead`` (clip-level, late) or None.
+        audio_pitch: ``PitchClassHead`` on the chroma's profile (clip-level, late, masked
+            with the log-Mel) or None.
         meter_rows: symbolic rows of the meter profile read late (0 = none; the symbolic
             stem then reads all rows), standardised by ``meter_norm``.
         classifier: ``SequenceClassifier`` (the part an inference engine runs natively).
     """
 
     def __init__(self, cfg: ModelConfig, n_mfcc: int, n_mels: int, text_dim: int,
-                 symbolic_dim: int, n_classes: int, multilabel: bool = False):
+                 symbolic_dim: int, n_classes: int, multilabel: bool = False,
+                 n_chroma: int = 0):
         super().__init__()
         unknown = [m for m in cfg.modalities if m not in MODALITIES]
         if unknown:
@@ -118,7 +128,7 @@ class FusionLSTM(Classifier):
         self.cfg = cfg
         self.dims = dict(n_mfcc=n_mfcc, n_mels=n_mels, text_dim=text_dim,
                          symbolic_dim=symbolic_dim, n_classes=n_classes,
-                         multilabel=bool(multilabel))
+                         multilabel=bool(multilabel), n_chroma=int(n_chroma))
         self.multilabel = bool(multilabel)
         self.norm = FeatureNorm({m: sizes[m] for m in ("mfcc", "mel", "symbolic")
                                  if m in self.modalities})
@@ -135,6 +145,11 @@ class FusionLSTM(Classifier):
         # key scores are correlations in [-1, 1] with a small spread: standardised (running
         # statistics, like every BatchNorm here) before they meet the pooled LSTM outputs
         self.pitch_norm = nn.BatchNorm1d(cfg.pitch_templates) if self.pitch is not None else None
+        # the same key scores from the audio's chroma: what a user without notes has
+        chroma = uses_chroma(cfg, self.dims) and "mel" in self.modalities
+        self.audio_pitch = PitchClassHead(cfg.audio_pitch_templates) if chroma else None
+        self.audio_pitch_norm = (nn.BatchNorm1d(cfg.audio_pitch_templates) if chroma
+                                 else None)
         # the meter profile (clip-level symbolic rows, the same on every frame): its mean over
         # time, standardised, joins late; the symbolic stem reads the time-varying rows only
         self.meter_rows = (symbolic_dim - METER_START
@@ -159,7 +174,8 @@ class FusionLSTM(Classifier):
         self.block_widths = {m: width[m] for m in self.sequence_modalities}
         self.fused_dim = sum(self.block_widths.values()) + len(self.sequence_modalities)
         late_dim = (cfg.text_dim + 1 if self.late_text else 0) + \
-            (self.pitch.out_dim if self.pitch is not None else 0) + self.meter_rows
+            (self.pitch.out_dim if self.pitch is not None else 0) + self.meter_rows + \
+            (self.audio_pitch.out_dim if self.audio_pitch is not None else 0)
         self.classifier = SequenceClassifier(self.fused_dim, n_classes, cfg, late_dim)
 
     def out_frames(self, n_frames: int) -> int:
@@ -235,6 +251,9 @@ class FusionLSTM(Classifier):
             # "symbolic": the text's (W + 1) columns open the late block
             start = cls.head.in_features - cls.late_dim
             cls.head.weight[:, start:start + self.cfg.text_dim + 1] = 0
+        if self.audio_pitch is not None and "mel" not in kept:
+            # the audio key scores close the late block (encode appends them last)
+            cls.head.weight[:, cls.head.in_features - self.audio_pitch.out_dim:] = 0
 
     # -- training-time augmentation ---------------------------------------------------------
     def _augment_mel(self, x: torch.Tensor) -> torch.Tensor:
@@ -270,6 +289,8 @@ class FusionLSTM(Classifier):
             dims["pitch"] = self.pitch.out_dim
         if self.meter_rows:
             dims["meter"] = self.meter_rows
+        if self.audio_pitch is not None:
+            dims["audio_pitch"] = self.audio_pitch.out_dim
         if self.late_text:
             dims["text"] = self.cfg.text_dim
         return dims
@@ -283,7 +304,8 @@ class FusionLSTM(Classifier):
             ``D = fused_dim``: for each modality of ``sequence_modalities`` its block (zeroed
             when missing) followed by its 0/1 mask channel; ``late`` (B, late_dim) — the text
             projection and its mask channel (late text fusion), the pitch-class key scores and
-            the standardised meter profile (both zeroed without notes) — or None when the
+            the standardised meter profile (both zeroed without notes), the audio key scores
+            of the chroma (zeroed without the log-Mel) — or None when the
             model has no late stream. A modality whose key is absent from ``batch`` is missing
             for every clip (e.g. no lyrics at inference).
 
@@ -345,6 +367,16 @@ class FusionLSTM(Classifier):
         if "symbolic" in self.modalities and SERIES["symbolic"] not in batch:
             late.append(ref.new_zeros(B, (self.pitch.out_dim if self.pitch is not None else 0)
                                       + self.meter_rows))
+        if self.audio_pitch is not None:  # last in the late block (close_streams relies on it)
+            mj = masks[:, self.modalities.index("mel")]
+            if "chroma" in batch and SERIES["mel"] in batch:
+                keys = self.audio_pitch_norm(self.audio_pitch.scores(
+                    chroma_profile(batch["chroma"].float())))
+                late.append(keys * mj[:, None])
+                if parts is not None:
+                    parts["audio_pitch"] = (keys, mj)
+            else:
+                late.append(ref.new_zeros(B, self.audio_pitch.out_dim))
         seq = torch.cat(blocks, dim=2)
         if dilated and self.cfg.pool_stride > 1:
             # ceil(T / stride) steps, a trailing partial window averaged over the frames it
@@ -375,6 +407,8 @@ def batch_from_arrays(fs, rows: Optional[np.ndarray] = None) -> Dict[str, torch.
         return torch.from_numpy(np.ascontiguousarray(a if rows is None else a[rows]))
 
     batch = {"mfcc": take(fs.mfcc).float(), "logmel": take(fs.logmel).float()}
+    if getattr(fs, "chroma", None) is not None:
+        batch["chroma"] = take(fs.chroma).float()
     n = batch["mfcc"].shape[0]
     for name in ("text", "symbolic"):
         arr = getattr(fs, name)

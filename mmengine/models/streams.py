@@ -15,6 +15,10 @@ them with no change to any front end:
 * ``DilatedStem`` — residual dilated 1-D convolutions at the full frame rate whose receptive
   field covers a bar (dilations 1…32, kernel 3: 129 frames ≈ 3.0 s) before any downsampling, so
   "3 versus 4 notes per beat" and "2 versus 3 beats per bar" survive into the recurrence.
+* ``chroma_profile`` — the same view of the audio: the front end's chroma (dB, the pitch stream
+  of ``FrontendConfig.chroma_bins``), each frame scaled to its loudest pitch class (librosa's
+  ``norm=np.inf`` chroma), averaged over the clip and standardised; the audio key scores are a
+  second ``PitchClassHead`` on it (``ModelConfig.audio_pitch_templates``).
 * ``PitchClassHead`` — a transposition-invariant view of the notes: the clip's duration-weighted
   pitch-class profile (the mean of the 12 pitch-class rows), standardised, correlated circularly
   with ``K`` learnable templates over all 12 rotations, then the maximum over rotations. The
@@ -103,8 +107,22 @@ def receptive_field(dilations: Sequence[int]) -> int:
 def pitch_class_profile(symbolic: torch.Tensor) -> torch.Tensor:
     """(B, S, T) symbolic features → (B, 12): each pitch class's share of the sounding frames
     (duration-weighted), standardised over the 12 classes (zeros for a clip with no notes)."""
-    roll = symbolic[:, :PITCH_CLASS_ROWS]
-    prof = roll.mean(dim=2)
+    return _standardise(symbolic[:, :PITCH_CLASS_ROWS].mean(dim=2))
+
+
+def chroma_profile(chroma_db: torch.Tensor) -> torch.Tensor:
+    """(B, 12, T) chroma in dB → (B, 12) pitch-class profile, standardised over the 12 classes.
+
+    ``10 ** ((c[b, j, t] − max_j c[b, j, t]) / 10)`` is each frame's chroma over its largest
+    bin (librosa's ``chroma_stft(..., norm=np.inf)``); its mean over the frames is the profile.
+    A silent frame (every bin at the dB floor) adds the same to every class, which the
+    standardisation removes."""
+    rel = chroma_db - chroma_db.amax(dim=1, keepdim=True)
+    prof = torch.pow(10.0, rel / 10.0).mean(dim=2)
+    return _standardise(prof)
+
+
+def _standardise(prof: torch.Tensor) -> torch.Tensor:
     prof = prof - prof.mean(dim=1, keepdim=True)
     scale = torch.sqrt((prof * prof).mean(dim=1, keepdim=True) + 1e-8)
     return prof / scale
@@ -138,7 +156,10 @@ class PitchClassHead(nn.Module):
         self.out_dim = templates
 
     def forward(self, symbolic: torch.Tensor) -> torch.Tensor:
-        z = pitch_class_profile(symbolic)  # (B, 12)
+        return self.scores(pitch_class_profile(symbolic))
+
+    def scores(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, 12) standardised profile → (B, K) key-template scores (max over rotations)."""
         rot = z[:, self.rot_index].reshape(z.shape[0], 12, 12)  # (B, s, j)
         r = torch.matmul(rot, self.templates.t()) / 12.0  # (B, s, K)
         return r.amax(dim=1)

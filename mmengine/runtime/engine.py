@@ -106,6 +106,10 @@ class Engine:
         # and featurises its own files while the main thread runs the classifier
         self._worker_features = self.frontend.serial_compute
         self.input_names = [s["name"] for s in header["io"]["inputs"]]
+        # the front end's arrays: log-Mel and MFCC, and the chroma when the header's front
+        # end computes it (an engine whose model reads the chroma has chroma_bins > 0: export)
+        self._feature_keys = ("mfcc", "logmel") + (("chroma",) if self.frontend_cfg.chroma_bins
+                                                   else ())
         self._vectorizer = None
         if "text" in self.input_names:
             from ..features.text import TextVectorizer
@@ -410,7 +414,8 @@ class Engine:
                 row = dict(extra)
                 if waves is None:
                     f = feats[w]  # a spilled window is read back once
-                    row["mfcc"], row["logmel"] = f["mfcc"], f["logmel"]
+                    for key in self._feature_keys:
+                        row[key] = f[key]
                 else:
                     waves[len(rows)] = wins[w]
                 if self._symbolic_dim:
@@ -437,15 +442,15 @@ class Engine:
         """Model inputs for a batch of windows (B, window) — None when the decoding threads
         featurised them (the features are in the rows) — and their per-window extras."""
         if self._worker_features:
-            feats = {k: np.stack([r[k] for _, r in rows]) for k in ("mfcc", "logmel")}
+            feats = {k: np.stack([r[k] for _, r in rows]) for k in self._feature_keys}
         elif self._tensor_features:  # equal-length windows: DALI's dense batch, zero-copy
             feats = self.frontend.from_arrays_padded(list(waves))
         else:
             per_item = self.frontend.compute(list(waves))
-            feats = {k: np.stack([f[k] for f in per_item]) for k in ("mfcc", "logmel")}
+            feats = {k: np.stack([f[k] for f in per_item]) for k in self._feature_keys}
         out = {}
         for name in self.input_names:
-            if name in ("mfcc", "logmel"):
+            if name in self._feature_keys:
                 out[name] = (feats[name] if self._tensor_features
                              else np.asarray(feats[name], np.float32))
             else:

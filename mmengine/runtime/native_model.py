@@ -3,7 +3,7 @@
 Everything between the front end's arrays and the logits runs in csrc/model (normalisation,
 spectral flux, the dilated convolution stems with their BatchNorms folded in, fusion with the
 mask channels, average pooling, the LSTM stack of csrc/lstm, mean/max pooling, the late text,
-key-score and meter streams, the head). The weights come from the engine's safetensors payload
+key-score and meter streams, the audio key scores of the chroma, the head). The weights come from the engine's safetensors payload
 through a torch-free reader (``read_safetensors``); the architecture from the engine header's
 model description (``export.model_spec``), checked against every tensor's shape before
 anything is built, and every tensor of the payload must be used (a model with a part the graph
@@ -184,6 +184,11 @@ def build_graph(spec: Mapping, tensors: Mapping[str, np.ndarray], *, path: str =
         ms, mb = t.batchnorm("meter_norm", R) if R else (None, None)
         g.set_symbolic(sizes["symbolic"], tpl, ps, pb, METER_START, ms, mb)
         late += K + R
+    if a["audio_pitch"]:
+        K = a["audio_pitch"]
+        g.set_chroma(t.take("audio_pitch.templates", (K, PITCH_CLASS_ROWS)),
+                     *t.batchnorm("audio_pitch_norm", K))
+        late += K
     C_ = a["n_classes"]
     head = t.take("classifier.head.weight", (C_, pooled + late))
     g.set_head(np.ascontiguousarray(head.T), t.take("classifier.head.bias", (C_,)))
@@ -250,7 +255,8 @@ class GraphRunner:
         if ref is None:
             raise ValueError("the inputs hold no time series (mfcc, logmel or symbolic)")
         masks = modality_masks(inputs, ref.shape[0])
-        return graph.forward(series[0], series[1], arr("text"), series[2], masks, self.threads)
+        return graph.forward(series[0], series[1], arr("text"), series[2], masks, self.threads,
+                             arr("chroma"))
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         logits = np.asarray(self._forward(self.graph, inputs))

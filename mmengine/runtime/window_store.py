@@ -18,8 +18,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-#: the feature arrays of one window, in the order they are written
-KEYS = ("mfcc", "logmel")
+#: the feature arrays a window may have, in the order they are written (chroma: only when the
+#: front end computes the pitch stream)
+KEYS = ("mfcc", "logmel", "chroma")
 
 
 class WindowStore:
@@ -53,11 +54,12 @@ class WindowStore:
             return
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="mmengine-windows-")
-        arrays = [np.ascontiguousarray(feats[k], dtype=np.float32) for k in KEYS]
+        keys = [k for k in KEYS if k in feats]
+        arrays = [np.ascontiguousarray(feats[k], dtype=np.float32) for k in keys]
         self._file.seek(self._end)
         for a in arrays:
             self._file.write(a.tobytes())
-        self._spilled.append((self._end, tuple((k, a.shape) for k, a in zip(KEYS, arrays))))
+        self._spilled.append((self._end, tuple((k, a.shape) for k, a in zip(keys, arrays))))
         self._end += sum(a.nbytes for a in arrays)
 
     def truncate(self, n: int) -> None:
