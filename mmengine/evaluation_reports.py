@@ -57,6 +57,10 @@ def plot_learning_curves(history: List[dict], path: Path, best_epoch: int = -1) 
     a.legend()
     b.plot(ep, [h["val_macro_f1"] for h in history], label="val macro-F1")
     b.plot(ep, [h["val_accuracy"] for h in history], label="val accuracy")
+    nn = [(h["epoch"], h["val_macro_f1_without_notes"]) for h in history
+          if "val_macro_f1_without_notes" in h]
+    if nn:  # a model that reads the notes: what it gives without them (a user without MIDI)
+        b.plot(*zip(*nn), label="val macro-F1 without notes")
     for ax in (a, b):
         if best_epoch > 0:
             ax.axvline(best_epoch, color="grey", ls="--", lw=0.8)

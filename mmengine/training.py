@@ -166,6 +166,9 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
         step = distributed.DataParallelStep(ddp, model, aux) if ddp is not None else None
         x_tr, y_tr = batch_from_arrays(fs_tr), _labels_tensor(fs_tr.labels, multilabel)
         x_va, y_va = batch_from_arrays(fs_va), _labels_tensor(fs_va.labels, multilabel)
+        x_no_notes = (stage_batch(x_va, tuple(m for m in model.modalities if m != "symbolic"))
+                      if "symbolic" in getattr(model, "modalities", ()) and
+                      len(model.modalities) > 1 else None)
         weight = (class_weights(fs_tr.labels, C) if train_cfg.class_weights and not multilabel
                   else None)
         criterion = loss_fn(multilabel, weight)
@@ -197,7 +200,10 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
             best, _ = read_tensors(best_path)
             model.load_state_dict(best)
             model.eval()
-            metrics = {"best_epoch": state["best_epoch"], "best_val_macro_f1": state["best_f1"],
+            metrics = {"best_epoch": state["best_epoch"],
+                       "best_val_macro_f1": state["best_val_metrics"].get("macro_f1",
+                                                                          state["best_f1"]),
+                       "best_val_score": state["best_f1"],
                        "val": state["best_val_metrics"], "interrupted": interrupted,
                        "epochs_run": state["epoch"]}
             atomic_write_json(out_dir / "history.json", state["history"])
@@ -288,15 +294,31 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
                 record = {"epoch": epoch + 1, "train_loss": total / seen, "val_loss": val_loss,
                           "val_accuracy": vm["accuracy"], "val_macro_f1": f1,
                           "seconds": time.perf_counter() - t0}
+                score = f1
+                if not stage1 and x_no_notes is not None:
+                    # what a user without MIDI files gets; selection weighs it in
+                    nn_logits = (predict_logits(scored, x_no_notes) if ddp is None else
+                                 distributed.predict_shared(ddp, predict_logits, scored,
+                                                            x_no_notes, C))
+                    f1_nn = classification_metrics(
+                        fs_va.labels, decide(nn_logits, multilabel), C, multilabel=multilabel,
+                        label_names=names)["macro_f1"]
+                    record["val_macro_f1_without_notes"] = f1_nn
+                    w = train_cfg.select_without_notes
+                    score = (1.0 - w) * f1 + w * f1_nn
+                    record["val_score"] = score
                 if K:
                     record["stage"] = 1 if epoch + 1 < K else 2
                 state["history"].append(record)
                 state["epoch"] = epoch + 1
                 if stage1:
                     pass  # a model of the stage-1 modalities only: never kept as the best
-                elif f1 > state["best_f1"]:
-                    state.update(best_f1=f1, best_epoch=epoch + 1, bad_epochs=0,
-                                 best_val_metrics=vm)
+                elif score > state["best_f1"]:  # best_f1: the selection score
+                    state.update(best_f1=score, best_epoch=epoch + 1, bad_epochs=0,
+                                 best_val_metrics=dict(vm, **(
+                                     {"macro_f1_without_notes": record[
+                                         "val_macro_f1_without_notes"]}
+                                     if "val_macro_f1_without_notes" in record else {})))
                     if main:
                         atomic_save_tensors(out_dir / "best.safetensors", scored.state_dict())
                 else:
@@ -319,7 +341,9 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
         if ddp is not None:
             ddp.barrier()  # the checkpoint is written when train returns on any rank
     return RunResult(out_dir=out_dir, model=model, best_epoch=state["best_epoch"],
-                     best_val_f1=float(state["best_f1"]), epochs_run=state["epoch"],
+                     best_val_f1=float(state["best_val_metrics"].get("macro_f1",
+                                                                     state["best_f1"])),
+                     epochs_run=state["epoch"],
                      stopped_early=stopped, history=state["history"],
                      val_metrics=state["best_val_metrics"], checkpoint=ckpt,
                      seconds=time.perf_counter() - t_start)

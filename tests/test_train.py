@@ -427,3 +427,25 @@ def test_two_stage_resume_refuses_another_switch_epoch(tmp_path):
     more = train(fs, DILATED, dataclasses.replace(STAGED, max_epochs=6), tmp_path,
                  progress=False, resume=True)  # round(0.4 * 6) = 2: the same switch
     assert more.epochs_run == 6 and more.history[-1]["stage"] == 2
+
+
+@pytest.mark.parametrize("w", [0.0, 0.5, 1.0])
+def test_selection_weighs_the_validation_score_without_the_notes(tmp_path, w):
+    """Stage-2 epochs record the validation macro-F1 with every modality and without the
+    notes; the best epoch maximises ``(1 - w)·all + w·without`` (``select_without_notes``), and
+    the run reports the every-modality F1 of that epoch as its validation macro-F1."""
+    fs = feature_set()
+    res = train(fs, DILATED, dataclasses.replace(STAGED, select_without_notes=w),
+                tmp_path / "run", progress=False)
+    stage2 = [h for h in res.history if h["stage"] == 2]
+    assert all("val_macro_f1_without_notes" in h for h in stage2)
+    assert not any("val_macro_f1_without_notes" in h for h in res.history if h["stage"] == 1)
+    score = [(1 - w) * h["val_macro_f1"] + w * h["val_macro_f1_without_notes"] for h in stage2]
+    best = stage2[int(np.argmax(score))]  # the first of equal scores, as the loop keeps it
+    assert res.best_epoch == best["epoch"]
+    assert res.best_val_f1 == best["val_macro_f1"]
+    assert res.val_metrics["macro_f1_without_notes"] == best["val_macro_f1_without_notes"]
+    alone = train(fs, dataclasses.replace(DILATED, modalities=("mfcc", "mel")),
+                  dataclasses.replace(FAST, select_without_notes=w), tmp_path / "audio",
+                  progress=False)
+    assert not any("val_macro_f1_without_notes" in h for h in alone.history)

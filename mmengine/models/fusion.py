@@ -252,8 +252,10 @@ class FusionLSTM(Classifier):
             start = cls.head.in_features - cls.late_dim
             cls.head.weight[:, start:start + self.cfg.text_dim + 1] = 0
         if self.audio_pitch is not None and "mel" not in kept:
-            # the audio key scores close the late block (encode appends them last)
+            # the audio key scores close the late block (encode appends them last); with
+            # their head columns at zero their scale is free: it starts at audio_pitch_gain
             cls.head.weight[:, cls.head.in_features - self.audio_pitch.out_dim:] = 0
+            self.audio_pitch_norm.weight.fill_(self.cfg.audio_pitch_gain)
 
     # -- training-time augmentation ---------------------------------------------------------
     def _augment_mel(self, x: torch.Tensor) -> torch.Tensor:
