@@ -19,7 +19,8 @@ Suites (``bench/contenders.py``):
 * ``frontend``: B 30 s FLAC files → log-Mel (128 x 1,292) + MFCC (20 x 1,292):
   ``librosa`` (one process, 1 thread), ``librosa-pool`` (a pool of ``--threads`` processes,
   what a librosa user does on several cores), ``dali-cpu``, ``dali-plain``, ``torch``,
-  ``native``. Clips/s.
+  ``native``, ``native+chroma`` (the native front end with the default pitch stream, which the
+  peers do not compute: its cost). Clips/s.
 * ``e2e``: B files → class probabilities, ``Engine.classify(paths, batch_size=B)``:
   ``ours`` (native backend + native front end), ``ours-decode+dali-features+ort`` (the
   engine's own decoding, DALI CPU features, ONNX Runtime) and ``dali-plain+ort`` (DALI decodes
