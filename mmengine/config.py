@@ -180,7 +180,7 @@ class FrontendConfig:
             bank. librosa's ``chroma_stft`` defaults to 2; magnitude was chosen on the
             ``vocal`` validation split, where a logistic regression on the clip's key
             scores reached 0.922 accuracy with magnitude and 0.863 with power (102 clips;
-            ``runs/chroma/probe2.py``, notes in docs/results.md).
+            ``cd bench && python chroma_probe_variants.py``; docs/results.md).
         chroma_ctroct, chroma_octwidth: librosa's octave weighting of the chroma filter
             bank: a Gaussian over octaves centred on ``chroma_ctroct`` octaves above A0/2
             (27.5 Hz / 2 → octave 5 = 880 Hz) with ``chroma_octwidth`` octaves of standard
