@@ -182,8 +182,8 @@ class FrontendConfig:
             scores reached 0.922 accuracy with magnitude and 0.863 with power (102 clips;
             ``cd bench && python chroma_probe_variants.py``; docs/results.md).
         chroma_ctroct, chroma_octwidth: librosa's octave weighting of the chroma filter
-            bank: a Gaussian over octaves centred on ``chroma_ctroct`` octaves above A0/2
-            (27.5 Hz / 2 → octave 5 = 880 Hz) with ``chroma_octwidth`` octaves of standard
+            bank: a Gaussian over octaves centred on ``chroma_ctroct`` octaves above A0
+            (27.5 Hz; octave 5 = 880 Hz) with ``chroma_octwidth`` octaves of standard
             deviation; ``chroma_octwidth=None`` weights every octave alike.
     """
 

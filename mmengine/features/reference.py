@@ -176,7 +176,7 @@ def chroma_filterbank(*, sr: int, n_fft: int, n_chroma: int = 12, ctroct: float 
 
     The definition of ``librosa.filters.chroma`` (tuning 0, L2 column norm, ``base_c``), from
     its documented construction: FFT bin ``k > 0`` sits at ``q_k = n_chroma·log2(f_k / 27.5)``
-    chroma steps above A0/2 (bin 0 is given ``q_1 − 1.5·n_chroma``); chroma ``c`` (counted
+    chroma steps above A0 = 27.5 Hz (bin 0 is given ``q_1 − 1.5·n_chroma``); chroma ``c`` (counted
     from A) weighs it with a Gaussian bump ``exp(−(2·d / w_k)² / 2)`` of the circular distance
     ``d`` from ``q_k`` to ``c`` (in ``[−n_chroma/2, n_chroma/2)``) and the width ``w_k =
     max(q_{k+1} − q_k, 1)``; each column is scaled to unit L2 norm, then multiplied by the
