@@ -160,6 +160,11 @@ class UnknownBackendError(MMEngineError, ValueError):
     """A backend name that is not in the registry; the message lists the valid names."""
 
 
+class UnsupportedSettingsError(MMEngineError, ValueError):
+    """A component cannot compute the settings it was given (e.g. the DALI front end and a
+    front-end config with the chroma pitch stream); the message says what to use instead."""
+
+
 class EngineFileError(MMEngineError):
     """An engine file (``.mme``) was refused: foreign, newer, truncated, tampered or malformed.
     ``path`` and ``reason`` are attributes."""

@@ -73,6 +73,7 @@ from ..errors import (
     AudioMissingError,
     AudioUnsupportedFormatError,
     BackendUnavailableError,
+    UnsupportedSettingsError,
 )
 from .base import Frontend, check_waveforms
 from .reference import check_config, hann_window
@@ -173,7 +174,7 @@ class DaliFrontend(DaliTorchOutputs, Frontend):
         if cfg.power not in (1.0, 2.0):
             raise ValueError(f"DALI's spectrogram supports power 1 or 2, not {cfg.power}")
         if cfg.chroma_bins:
-            raise ValueError(UNSUPPORTED_CHROMA)
+            raise UnsupportedSettingsError(UNSUPPORTED_CHROMA)
         if batch_size < 1 or not 0.0 <= resample_quality <= 100.0:
             raise ValueError("batch_size must be >= 1 and resample_quality in [0, 100]")
         self.cfg, self.device = cfg, device
