@@ -39,6 +39,14 @@ def write_tone(path, seconds, hz, sr=SR):
     sf.write(str(path), y.astype(np.float32), sr)
 
 
+def cached(*args, **kw):
+    """``compute_or_load_audio_features`` with the reference front end unless one is named
+    (these tests count and compare the reference's calls; the default, "auto", picks the
+    native one where it is built: ``test_auto_frontend_keys_the_cache_by_its_choice``)."""
+    kw.setdefault("frontend", "reference")
+    return compute_or_load_audio_features(*args, **kw)
+
+
 @pytest.fixture
 def data(tmp_path):
     rows = ["path,label,lyrics"]
@@ -75,7 +83,7 @@ def expected_features(path, acfg=ACFG, fcfg=FCFG):
 
 def test_first_call_computes_then_hits_cache(data, tmp_path, spy):
     cdir = tmp_path / "cache"
-    f1 = compute_or_load_audio_features(data, ACFG, FCFG, cdir, progress=False)
+    f1 = cached(data, ACFG, FCFG, cdir, progress=False)
     t = FCFG.n_frames(cache_mod.clip_samples(ACFG))
     assert f1.ids == data.ids and len(f1) == 6 and not f1.failed
     assert f1.mfcc.shape == (6, 8, t) and f1.logmel.shape == (6, 16, t)
@@ -91,7 +99,7 @@ def test_first_call_computes_then_hits_cache(data, tmp_path, spy):
     before = shard_mtimes(cdir)
 
     spy.clear()
-    f2 = compute_or_load_audio_features(data, ACFG, FCFG, cdir, progress=False)
+    f2 = cached(data, ACFG, FCFG, cdir, progress=False)
     assert spy == [] and (f2.n_computed, f2.n_reused) == (0, 6)
     assert shard_mtimes(cdir) == before
     np.testing.assert_array_equal(f2.logmel, f1.logmel)
@@ -101,28 +109,28 @@ def test_first_call_computes_then_hits_cache(data, tmp_path, spy):
 
 def test_changed_settings_recompute_everything(data, tmp_path, spy):
     cdir = tmp_path / "cache"
-    compute_or_load_audio_features(data, ACFG, FCFG, cdir, progress=False)
+    cached(data, ACFG, FCFG, cdir, progress=False)
     old = set(shard_mtimes(cdir))
     spy.clear()
     fcfg = FrontendConfig(sample_rate=SR, n_fft=256, hop_length=128, n_mels=20, n_mfcc=8)
-    f = compute_or_load_audio_features(data, ACFG, fcfg, cdir, progress=False)
+    f = cached(data, ACFG, fcfg, cdir, progress=False)
     assert sum(spy) == 6 and f.n_computed == 6 and f.logmel.shape[1] == 20
     assert not old & set(shard_mtimes(cdir)), "stale shards must be deleted"
     spy.clear()
     acfg = AudioConfig(sample_rate=SR, clip_seconds=0.5)
-    f = compute_or_load_audio_features(data, acfg, fcfg, cdir, progress=False)
+    f = cached(data, acfg, fcfg, cdir, progress=False)
     assert sum(spy) == 6 and f.logmel.shape[2] == fcfg.n_frames(4000)
 
 
 def test_touched_or_added_file_recomputes_only_that_item(data, tmp_path, spy):
     cdir = tmp_path / "cache"
-    f1 = compute_or_load_audio_features(data, ACFG, FCFG, cdir, progress=False)
+    f1 = cached(data, ACFG, FCFG, cdir, progress=False)
     target = data.records[3].path
     write_tone(target, 1.0, 1234.0)
     st = target.stat()
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
     spy.clear()
-    f2 = compute_or_load_audio_features(data, ACFG, FCFG, cdir, progress=False)
+    f2 = cached(data, ACFG, FCFG, cdir, progress=False)
     assert sum(spy) == 1 and (f2.n_computed, f2.n_reused) == (1, 5)
     keep = [0, 1, 2, 4, 5]
     np.testing.assert_array_equal(f2.logmel[keep], f1.logmel[keep])
@@ -134,20 +142,20 @@ def test_touched_or_added_file_recomputes_only_that_item(data, tmp_path, spy):
         fh.write("g.wav,jig,\n")
     bigger = load_manifest(tmp_path / "m.csv")
     spy.clear()
-    f3 = compute_or_load_audio_features(bigger, ACFG, FCFG, cdir, progress=False)
+    f3 = cached(bigger, ACFG, FCFG, cdir, progress=False)
     assert sum(spy) == 1 and f3.ids == bigger.ids
 
 
 def test_fully_replaced_shards_are_deleted(data, tmp_path):
     cdir = tmp_path / "cache"
-    compute_or_load_audio_features(data, ACFG, FCFG, cdir, progress=False, shard_size=2,
+    cached(data, ACFG, FCFG, cdir, progress=False, shard_size=2,
                                    batch_size=2)
     first = set(shard_mtimes(cdir))
     assert len(first) == 3
     for rec in data.records[:2]:
         st = rec.path.stat()
         os.utime(rec.path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-    compute_or_load_audio_features(data, ACFG, FCFG, cdir, progress=False, shard_size=2,
+    cached(data, ACFG, FCFG, cdir, progress=False, shard_size=2,
                                    batch_size=2)
     now = set(shard_mtimes(cdir))
     assert len(now) == 3 and len(first & now) == 2
@@ -158,7 +166,7 @@ def test_corrupt_and_empty_files_are_reported_and_excluded(data, tmp_path, spy):
     data.records[4].path.write_bytes(b"")
     cdir = tmp_path / "cache"
     with pytest.warns(ExcludedClipsWarning, match="2 of 6 clip") as rec:
-        f = compute_or_load_audio_features(data, ACFG, FCFG, cdir, progress=False)
+        f = cached(data, ACFG, FCFG, cdir, progress=False)
     msg = str(rec[0].message)
     assert "b.wav" in msg and "e.wav" in msg
     assert set(f.failed) == {"b.wav", "e.wav"}
@@ -168,15 +176,15 @@ def test_corrupt_and_empty_files_are_reported_and_excluded(data, tmp_path, spy):
     assert str(data.records[1].path) not in doc["items"]
     spy.clear()
     with pytest.warns(ExcludedClipsWarning):
-        f2 = compute_or_load_audio_features(data, ACFG, FCFG, cdir, progress=False)
+        f2 = cached(data, ACFG, FCFG, cdir, progress=False)
     assert sum(spy) == 0 and f2.ids == f.ids
 
 
 def test_mismatched_sample_rates_and_unknown_frontend(data, tmp_path):
     with pytest.raises(ValueError, match="sample_rate"):
-        compute_or_load_audio_features(data, ACFG, FrontendConfig(sample_rate=16000), tmp_path)
+        cached(data, ACFG, FrontendConfig(sample_rate=16000), tmp_path)
     with pytest.raises(ValueError, match="unknown front end"):
-        compute_or_load_audio_features(data, ACFG, FCFG, tmp_path, frontend="nope")
+        cached(data, ACFG, FCFG, tmp_path, frontend="nope")
 
 
 def test_build_feature_set(data, tmp_path):
@@ -240,8 +248,8 @@ def test_other_frontends_fill_their_own_cache(data, tmp_path, frontend):
             pytest.skip("mmengine._C built without the native front end")
     cdir = tmp_path / "cache"
     fcfg = FCFG if frontend == "native" else dataclasses.replace(FCFG, chroma_bins=0)  # DALI: none
-    ref = compute_or_load_audio_features(data, ACFG, fcfg, tmp_path / "ref", progress=False)
-    got = compute_or_load_audio_features(data, ACFG, fcfg, cdir, progress=False,
+    ref = cached(data, ACFG, fcfg, tmp_path / "ref", progress=False)
+    got = cached(data, ACFG, fcfg, cdir, progress=False,
                                          frontend=frontend)
     assert got.ids == ref.ids and got.n_computed == 6
     # float32 FFTs: bins near the -100 dB floor of these tonal clips differ by up to ~0.02 dB
@@ -261,8 +269,8 @@ def test_chroma_is_cached_with_the_other_features_and_its_absence_keeps_old_cach
     """The pitch stream travels through the cache like the log-Mel (computed once, read back
     equal); a config without it has the settings a cache written before the stream had (no
     chroma fields), so such caches stay valid."""
-    first = compute_or_load_audio_features(data, ACFG, FCFG, tmp_path / "c", progress=False)
-    again = compute_or_load_audio_features(data, ACFG, FCFG, tmp_path / "c", progress=False)
+    first = cached(data, ACFG, FCFG, tmp_path / "c", progress=False)
+    again = cached(data, ACFG, FCFG, tmp_path / "c", progress=False)
     assert first.chroma.shape == (6, 12, first.logmel.shape[-1]) and again.n_reused == 6
     np.testing.assert_array_equal(again.chroma, first.chroma)
     np.testing.assert_array_equal(again.logmel, first.logmel)
@@ -274,3 +282,17 @@ def test_chroma_is_cached_with_the_other_features_and_its_absence_keeps_old_cach
     settings = cache_settings(ACFG, off, "reference")["frontend_cfg"]
     assert not any(k.startswith("chroma") for k in settings)
     assert "chroma_n_fft" in cache_settings(ACFG, FCFG, "reference")["frontend_cfg"]
+
+
+def test_auto_frontend_keys_the_cache_by_its_choice(data, tmp_path):
+    """The default front end of the cache ("auto") is the one an engine uses by default:
+    native where the extension is built, else the reference; the cache records the name it
+    resolved to, and its features are the reference's within float32 FFT rounding."""
+    from mmengine.features.frontend import auto_frontend
+
+    got = compute_or_load_audio_features(data, ACFG, FCFG, tmp_path / "auto", progress=False)
+    doc = json.loads((tmp_path / "auto" / "manifest.json").read_text())
+    assert doc["settings"]["frontend"] == auto_frontend(FCFG) in ("native", "reference")
+    ref = cached(data, ACFG, FCFG, tmp_path / "ref", progress=False)
+    np.testing.assert_allclose(got.logmel, ref.logmel, atol=0.05, rtol=0)
+    np.testing.assert_allclose(got.chroma, ref.chroma, atol=0.05, rtol=0)
