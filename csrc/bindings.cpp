@@ -246,7 +246,8 @@ py::array_t<float> graph_forward(mdl::Graph& g, py::object mfcc, py::object logm
     a.text = x.data();
     keep.push_back(std::move(x));
   }
-  if (!chroma.is_none() && g.chroma_k > 0) {  // a model without the audio pitch head ignores it
+  // a model without a head that reads the chroma ignores it
+  if (!chroma.is_none() && (g.chroma_k > 0 || (g.audio_meter && g.meter_reads_chroma))) {
     F32Array x = chroma.cast<F32Array>();
     if (x.ndim() != 3 || x.shape(0) != B || x.shape(1) != 12 || x.shape(2) != T)
       throw py::value_error("chroma must be (batch, 12, frames) float32, frames as the series");
@@ -530,6 +531,41 @@ PYBIND11_MODULE(_C, m) {
            }, py::arg("templates"), py::arg("scale"), py::arg("shift"),
            "The audio pitch head: key-template scores of the chroma's profile, BatchNorm "
            "(scale, shift), masked with the log-Mel; last in the late block.")
+      .def("set_audio_meter", [](mdl::Graph& g, const py::array_t<int64_t, py::array::c_style |
+                                 py::array::forcecast>& lags, const F32Array& lag_weights,
+                                 const F32Array& templates, const F32Array& scale,
+                                 const F32Array& shift, bool reads_chroma) {
+             if (lags.ndim() != 1 || lag_weights.ndim() != 2 ||
+                 lag_weights.shape(0) != lags.shape(0))
+               throw py::value_error("lags must be (L,) and lag weights (L, bins)");
+             if (templates.ndim() != 3 || templates.shape(1) != 2)
+               throw py::value_error("audio meter templates must be (K, 2, width)");
+             const int bins = int(lag_weights.shape(1)), width = int(templates.shape(2));
+             if (width < 1 || width > bins)
+               throw py::value_error("audio meter templates are wider than the profile");
+             g.audio_meter = true;
+             g.meter_bins = bins;
+             g.meter_k = int(templates.shape(0));
+             g.meter_width = width;
+             g.meter_shifts = bins - width + 1;
+             g.meter_lags.clear();
+             for (py::ssize_t i = 0; i < lags.shape(0); ++i) {
+               const int64_t l = lags.data()[i];
+               if (l < 0 || l > (int64_t(1) << 20)) throw py::value_error("lag out of range");
+               g.meter_lags.push_back(int(l));
+             }
+             g.meter_lag_w.assign(lag_weights.data(), lag_weights.data() + lag_weights.size());
+             g.meter_templates.assign(templates.data(), templates.data() + templates.size());
+             g.am_scale = vec1(scale, g.audio_meter_dim(), "audio meter scale");
+             g.am_shift = vec1(shift, g.audio_meter_dim(), "audio meter shift");
+             g.meter_reads_chroma = reads_chroma;
+             g.finalized = false;
+           }, py::arg("lags"), py::arg("lag_weights"), py::arg("templates"), py::arg("scale"),
+           py::arg("shift"), py::arg("reads_chroma"),
+           "The audio meter head: the log-lag profile of the onset envelope's autocorrelation "
+           "and (reads_chroma) the chroma's self-similarity, K template scores, BatchNorm "
+           "(scale, shift), masked with the log-Mel; after the audio pitch head, last in the "
+           "late block.")
       .def("forward", &graph_forward, py::arg("mfcc"), py::arg("logmel"), py::arg("text"),
            py::arg("symbolic"), py::arg("masks"), py::arg("num_threads") = 0,
            py::arg("chroma") = py::none(),

@@ -314,6 +314,12 @@ class ModelConfig:
             per step, so a larger scale lets the audio path reach the logits in fewer steps
             (``vocal`` seed 0, validation macro-F1 without the notes 4 epochs into the second
             stage: 0.891 with 10, 0.329 with 1; 0.665 after 16 epochs with 1).
+        audio_meter_templates: tempo-invariant templates of the audio meter head
+            (``models.streams.AudioMeterHead``; 0 = no head): the log-lag profile of the
+            onset envelope's autocorrelation and of the chroma's self-similarity (96 values)
+            and the templates' scores join late, masked with the log-Mel, opened at
+            ``audio_pitch_gain`` in stage 2 like the audio key scores. What a user without
+            notes has for a meter: ``bench/audio_meter_probe.py`` measures the profile alone.
         mfcc_channels, mel_channels, symbolic_channels: per-frame widths of the stems' outputs.
         text_dim: width of the dense TF-IDF projection.
         modality_dropout: per-sample probability of dropping each time-series modality during
@@ -351,6 +357,7 @@ class ModelConfig:
     pitch_templates: int = 8
     audio_pitch_templates: int = 8
     audio_pitch_gain: float = 10.0
+    audio_meter_templates: int = 0
     mfcc_channels: int = 32
     mel_channels: int = 64
     symbolic_channels: int = 32
@@ -370,7 +377,8 @@ LEGACY_MODEL_DEFAULTS = {"stem": "strided", "pool_stride": 1, "flux_bands": 0,
                          "text_fusion": "early", "pitch_templates": 0, "text_dropout": None,
                          "spec_mask_bands": 0, "pitch_rotation": False, "pooling": "last",
                          "symbolic_channels": 16, "meter_profile": False,
-                         "symbolic_dropout": None, "audio_pitch_templates": 0}
+                         "symbolic_dropout": None, "audio_pitch_templates": 0,
+                         "audio_meter_templates": 0}
 #: legacy fields whose missing value is the stored ``modality_dropout``
 _DROPOUTS_FROM_MODALITY = ("text_dropout", "symbolic_dropout")
 
@@ -383,12 +391,44 @@ def first_design(**overrides) -> ModelConfig:
     return ModelConfig(**{**legacy, "symbolic_dropout": p, **overrides})
 
 
+#: the audio meter head (``models.streams.AudioMeterHead``): lags in frames (93 ms to 4.5 s at
+#: 43 frames/s: from one fast note to two bars of a slow slip jig), read at ``AUDIO_METER_BINS``
+#: log-spaced points, where a change of tempo is a shift along the axis; each template spans
+#: ``AUDIO_METER_WIDTH`` of them at ``AUDIO_METER_SHIFTS`` positions (8 bins ≈ 0.9 octave of
+#: tempo)
+AUDIO_METER_LAGS = (4, 192)
+AUDIO_METER_BINS = 48
+AUDIO_METER_SHIFTS = 9
+AUDIO_METER_WIDTH = AUDIO_METER_BINS - AUDIO_METER_SHIFTS + 1
+
+
+def log_lag_weights(lag_min: int = AUDIO_METER_LAGS[0], lag_max: int = AUDIO_METER_LAGS[1],
+                    bins: int = AUDIO_METER_BINS):
+    """``(lags, W)``: the integer lags a log-lag curve reads and the (len(lags), bins)
+    linear-interpolation weights, so that ``curve_at(lags) @ W`` is ``np.interp`` of the curve
+    at ``bins`` lags spaced evenly in log from ``lag_min`` to ``lag_max``."""
+    import numpy as np
+
+    pos = np.exp(np.linspace(np.log(lag_min), np.log(lag_max), bins))
+    pos[-1] = lag_max  # exp(log(x)) may round below x
+    lo = np.minimum(np.floor(pos).astype(np.int64), lag_max)
+    hi = np.minimum(lo + 1, lag_max)
+    lags = np.unique(np.concatenate([lo, hi]))
+    w = np.zeros((len(lags), bins), np.float64)
+    frac = pos - lo
+    np.add.at(w, (np.searchsorted(lags, lo), np.arange(bins)), 1.0 - frac)
+    np.add.at(w, (np.searchsorted(lags, hi), np.arange(bins)), frac)
+    return lags, w
+
+
 def uses_chroma(cfg: "ModelConfig", dims: Mapping) -> bool:
     """Whether a model of ``cfg`` and sizes ``dims`` reads the chroma pitch stream (its audio
-    pitch-class head exists): the fusion design with the dilated stem, the log-Mel among its
-    modalities, ``audio_pitch_templates > 0`` and a 12-bin chroma in the data."""
+    pitch-class head or its audio meter head exists): the fusion design with the dilated
+    stem, the log-Mel among its modalities, ``audio_pitch_templates > 0`` or
+    ``audio_meter_templates > 0``, and a 12-bin chroma in the data."""
     return (cfg.arch == "fusion" and cfg.stem == "dilated" and "mel" in cfg.modalities
-            and int(dims.get("n_mels", 0)) > 0 and cfg.audio_pitch_templates > 0
+            and int(dims.get("n_mels", 0)) > 0
+            and (cfg.audio_pitch_templates > 0 or cfg.audio_meter_templates > 0)
             and int(dims.get("n_chroma", 0)) == 12)
 
 

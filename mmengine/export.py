@@ -70,7 +70,7 @@ def engine_metadata(model, *, labels: Sequence[str], audio_cfg: AudioConfig,
         raise ValueError("the model uses text but no TF-IDF vectorizer description was given")
     # the front end computes the chroma only for a model that reads it (it costs ~4x the
     # log-Mel's FFT work): the header of any other model says chroma_bins=0
-    if getattr(model, "audio_pitch", None) is None:
+    if not getattr(model, "reads_chroma", False):
         frontend_cfg = dataclasses.replace(frontend_cfg, chroma_bins=0)
     elif frontend_cfg.chroma_bins != model.dims.get("n_chroma"):
         raise ValueError(f"the model reads a {model.dims.get('n_chroma')}-bin chroma but the "

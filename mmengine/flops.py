@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from typing import Dict, Mapping
 
+from .config import AUDIO_METER_SHIFTS, AUDIO_METER_WIDTH
+
 #: gates per recurrent cell (``ModelConfig.cell``); "none" has no recurrence
 GATES = {"lstm": 4, "gru": 3, "rnn": 1, "none": 0}
 
@@ -122,7 +124,8 @@ def model_flops(spec: Mapping, frames: int) -> Dict[str, float]:
         (2 if cfg.pooling == "meanmax" else 1)
     pitch = a["pitch"] if cfg.stem == "dilated" else 0  # FusionLSTM: key head with dilated only
     late = (int(cfg.text_dim) + 1 if a["late_text"] else 0) + pitch + a["meter_rows"] + \
-        a["audio_pitch"]
+        a["audio_pitch"] + a["audio_meter_dim"]
     head = 2.0 * (pooled + late) * a["n_classes"] + \
-        2.0 * (pitch + a["audio_pitch"]) * a["pitch_rows"]
+        2.0 * (pitch + a["audio_pitch"]) * a["pitch_rows"] + \
+        2.0 * a["audio_meter"] * 2 * AUDIO_METER_WIDTH * AUDIO_METER_SHIFTS
     return {"stems": stems, "recurrence": rec, "head": head, "total": stems + rec + head}

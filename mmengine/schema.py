@@ -40,6 +40,7 @@ MODEL_FIELDS: _Spec = {
     "text_fusion": ("choice", ("late", "early")),
     "pitch_templates": ("int", 0, 256), "audio_pitch_templates": ("int", 0, 256),
     "audio_pitch_gain": ("num", 1e-3, 1e3),
+    "audio_meter_templates": ("int", 0, 256),
     "mfcc_channels": ("int", 1, 4096),
     "mel_channels": ("int", 1, 4096),
     "symbolic_channels": ("int", 1, 4096),

@@ -20,8 +20,9 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .config import (INPUT_ORDER, MODALITIES, MODALITY_INPUTS, FrontendConfig,
-                     model_config_from_stored, to_dict, uses_chroma)
+from .config import (AUDIO_METER_BINS, AUDIO_METER_WIDTH, INPUT_ORDER, MODALITIES,
+                     MODALITY_INPUTS, FrontendConfig, model_config_from_stored, to_dict,
+                     uses_chroma)
 
 log = logging.getLogger("mmengine.export")
 
@@ -65,7 +66,7 @@ def input_spec(model, frontend_cfg: FrontendConfig) -> List[dict]:
     names = [n for m in model.modalities for n in MODALITY_INPUTS[m]]
     if not {"mfcc", "logmel"} & set(names):
         names.append("logmel")
-    if getattr(model, "audio_pitch", None) is not None:
+    if getattr(model, "reads_chroma", False):
         names.append("chroma")
     shapes = {"mfcc": [BATCH, dims["n_mfcc"], FRAMES], "logmel": [BATCH, dims["n_mels"], FRAMES],
               "chroma": [BATCH, dims.get("n_chroma", 0), FRAMES],
@@ -192,9 +193,13 @@ def architecture(spec: Mapping) -> dict:
              "symbolic": cfg.symbolic_channels}
     seq = tuple(m for m in mods if m != "text" or not late_text)
     audio_pitch = cfg.audio_pitch_templates if uses_chroma(cfg, dims) and "mel" in mods else 0
+    audio_meter = (cfg.audio_meter_templates if cfg.stem == "dilated" and "mel" in mods
+                   else 0)
     return {"cfg": cfg, "dims": dims, "sizes": sizes, "modalities": mods, "late_text": late_text,
             "meter_rows": meter_rows, "pitch": pitch, "sequence": seq, "width": width,
-            "audio_pitch": audio_pitch,
+            "audio_pitch": audio_pitch, "audio_meter": audio_meter,
+            "audio_meter_dim": 2 * AUDIO_METER_BINS + audio_meter if audio_meter else 0,
+            "reads_chroma": uses_chroma(cfg, dims),
             "flux": cfg.flux_bands if "mel" in mods else 0,
             "n_classes": int(dims["n_classes"])}
 
@@ -246,6 +251,9 @@ def state_shapes(spec: Mapping) -> Dict[str, Tuple[int, ...]]:
     if a["audio_pitch"]:
         out["audio_pitch.templates"] = (a["audio_pitch"], PITCH_CLASS_ROWS)
         bn("audio_pitch_norm", a["audio_pitch"])
+    if a["audio_meter"]:
+        out["audio_meter.templates"] = (a["audio_meter"], 2, AUDIO_METER_WIDTH)
+        bn("audio_meter_norm", a["audio_meter_dim"])
     for m in a["modalities"]:
         if m == "text":
             out["stems.text.0.weight"] = (int(cfg.text_dim), sizes["text"])
@@ -271,7 +279,7 @@ def state_shapes(spec: Mapping) -> Dict[str, Tuple[int, ...]]:
         pooled = fused
     pooled *= 2 if cfg.pooling == "meanmax" else 1
     late = (int(cfg.text_dim) + 1 if a["late_text"] else 0) + a["pitch"] + a["meter_rows"] + \
-        a["audio_pitch"]
+        a["audio_pitch"] + a["audio_meter_dim"]
     out["classifier.head.weight"] = (a["n_classes"], pooled + late)
     out["classifier.head.bias"] = (a["n_classes"],)
     return out

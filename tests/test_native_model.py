@@ -28,7 +28,7 @@ def make_model(seed=0, symbolic_dim=23, n_chroma=12, **over):
     torch.manual_seed(seed)
     kw = dict(hidden_size=20, num_layers=2, mfcc_channels=20, mel_channels=16,
               symbolic_channels=12, text_dim=6, dilations=(1, 3), pitch_templates=5,
-              flux_bands=3, audio_pitch_templates=3)
+              flux_bands=3, audio_pitch_templates=3, audio_meter_templates=2)
     kw.update(over)
     cfg = ModelConfig(**kw)
     dims = dict(n_mfcc=7, n_mels=13, text_dim=11, symbolic_dim=symbolic_dim, n_classes=4,
@@ -55,7 +55,7 @@ def inputs(m, B, T, seed=0, text_mask=None, sym_mask=None):
     d = m.dims
     x = {"mfcc": rng.normal(-5, 20, (B, d["n_mfcc"], T)).astype(np.float32),
          "logmel": rng.normal(-40, 15, (B, d["n_mels"], T)).astype(np.float32)}
-    if m.audio_pitch is not None:  # chroma in dB, some frames silent (every bin at the floor)
+    if m.reads_chroma:  # chroma in dB, some frames silent (every bin at the floor)
         x["chroma"] = rng.normal(-30, 12, (B, 12, T)).astype(np.float32)
         x["chroma"][:, :, ::5] = -100.0
     if d["text_dim"]:
@@ -111,6 +111,8 @@ def test_matches_torch_on_awkward_shapes(isa, B, T):
     dict(modalities=("mfcc",), flux_bands=0), dict(modalities=("mel", "symbolic")),
     dict(meter_profile=False), dict(pitch_templates=0), dict(modalities=("mfcc", "mel", "text")),
     dict(audio_pitch_templates=0), dict(n_chroma=0), dict(modalities=("mel",), flux_bands=0),
+    dict(audio_meter_templates=0), dict(audio_pitch_templates=0, n_chroma=0),
+    dict(audio_pitch_templates=0, audio_meter_templates=1),
 ])
 def test_matches_torch_for_each_design_option(over):
     m = make_model(seed=1, **over)

@@ -40,14 +40,19 @@ def tfidf(vocabulary):
 
 def tiny_model(pooling: str, modalities, layers: int = 2, stages=2, seed: int = 0,
                text_dim: int = 9):
-    """``stages``: strided stem stages (the first design), or "dilated" (the default design:
-    dilated stems, spectral flux, late text, pitch-class head, meter profile)."""
+    """``stages``: strided stem stages (the first design), "dilated" (the default design:
+    dilated stems, spectral flux, late text, pitch-class head, meter profile), or
+    "dilated+audio" (also the chroma and the audio pitch and meter heads)."""
     torch.manual_seed(seed)
+    n_chroma = 0
+    if stages == "dilated+audio":
+        stages, n_chroma = "dilated", 12
     if stages == "dilated":
         cfg = ModelConfig(hidden_size=19, num_layers=layers, dilations=(1, 2, 4), flux_bands=3,
                           pitch_templates=3, mfcc_channels=5, mel_channels=6,
                           symbolic_channels=3, text_dim=4, pooling=pooling,
-                          modalities=tuple(modalities))
+                          modalities=tuple(modalities), audio_pitch_templates=3,
+                          audio_meter_templates=2)
         # all modalities: today's 66 symbolic rows (meter profile late); otherwise the 15 rows
         # of an engine built before rows 15-65 existed
         sym = SYMBOLIC_DIM if len(modalities) == 4 else 15
@@ -58,7 +63,7 @@ def tiny_model(pooling: str, modalities, layers: int = 2, stages=2, seed: int = 
                           pitch_templates=0, flux_bands=0)
         sym = 4
     model = build_model(cfg, dict(n_mfcc=7, n_mels=12, text_dim=text_dim, symbolic_dim=sym,
-                                  n_classes=5, multilabel=False))
+                                  n_classes=5, multilabel=False, n_chroma=n_chroma))
     # non-trivial normalisation statistics and BatchNorm running stats
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
@@ -74,6 +79,7 @@ CASES = {
     "text-only-last": ("last", ("text",), 2, 1),
     "dilated-all-meanmax": ("meanmax", ("mfcc", "mel", "text", "symbolic"), 2, "dilated"),
     "dilated-mel-symbolic-mean": ("mean", ("mel", "symbolic"), 1, "dilated"),
+    "dilated-audio-heads": ("meanmax", ("mfcc", "mel", "text", "symbolic"), 2, "dilated+audio"),
 }
 
 

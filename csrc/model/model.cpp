@@ -113,7 +113,7 @@ int Graph::pooled_dim() const {
 
 int Graph::late_dim() const {
   return (text_out > 0 ? text_out + 1 : 0) + (late_symbolic ? pitch_k + meter_rows : 0) +
-         chroma_k;
+         chroma_k + audio_meter_dim();
 }
 
 void finalize(Graph& g) {
@@ -153,6 +153,21 @@ void finalize(Graph& g) {
                             int(g.chroma_scale.size()) == g.chroma_k &&
                             int(g.chroma_shift.size()) == g.chroma_k),
         "audio pitch head sizes");
+  if (g.audio_meter) {
+    const size_t nl = g.meter_lags.size();
+    check(g.meter_bins > 0 && nl > 0 && g.meter_lag_w.size() == nl * size_t(g.meter_bins),
+          "audio meter: lag weights must be (lags, bins)");
+    for (size_t i = 0; i < nl; ++i)
+      check(g.meter_lags[i] >= 0 && (i == 0 || g.meter_lags[i] > g.meter_lags[i - 1]),
+            "audio meter: lags must increase from 0");
+    check(g.meter_shifts >= 1 && g.meter_width >= 1 &&
+              g.meter_width + g.meter_shifts - 1 == g.meter_bins &&
+              g.meter_templates.size() == size_t(g.meter_k) * 2 * g.meter_width,
+          "audio meter: templates must be (K, 2, bins - shifts + 1)");
+    check(int(g.am_scale.size()) == g.audio_meter_dim() &&
+              int(g.am_shift.size()) == g.audio_meter_dim(),
+          "audio meter: BatchNorm sizes");
+  }
   check(g.meter_rows == 0 || (int(g.meter_scale.size()) == g.meter_rows &&
                               int(g.meter_shift.size()) == g.meter_rows),
         "meter profile sizes");
@@ -311,9 +326,108 @@ void chroma_scores(const Graph& g, const ForwardArgs& a, int b, float* o) {
   key_scores(prof, g.chroma_templates, g.chroma_scale, g.chroma_shift, g.chroma_k, m, o);
 }
 
-// One clip's late vector (text, key scores, meter profile, audio key scores), written to `late`.
+// sum over rows c and t < T - lag of x[c][t] * x[c][t + lag] for each lag (x row-major (C, T))
+void lagged_sums(const double* x, int C, int T, const std::vector<int>& lags, double* out) {
+  for (size_t i = 0; i < lags.size(); ++i) {
+    const int l = lags[i];
+    double acc = 0.0;
+    for (int c = 0; c < C; ++c) {
+      const double* r = x + size_t(c) * T;
+      for (int t = 0; t + l < T; ++t) acc += r[t] * r[t + l];
+    }
+    out[i] = acc;
+  }
+}
+
+// The audio meter head (models/streams.py audio_meter_profile and AudioMeterHead).
+void audio_meter_scores(const Graph& g, const ForwardArgs& a, int b, float* o) {
+  const int D = g.audio_meter_dim(), T = a.frames, M = a.series_rows[kLogmel];
+  const float* mel = a.series[kLogmel];
+  const float m = mel ? a.masks[size_t(b) * kNumModalities + kModMel] : 0.0f;
+  if (m == 0.0f) {
+    for (int i = 0; i < D; ++i) o[i] = 0.0f;
+    return;
+  }
+  const int B = g.meter_bins, nl = int(g.meter_lags.size());
+  std::vector<double> prof(size_t(2) * B, 0.0), sums(nl), x(static_cast<size_t>(T));
+  // onset envelope: frame 0 is 0, then the mean positive rise over the Mel bands; centred
+  const float* s = mel + size_t(b) * M * T;
+  x[0] = 0.0;
+  for (int t = 1; t < T; ++t) {
+    double acc = 0.0;
+    for (int k = 0; k < M; ++k) {
+      const double d = double(s[size_t(k) * T + t]) - double(s[size_t(k) * T + t - 1]);
+      acc += d > 0.0 ? d : 0.0;
+    }
+    x[t] = acc / M;
+  }
+  double mean = 0.0, energy = 0.0;
+  for (int t = 0; t < T; ++t) mean += x[t];
+  mean /= T;
+  for (int t = 0; t < T; ++t) {
+    x[t] -= mean;
+    energy += x[t] * x[t];
+  }
+  lagged_sums(x.data(), 1, T, g.meter_lags, sums.data());
+  for (int i = 0; i < nl; ++i) {
+    const double r = sums[i] / (energy + 1e-8);
+    for (int j = 0; j < B; ++j) prof[j] += r * g.meter_lag_w[size_t(i) * B + j];
+  }
+  if (g.meter_reads_chroma && a.chroma) {
+    // each frame's linear chroma over its loudest class, unit length; mean cosine per lag
+    const float* c = a.chroma + size_t(b) * 12 * T;
+    std::vector<double> lin(size_t(12) * T);
+    for (int t = 0; t < T; ++t) {
+      float top = c[t];
+      for (int j = 1; j < 12; ++j) top = std::max(top, c[size_t(j) * T + t]);
+      double ss = 0.0;
+      for (int j = 0; j < 12; ++j) {
+        const double v = std::pow(10.0, double(c[size_t(j) * T + t] - top) / 10.0);
+        lin[size_t(j) * T + t] = v;
+        ss += v * v;
+      }
+      const double inv = 1.0 / std::sqrt(ss + 1e-12);
+      for (int j = 0; j < 12; ++j) lin[size_t(j) * T + t] *= inv;
+    }
+    lagged_sums(lin.data(), 12, T, g.meter_lags, sums.data());
+    double* row = prof.data() + B;
+    for (int i = 0; i < nl; ++i) {
+      const double v = sums[i] / std::max(double(T - g.meter_lags[i]), 1.0);
+      for (int j = 0; j < B; ++j) row[j] += v * g.meter_lag_w[size_t(i) * B + j];
+    }
+    double mu = 0.0, sq = 0.0;
+    for (int j = 0; j < B; ++j) mu += row[j];
+    mu /= B;
+    for (int j = 0; j < B; ++j) {
+      row[j] -= mu;
+      sq += row[j] * row[j];
+    }
+    const double sd = std::sqrt(sq / B + 1e-8);
+    for (int j = 0; j < B; ++j) row[j] /= sd;
+  }
+  std::vector<double> v(static_cast<size_t>(D));
+  for (int j = 0; j < 2 * B; ++j) v[j] = prof[j];
+  const int W = g.meter_width;
+  for (int k = 0; k < g.meter_k; ++k) {
+    const float* w = g.meter_templates.data() + size_t(k) * 2 * W;
+    double best = -DBL_MAX;
+    for (int sh = 0; sh < g.meter_shifts; ++sh) {
+      double r = 0.0;
+      for (int c = 0; c < 2; ++c)
+        for (int i = 0; i < W; ++i) r += prof[size_t(c) * B + sh + i] * w[c * W + i];
+      best = std::max(best, r / (2.0 * W));
+    }
+    v[2 * B + k] = best;
+  }
+  for (int i = 0; i < D; ++i) o[i] = (float(v[i]) * g.am_scale[i] + g.am_shift[i]) * m;
+}
+
+// One clip's late vector (text, key scores, meter profile, audio key scores, audio meter),
+// written to `late`.
 void late_streams(const Graph& g, const ForwardArgs& a, int b, float* late) {
-  if (g.chroma_k > 0) chroma_scores(g, a, b, late + g.late_dim() - g.chroma_k);
+  const int am = g.audio_meter_dim();
+  if (g.chroma_k > 0) chroma_scores(g, a, b, late + g.late_dim() - am - g.chroma_k);
+  if (am > 0) audio_meter_scores(g, a, b, late + g.late_dim() - am);
   const float* masks = a.masks + size_t(b) * kNumModalities;
   float* o = late;
   if (g.text_out > 0) {

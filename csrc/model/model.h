@@ -12,6 +12,8 @@
 //   p  = pool(y): last step, mean, or mean ++ max over time
 //   late = [ReLU(text @ Wt + bt) * m_text, m_text] ++ [BN(key scores) ++ BN(meter profile)] * m_sym
 //          ++ BN(key scores of the chroma's profile) * m_mel        (the audio pitch head)
+//          ++ BN([meter profile of the log-Mel and chroma, its template scores]) * m_mel
+//                                                                  (the audio meter head)
 //   logits = [p, late] @ Wh + bh
 //
 // Convolutions run time-major (rows = frames, columns = channels) on zero-padded buffers, so a
@@ -103,6 +105,16 @@ struct Graph {
   int chroma_k = 0;                   // key templates of the audio pitch head (0 = none)
   std::vector<float> chroma_templates;  // (K, 12)
   std::vector<float> chroma_scale, chroma_shift;
+  // the audio meter head (models/streams.py AudioMeterHead): autocorrelation of the onset
+  // envelope and self-similarity of the chroma at `meter_lags`, read at `meter_bins`
+  // log-spaced lags through `meter_lag_w` (lags, bins); `meter_k` templates (K, 2, width)
+  // at `meter_shifts` positions; BatchNorm over the 2 * bins + K outputs
+  bool audio_meter = false;
+  int meter_bins = 0, meter_k = 0, meter_width = 0, meter_shifts = 0;
+  std::vector<int> meter_lags;
+  std::vector<float> meter_lag_w, meter_templates, am_scale, am_shift;
+  bool meter_reads_chroma = false;
+  int audio_meter_dim() const { return audio_meter ? 2 * meter_bins + meter_k : 0; }
   // head
   int n_classes = 0, head_in = 0;
   AlignedBuffer<float> head_w;        // (head_in, n_classes)

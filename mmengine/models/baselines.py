@@ -15,7 +15,9 @@ cues the default fusion model gets), also:
     mel       the beat-normalised rhythm features of each of the fusion model's flux bands
               (``band_rhythm_features``), and the same key features as the notes' computed
               from the chroma pitch stream's profile (``chroma_key_features``) when the data
-              has one
+              has one, and the audio meter profile the fusion model's ``AudioMeterHead``
+              reads (``audio_meter_features``: onset-envelope autocorrelation and chroma
+              self-similarity on a log-lag axis)
     symbolic  the transposition-invariant key features of the notes (``key_features``:
               key-profile correlations and the tonic-relative pitch-class profile)
 All columns are standardised with training-split statistics.
@@ -133,6 +135,25 @@ def band_rhythm_features(logmel: np.ndarray, frame_rate: float, bands: int) -> n
                            for a, b in zip(edges, edges[1:])], axis=1)
 
 
+def audio_meter_features(logmel: np.ndarray, chroma: Optional[np.ndarray],
+                         chunk: int = 64) -> np.ndarray:
+    """(N, n_mels, T) log-Mel and (N, 12, T) chroma (dB, or None) → (N, 2 · bins): the
+    profile of ``streams.audio_meter_profile`` (float64), flattened row by row."""
+    from ..config import log_lag_weights
+    from .streams import audio_meter_profile
+
+    lags, w = log_lag_weights()
+    lags_t, w_t = torch.from_numpy(lags), torch.from_numpy(w)
+    out = []
+    for a in range(0, len(logmel), chunk):
+        mel = torch.from_numpy(np.asarray(logmel[a:a + chunk], dtype=np.float64))
+        ch = (None if chroma is None
+              else torch.from_numpy(np.asarray(chroma[a:a + chunk], dtype=np.float64)))
+        with torch.no_grad():
+            out.append(audio_meter_profile(mel, ch, lags_t, w_t).reshape(len(mel), -1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, 2 * w.shape[1]))
+
+
 def key_features(symbolic: np.ndarray) -> np.ndarray:
     """Transposition-invariant key features of the pitch-class rows (0–11) of (N, S, T)
     symbolic features, for the Krumhansl–Kessler and the Aarden–Essen profiles (the fusion
@@ -206,8 +227,10 @@ class PooledFeatures:
             cols += [mel.mean(axis=2), mel.std(axis=2), rhythm_features(mel, self.frame_rate)]
             if self.streams:
                 cols.append(band_rhythm_features(mel, self.frame_rate, self.flux_bands))
-                if getattr(fs, "chroma", None) is not None:
-                    cols.append(chroma_key_features(fs.chroma))
+                chroma = getattr(fs, "chroma", None)
+                if chroma is not None:
+                    cols.append(chroma_key_features(chroma))
+                cols.append(audio_meter_features(fs.logmel, chroma))
         if "text" in self.modalities and fs.text is not None and self.svd is not None:
             mask = _mask(fs.text_mask, len(fs.ids))
             z = self.svd.transform(np.asarray(fs.text, dtype=np.float64)) * mask[:, None]

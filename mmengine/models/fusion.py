@@ -45,8 +45,8 @@ from ..features.symbolic import METER_START
 from .blocks import (  # noqa: F401 (re-exported: the blocks' old home)
     CELLS, POOLINGS, STD_FLOOR, Classifier, FeatureNorm, NoRecurrence, SequenceClassifier,
     compute_norm_stats, conv_stem, stem_frames)
-from .streams import (PITCH_CLASS_ROWS, DilatedStem, PitchClassHead, SpectralFlux,
-                      chroma_profile)
+from .streams import (PITCH_CLASS_ROWS, AudioMeterHead, DilatedStem, PitchClassHead,
+                      SpectralFlux, chroma_profile)
 
 SERIES = {"mfcc": "mfcc", "mel": "logmel", "symbolic": "symbolic"}  # modality -> batch key
 #: further batch keys that belong to a modality (dropped, permuted and staged with it)
@@ -146,9 +146,16 @@ class FusionLSTM(Classifier):
         # statistics, like every BatchNorm here) before they meet the pooled LSTM outputs
         self.pitch_norm = nn.BatchNorm1d(cfg.pitch_templates) if self.pitch is not None else None
         # the same key scores from the audio's chroma: what a user without notes has
-        chroma = uses_chroma(cfg, self.dims) and "mel" in self.modalities
+        self.reads_chroma = uses_chroma(cfg, self.dims)
+        chroma = self.reads_chroma and cfg.audio_pitch_templates > 0
         self.audio_pitch = PitchClassHead(cfg.audio_pitch_templates) if chroma else None
         self.audio_pitch_norm = (nn.BatchNorm1d(cfg.audio_pitch_templates) if chroma
+                                 else None)
+        # the audio's periodicities (onset envelope and chroma self-similarity on a log-lag
+        # axis), tempo-invariant templates: the meter of a user without notes
+        meter = dilated and "mel" in self.modalities and cfg.audio_meter_templates > 0
+        self.audio_meter = AudioMeterHead(cfg.audio_meter_templates) if meter else None
+        self.audio_meter_norm = (nn.BatchNorm1d(self.audio_meter.out_dim) if meter
                                  else None)
         # the meter profile (clip-level symbolic rows, the same on every frame): its mean over
         # time, standardised, joins late; the symbolic stem reads the time-varying rows only
@@ -175,8 +182,14 @@ class FusionLSTM(Classifier):
         self.fused_dim = sum(self.block_widths.values()) + len(self.sequence_modalities)
         late_dim = (cfg.text_dim + 1 if self.late_text else 0) + \
             (self.pitch.out_dim if self.pitch is not None else 0) + self.meter_rows + \
-            (self.audio_pitch.out_dim if self.audio_pitch is not None else 0)
+            self.audio_late_dim()
         self.classifier = SequenceClassifier(self.fused_dim, n_classes, cfg, late_dim)
+
+    def audio_late_dim(self) -> int:
+        """Columns of the audio's clip-level block, which closes the late block: the audio key
+        scores, then the audio meter scores (each 0 when absent)."""
+        return ((self.audio_pitch.out_dim if self.audio_pitch is not None else 0)
+                + (self.audio_meter.out_dim if self.audio_meter is not None else 0))
 
     def out_frames(self, n_frames: int) -> int:
         """Steps of the recurrence for ``n_frames`` input frames."""
@@ -251,11 +264,14 @@ class FusionLSTM(Classifier):
             # "symbolic": the text's (W + 1) columns open the late block
             start = cls.head.in_features - cls.late_dim
             cls.head.weight[:, start:start + self.cfg.text_dim + 1] = 0
-        if self.audio_pitch is not None and "mel" not in kept:
-            # the audio key scores close the late block (encode appends them last); with
-            # their head columns at zero their scale is free: it starts at audio_pitch_gain
-            cls.head.weight[:, cls.head.in_features - self.audio_pitch.out_dim:] = 0
-            self.audio_pitch_norm.weight.fill_(self.cfg.audio_pitch_gain)
+        if self.audio_late_dim() and "mel" not in kept:
+            # the audio key and meter scores close the late block (encode appends them
+            # last); with their head columns at zero their scale is free: it starts at
+            # audio_pitch_gain
+            cls.head.weight[:, cls.head.in_features - self.audio_late_dim():] = 0
+            for norm in (self.audio_pitch_norm, self.audio_meter_norm):
+                if norm is not None:
+                    norm.weight.fill_(self.cfg.audio_pitch_gain)
 
     # -- training-time augmentation ---------------------------------------------------------
     def _augment_mel(self, x: torch.Tensor) -> torch.Tensor:
@@ -293,6 +309,8 @@ class FusionLSTM(Classifier):
             dims["meter"] = self.meter_rows
         if self.audio_pitch is not None:
             dims["audio_pitch"] = self.audio_pitch.out_dim
+        if self.audio_meter is not None:
+            dims["audio_meter"] = self.audio_meter.out_dim
         if self.late_text:
             dims["text"] = self.cfg.text_dim
         return dims
@@ -379,6 +397,18 @@ class FusionLSTM(Classifier):
                     parts["audio_pitch"] = (keys, mj)
             else:
                 late.append(ref.new_zeros(B, self.audio_pitch.out_dim))
+        if self.audio_meter is not None:  # after the audio key scores, last
+            mj = masks[:, self.modalities.index("mel")]
+            if SERIES["mel"] in batch:
+                chroma = (batch["chroma"].float() if self.reads_chroma and "chroma" in batch
+                          else None)
+                beats = self.audio_meter_norm(self.audio_meter(batch[SERIES["mel"]].float(),
+                                                               chroma))
+                late.append(beats * mj[:, None])
+                if parts is not None:
+                    parts["audio_meter"] = (beats, mj)
+            else:
+                late.append(ref.new_zeros(B, self.audio_meter.out_dim))
         seq = torch.cat(blocks, dim=2)
         if dilated and self.cfg.pool_stride > 1:
             # ceil(T / stride) steps, a trailing partial window averaged over the frames it

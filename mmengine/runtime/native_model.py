@@ -19,7 +19,7 @@ from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ..config import MODALITIES
+from ..config import AUDIO_METER_WIDTH, MODALITIES, log_lag_weights
 from ..spec import (METER_START, PITCH_CLASS_ROWS, architecture,  # noqa: F401 (re-exported)
                     state_shapes, unsupported_reason)
 from ..errors import EngineFileError
@@ -189,6 +189,14 @@ def build_graph(spec: Mapping, tensors: Mapping[str, np.ndarray], *, path: str =
         g.set_chroma(t.take("audio_pitch.templates", (K, PITCH_CLASS_ROWS)),
                      *t.batchnorm("audio_pitch_norm", K))
         late += K
+    if a["audio_meter"]:
+        K = a["audio_meter"]
+        lags, lag_w = log_lag_weights()
+        g.set_audio_meter(lags.astype(np.int64), lag_w.astype(np.float32),
+                          t.take("audio_meter.templates", (K, 2, AUDIO_METER_WIDTH)),
+                          *t.batchnorm("audio_meter_norm", a["audio_meter_dim"]),
+                          reads_chroma=bool(a["reads_chroma"]))
+        late += a["audio_meter_dim"]
     C_ = a["n_classes"]
     head = t.take("classifier.head.weight", (C_, pooled + late))
     g.set_head(np.ascontiguousarray(head.T), t.take("classifier.head.bias", (C_,)))
