@@ -65,6 +65,24 @@ class RunResult:
 
 
 # ------------------------------------------------------------------ helpers
+def ema_update_fn(decay: float):
+    """The weight average's update: floating tensors (weights, BatchNorm statistics) move by
+    an exponential moving average with ``decay``; any other tensor is copied (integer buffers
+    such as a head's constant index tables: torch's EMA would round ``0.9·a + 0.1·a`` down,
+    so an index of 192 could drift to 191 over the steps)."""
+    average = get_ema_multi_avg_fn(decay)
+
+    def update(ema_list, cur_list, n_averaged):
+        floating = [(e, c) for e, c in zip(ema_list, cur_list) if e.is_floating_point()]
+        for e, c in zip(ema_list, cur_list):
+            if not e.is_floating_point():
+                e.copy_(c)
+        if floating:
+            average([e for e, _ in floating], [c for _, c in floating], n_averaged)
+
+    return update
+
+
 @contextlib.contextmanager
 def _torch_settings(num_threads: int):
     old_threads = torch.get_num_threads()
@@ -146,7 +164,7 @@ def train(feature_set, model_cfg: ModelConfig = ModelConfig(),
         aux = aux_heads(model, C) if train_cfg.aux_weight > 0 else None
         params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
         opt = make_optimizer(params, train_cfg)
-        ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(train_cfg.ema_decay),
+        ema = (AveragedModel(model, multi_avg_fn=ema_update_fn(train_cfg.ema_decay),
                              use_buffers=True) if train_cfg.ema_decay > 0 else None)
         extras = {name: mod for name, mod in (("aux", aux), ("ema", ema)) if mod is not None}
         # the weights validated, kept as best and stored: the running average when there is one

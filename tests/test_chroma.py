@@ -189,7 +189,7 @@ def test_head_exists_only_with_the_log_mel_and_a_12_bin_chroma():
     assert uses_chroma(ModelConfig(), dims)
     assert not uses_chroma(ModelConfig(), {**dims, "n_chroma": 0})
     assert not uses_chroma(ModelConfig(modalities=("mfcc", "symbolic")), dims)
-    assert not uses_chroma(ModelConfig(audio_pitch_templates=0), dims)
+    assert not uses_chroma(ModelConfig(audio_pitch_templates=0, audio_meter_templates=0), dims)
     assert not uses_chroma(ModelConfig(stem="strided"), dims)
     assert build_model(ModelConfig(modalities=("mfcc",)), dims).audio_pitch is None
     old = {k: v for k, v in dims.items() if k != "n_chroma"}  # a checkpoint from before
@@ -198,7 +198,8 @@ def test_head_exists_only_with_the_log_mel_and_a_12_bin_chroma():
 
 def test_missing_chroma_or_log_mel_zeroes_the_audio_key_scores():
     torch.manual_seed(0)
-    cfg = ModelConfig(modalities=("mfcc", "mel"), audio_pitch_templates=3)
+    cfg = ModelConfig(modalities=("mfcc", "mel"), audio_pitch_templates=3,
+                      audio_meter_templates=0)
     m = build_model(cfg, dict(n_mfcc=5, n_mels=8, text_dim=0, symbolic_dim=0, n_classes=3,
                               multilabel=False, n_chroma=12)).eval()
     x = {"mfcc": torch.randn(2, 5, 20), "logmel": torch.randn(2, 8, 20),

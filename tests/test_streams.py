@@ -102,7 +102,8 @@ def _batch(B=3, T=64, V=10):
 
 def test_default_model_shapes_and_late_streams():
     cfg = ModelConfig(hidden_size=8, mel_channels=8, mfcc_channels=4, symbolic_channels=4,
-                      dilations=(1, 2), flux_bands=4, pitch_templates=3, text_dim=5)
+                      dilations=(1, 2), flux_bands=4, pitch_templates=3, text_dim=5,
+                      audio_meter_templates=0)
     dims = dict(n_mfcc=20, n_mels=16, text_dim=10, symbolic_dim=15, n_classes=3,
                 multilabel=False)
     model = build_model(cfg, dims).eval()
@@ -151,7 +152,8 @@ def test_meter_profile_joins_late_and_stays_out_of_the_stem():
     from mmengine.features.symbolic import METER_START, SYMBOLIC_DIM
 
     cfg = ModelConfig(hidden_size=8, mel_channels=8, mfcc_channels=4, symbolic_channels=4,
-                      dilations=(1, 2), flux_bands=4, pitch_templates=3, text_dim=5)
+                      dilations=(1, 2), flux_bands=4, pitch_templates=3, text_dim=5,
+                      audio_meter_templates=0)
     dims = dict(n_mfcc=20, n_mels=16, text_dim=10, symbolic_dim=SYMBOLIC_DIM, n_classes=3,
                 multilabel=False)
     model = build_model(cfg, dims).eval()

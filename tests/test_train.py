@@ -449,3 +449,19 @@ def test_selection_weighs_the_validation_score_without_the_notes(tmp_path, w):
                   dataclasses.replace(FAST, select_without_notes=w), tmp_path / "audio",
                   progress=False)
     assert not any("val_macro_f1_without_notes" in h for h in alone.history)
+
+
+def test_weight_average_copies_integer_buffers():
+    """The EMA update averages floating tensors and copies the rest: torch's own update
+    would write ``0.9·a + 0.1·a`` into an integer buffer and round it down (a head's constant
+    lag table drifted that way until the average scored another model than the one saved)."""
+    from mmengine.training import ema_update_fn
+
+    ema_w, cur_w = torch.zeros(3), torch.ones(3)
+    idx = torch.arange(0, 400, dtype=torch.int64)
+    ema_idx, cur_idx = idx.clone(), idx.clone()
+    update = ema_update_fn(0.9)
+    for _ in range(50):
+        update([ema_w, ema_idx], [cur_w, cur_idx], torch.tensor(1))
+    assert torch.equal(ema_idx, idx)
+    torch.testing.assert_close(ema_w, torch.full((3,), 1 - 0.9 ** 50))
