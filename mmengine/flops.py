@@ -20,9 +20,11 @@ time-series stem's convolutions at the input frame rate (dilated design: the ker
 convolution and one kernel-3 convolution per dilation; strided design: its stride-2 stages),
 the text projection (once per clip), the recurrence above at the pooled frame rate, the
 key-template scores of the notes and of the chroma (``pitch_templates`` and
-``audio_pitch_templates``, x 12 each) and the head. Not counted: normalisation, BatchNorm,
-activations, residual adds, spectral flux, the chroma profile, the pooling, and the front end
-(log-Mel / MFCC / chroma) itself.
+``audio_pitch_templates``, x 12 each), the audio meter head's template scores
+(``audio_meter_templates`` x 2 rows x width x shifts) and the head. Not counted:
+normalisation, BatchNorm, activations, residual adds, spectral flux, the chroma profile, the
+audio meter profile (its lagged sums: about 1.2 M multiply-adds per 30 s clip, 71 lags x 13
+rows x 1,292 frames), the pooling, and the front end (log-Mel / MFCC / chroma) itself.
 """
 from __future__ import annotations
 
