@@ -200,3 +200,16 @@ def test_feature_matched_baselines_pool_the_same_profile():
                                       x["chroma"][i].double().numpy()).ravel()
                      for i in range(3)])
     np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_a_training_batch_of_one_clip_runs():
+    """The last training batch of a split can hold one clip: the clip-level BatchNorms (key
+    scores, meter profile, audio heads) then use their running statistics instead of failing
+    on one value per channel, and a batch of two still trains them."""
+    m = _model(audio_pitch_templates=2).train()
+    x = {k: v[:1] for k, v in _batch().items()}
+    before = m.audio_meter_norm.running_mean.clone()
+    m(x).sum().backward()
+    torch.testing.assert_close(m.audio_meter_norm.running_mean, before)
+    m(_batch())
+    assert not torch.equal(m.audio_meter_norm.running_mean, before)

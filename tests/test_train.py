@@ -306,7 +306,8 @@ def test_aux_loss_reads_only_clips_that_have_the_stream():
     batch["text_mask"] = torch.tensor([True] * 5 + [False] * 5)
     parts = {}
     model.encode(batch, parts=parts)
-    assert set(parts) == set(model.stream_dims()) == {"mfcc", "mel", "symbolic", "text"}
+    assert set(parts) == set(model.stream_dims()) == {"mfcc", "mel", "symbolic", "text",
+                                                      "audio_meter"}
     for name, (summary, mask) in parts.items():
         assert summary.shape == (10, model.stream_dims()[name])
     assert parts["text"][1].tolist() == [1.0] * 5 + [0.0] * 5

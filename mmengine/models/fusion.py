@@ -363,12 +363,12 @@ class FusionLSTM(Classifier):
                     if self.training:
                         raw = self._augment_symbolic(raw)
                     if self.pitch is not None:
-                        keys = self.pitch_norm(self.pitch(raw))
+                        keys = _late_norm(self.pitch_norm, self.pitch(raw))
                         late.append(keys * mj[:, None])
                         if parts is not None:
                             parts["pitch"] = (keys, mj)
                     if self.meter_rows:
-                        meter = self.meter_norm(raw[:, METER_START:].mean(dim=2))
+                        meter = _late_norm(self.meter_norm, raw[:, METER_START:].mean(dim=2))
                         late.append(meter * mj[:, None])
                         if parts is not None:
                             parts["meter"] = (meter, mj)
@@ -390,7 +390,7 @@ class FusionLSTM(Classifier):
         if self.audio_pitch is not None:  # last in the late block (close_streams relies on it)
             mj = masks[:, self.modalities.index("mel")]
             if "chroma" in batch and SERIES["mel"] in batch:
-                keys = self.audio_pitch_norm(self.audio_pitch.scores(
+                keys = _late_norm(self.audio_pitch_norm, self.audio_pitch.scores(
                     chroma_profile(batch["chroma"].float())))
                 late.append(keys * mj[:, None])
                 if parts is not None:
@@ -402,8 +402,8 @@ class FusionLSTM(Classifier):
             if SERIES["mel"] in batch:
                 chroma = (batch["chroma"].float() if self.reads_chroma and "chroma" in batch
                           else None)
-                beats = self.audio_meter_norm(self.audio_meter(batch[SERIES["mel"]].float(),
-                                                               chroma))
+                beats = _late_norm(self.audio_meter_norm,
+                                   self.audio_meter(batch[SERIES["mel"]].float(), chroma))
                 late.append(beats * mj[:, None])
                 if parts is not None:
                     parts["audio_meter"] = (beats, mj)
@@ -429,6 +429,16 @@ class FusionLSTM(Classifier):
     def set_normalization(self, stats: Mapping[str, np.ndarray]) -> None:
         """Install training-split statistics from ``compute_norm_stats``."""
         self.norm.set_stats(stats)
+
+
+def _late_norm(bn: nn.BatchNorm1d, x: torch.Tensor) -> torch.Tensor:
+    """``bn(x)`` for a (B, K) clip-level stream; a training batch of one clip (the last batch
+    of a split whose size is 1 modulo the batch size) is normalised with the running
+    statistics, which a BatchNorm cannot estimate from one value per channel."""
+    if bn.training and x.shape[0] == 1:
+        return nn.functional.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias,
+                                        False, 0.0, bn.eps)
+    return bn(x)
 
 
 def batch_from_arrays(fs, rows: Optional[np.ndarray] = None) -> Dict[str, torch.Tensor]:
