@@ -9,7 +9,7 @@ A batch is a dict of tensors (``N`` clips, ``T`` frames)::
     "symbolic"      (B, S, T)       float32   per-frame symbolic features
     "symbolic_mask" (B,)            bool      False = no symbolic part
     "chroma"        (B, 12, T)      float32   chroma in dB (the audio pitch stream; only for
-                                              a model with the audio pitch head)
+                                              a model with the audio pitch or meter head)
     "mfcc_mask", "mel_mask" (B,)    bool      optional (default: present)
 
 Input normalisation (``FeatureNorm``): every time-series modality is standardised per feature
@@ -95,6 +95,9 @@ class FusionLSTM(Classifier):
         pitch: ``PitchClassHead`` (clip-level, late) or None.
         audio_pitch: ``PitchClassHead`` on the chroma's profile (clip-level, late, masked
             with the log-Mel) or None.
+        audio_meter: ``AudioMeterHead`` on the log-Mel's onset envelope and the chroma
+            (clip-level, late after ``audio_pitch``, masked with the log-Mel) or None.
+        reads_chroma: whether the model takes the chroma input (``config.uses_chroma``).
         meter_rows: symbolic rows of the meter profile read late (0 = none; the symbolic
             stem then reads all rows), standardised by ``meter_norm``.
         classifier: ``SequenceClassifier`` (the part an inference engine runs natively).
@@ -387,7 +390,8 @@ class FusionLSTM(Classifier):
         if "symbolic" in self.modalities and SERIES["symbolic"] not in batch:
             late.append(ref.new_zeros(B, (self.pitch.out_dim if self.pitch is not None else 0)
                                       + self.meter_rows))
-        if self.audio_pitch is not None:  # last in the late block (close_streams relies on it)
+        # the audio block closes the late block, key scores then meter (close_streams relies on it)
+        if self.audio_pitch is not None:
             mj = masks[:, self.modalities.index("mel")]
             if "chroma" in batch and SERIES["mel"] in batch:
                 keys = _late_norm(self.audio_pitch_norm, self.audio_pitch.scores(
